@@ -1,0 +1,53 @@
+"""Precise exceptions raised inside the package.
+
+The edges translate them: the CLI prints ``error: <message>`` and exits 1, the web app shows a
+``gr.Error``. Every message is one line that says what happened and, where it helps, what to do.
+"""
+
+
+class SummarizerError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class OptionsError(SummarizerError, ValueError):
+    """A setting is out of range, of the wrong type, or unknown."""
+
+
+class VideoError(SummarizerError):
+    """The video cannot be read as asked."""
+
+
+class VideoNotFoundError(VideoError, FileNotFoundError):
+    """The path does not exist, or is a folder."""
+
+
+class NotAVideoError(VideoError):
+    """The file is empty or is not a media container PyAV can open."""
+
+
+class NoVideoStreamError(VideoError):
+    """The container opened but holds no video stream (audio only, subtitles...)."""
+
+
+class UnsupportedCodecError(VideoError):
+    """The video stream uses a codec that this build of FFmpeg cannot decode."""
+
+
+class DamagedVideoError(VideoError):
+    """The file is damaged (truncated or corrupt) and no frame could be decoded from it."""
+
+
+class ModelLoadError(SummarizerError):
+    """The model, its processor or its quantization backend could not be loaded."""
+
+
+class ContextTooSmallError(SummarizerError):
+    """Not even one segment of the video fits the context length."""
+
+
+class OutOfMemoryError(SummarizerError):
+    """The device ran out of memory; the message says what to lower."""
+
+
+class Cancelled(SummarizerError):
+    """The work was cancelled by the person (Stop button, Ctrl-C)."""
