@@ -1,0 +1,784 @@
+"""Qwen3-VL loading and video sessions: bounded vision batches, chunked prefill, streaming, cache reuse.
+
+A :class:`VideoSession` holds one video in a KV cache. Its first ``ask()`` decodes frames, encodes them
+in batches of temporal groups, and prefills the language model chunk by chunk as features arrive, so
+peak memory is weights + KV cache + O(chunk) whatever the video's length. Later ``ask()`` calls only
+prefill the new tokens: the conversation so far stays in the cache.
+
+Prompt layout (one user turn, video first so its KV prefix survives a change of prompt)::
+
+    <|im_start|>user\\n<0.5 seconds><|vision_start|><|video_pad|>*n<|vision_end|><2.5 seconds>...PROMPT
+    <|im_end|>\\n<|im_start|>assistant\\n
+
+Each temporal group gets its own ``<|vision_start|>…<|vision_end|>`` after its timestamp, and there is
+no outer ``<|vision_start|>``/``<|vision_end|>`` pair around the whole video. That is what Qwen's own
+processor (transformers 4.57) and vLLM feed the model, i.e. the layout it was trained on; transformers
+5.x's chat template + processor would add an outer pair (two extra tokens) around it. The span is made
+by the real processor: we hand it only the ``<|video_pad|>`` token to expand, never the template's
+triple. ``tests/test_engine.py`` pins the exact token sequence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import Cancelled, ModelLoadError, OptionsError, OutOfMemoryError
+from .options import ContextOptions, GenerationOptions, ModelOptions
+from .plan import Geometry
+from .video import Frame
+
+log = logging.getLogger(__name__)
+
+QWEN3VL_MODEL_TYPES = ("qwen3_vl", "qwen3_vl_moe")
+# Sentinels rendered through the chat template to find where the video, prompt and answers go.
+_PROMPT, _ANSWER, _QUESTION = "\x00PROMPT\x00", "\x00ANSWER\x00", "\x00QUESTION\x00"
+# Bytes kept free on the device beyond the KV cache when choosing the context length automatically.
+ACTIVATION_HEADROOM_BYTES = 3 * 2**30
+
+
+# ----------------------------------------------------------------------------------------------------
+# Events streamed by VideoSession.ask()
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Work under way: ``stage`` is "frames", "vision" or "prefill"; ``done`` of ``total`` units."""
+
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """New answer text (may be empty when a token completes no character yet)."""
+
+    text: str
+    token_id: int
+
+
+@dataclass(frozen=True)
+class TurnStats:
+    question: str
+    text: str
+    tokens: list[int]  # generated token ids (end-of-turn token excluded)
+    prefill_tokens: int  # tokens computed for this turn before the first answer token
+    ttft_s: float  # time to first token, seconds
+    decode_tokens_per_s: float
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage: frames, vision, prefill
+
+
+Event = Progress | TextDelta | TurnStats
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` = CUDA, then MPS, then CPU."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` = bfloat16 on GPUs that support it, float16 on other GPUs, float32 on CPU."""
+    if dtype != "auto":
+        try:
+            return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+        except KeyError:
+            raise OptionsError(f"model.dtype must be auto, bfloat16, float16 or float32, got {dtype!r}") from None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+class Engine:
+    """One loaded model and its processor; makes sessions. One per process."""
+
+    def __init__(self, model: Any, processor: Any, model_id: str):
+        self.model = model.eval()
+        self.processor = processor
+        self.model_id = model_id
+        self.config = model.config
+        self.device = model.device
+        self.dtype = model.dtype
+        self.tokenizer = processor.tokenizer
+        self.media_token_ids = {
+            "video": self.config.video_token_id,
+            "image": self.config.image_token_id,
+        }
+        gen = getattr(model, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None) or self.tokenizer.eos_token_id
+        self.eos_token_ids = set(eos if isinstance(eos, list) else [eos])
+        self.eos_token_ids.add(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        self._template = _ChatPieces.from_processor(processor)
+        self.lock = threading.Lock()  # one forward pass at a time on this model
+
+    @classmethod
+    def load(
+        cls,
+        model_id: str = ModelOptions.id,
+        device: str = "auto",
+        dtype: str = "auto",
+        attn_implementation: str = "sdpa",
+    ) -> Engine:
+        """Load a Qwen3-VL checkpoint (hub id or local folder) with ``from_pretrained``.
+
+        Raises ModelLoadError with what was tried and what to do: no network, no such model, not a
+        Qwen3-VL model, or a quantized checkpoint whose backend package is not installed.
+        """
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+        target = pick_device(device)
+        torch_dtype = pick_dtype(dtype, target)
+        where = "local folder" if Path(model_id).expanduser().is_dir() else "hub id"
+        try:
+            config = AutoConfig.from_pretrained(model_id)
+        except (OSError, ValueError) as e:
+            if Path(model_id).expanduser().exists() or where == "local folder":
+                raise ModelLoadError(f"{model_id} is not a model folder: {_first_line(e)}") from None
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            raise ModelLoadError(
+                f"could not load model '{model_id}' ({where}): not in the local Hugging Face cache and "
+                f"{'offline mode is on' if offline else 'the hub could not be reached or has no such model'}. "
+                "Download it once with `hf download Qwen/Qwen3-VL-2B-Instruct`, or pass --model /path/to/folder"
+            ) from None
+        if config.model_type not in QWEN3VL_MODEL_TYPES:
+            raise ModelLoadError(
+                f"{model_id} is a '{config.model_type}' model; this app needs a Qwen3-VL model "
+                "(e.g. Qwen/Qwen3-VL-2B-Instruct)"
+            )
+        _check_quantization_backend(config, model_id)
+        kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": attn_implementation}
+        if target.type == "cuda":
+            kwargs["device_map"] = str(target) if target.index is not None else "cuda"
+        t0 = time.perf_counter()
+        try:
+            processor = AutoProcessor.from_pretrained(model_id)
+            model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs)
+        except ImportError as e:
+            raise ModelLoadError(f"loading {model_id} needs a package that is not installed: {_first_line(e)}") from None
+        except (OSError, ValueError) as e:
+            if "flash_attn" in str(e) or "FlashAttention" in str(e):
+                raise ModelLoadError(
+                    "FlashAttention is not installed: `pip install flash-attn`, or use attn_implementation=sdpa"
+                ) from None
+            raise ModelLoadError(f"could not load {model_id}: {_first_line(e)}") from None
+        if target.type != "cuda":
+            model = model.to(target)
+        log.info("loaded %s on %s as %s in %.1f s", model_id, target, torch_dtype, time.perf_counter() - t0)
+        return cls(model, processor, model_id)
+
+    # -- geometry and memory ------------------------------------------------------------------------
+
+    @property
+    def geometry(self) -> Geometry:
+        """The token arithmetic of this model, read from its processor, config and tokenizer."""
+        vp = self.processor.video_processor
+        text = self.config.text_config
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        kv_bytes = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * self.dtype.itemsize
+        stamp = self._count("<0.0 seconds>")
+        template = len(self._template.tokens_before_video(self.tokenizer)) + self._count(
+            self._template.after_video + self._template.after_prompt
+        )
+        return Geometry(
+            patch_size=vp.patch_size,
+            merge_size=vp.merge_size,
+            temporal_patch_size=vp.temporal_patch_size,
+            kv_bytes_per_token=kv_bytes,
+            timestamp_base_tokens=stamp,
+            template_tokens=template,
+            count_text_tokens=self._count,
+        )
+
+    def _count(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def auto_context(self, cap: int = 262_144) -> int:
+        """The largest context whose KV cache fits the device's free memory, capped at ``cap``."""
+        free = _free_memory(self.device)
+        per_token = self.geometry.kv_bytes_per_token
+        tokens = max(0, free - ACTIVATION_HEADROOM_BYTES) // per_token
+        return int(max(8192, min(cap, tokens // 1024 * 1024)))
+
+    def context_length(self, opts: ContextOptions) -> int:
+        if opts.max_context == "auto":
+            return self.auto_context(opts.max_context_cap)
+        return int(opts.max_context)
+
+    # -- vision -------------------------------------------------------------------------------------
+
+    def encode_frames(self, frames: list[Frame]) -> _Rows:
+        """Token ids, MRoPE positions (from 0) and vision features of a run of whole temporal groups."""
+        from transformers.video_utils import VideoMetadata
+
+        video = np.stack([f.image for f in frames])  # [T, H, W, 3] uint8
+        metadata = VideoMetadata(
+            total_num_frames=len(frames),
+            fps=1000.0,  # frames_indices in milliseconds: the processor writes each frame's real time
+            frames_indices=[round(f.t * 1000) for f in frames],
+            width=video.shape[2],
+            height=video.shape[1],
+        )
+        inputs = self.processor(
+            text=[self.processor.video_token],
+            videos=[video],
+            video_metadata=[metadata],
+            do_sample_frames=False,  # we sampled the frames
+            do_resize=False,  # the plan chose the size; the sampler produced exactly it
+            cap_pixels_per_frame=False,  # nor cap its pixels (and do not warn that we do not)
+            return_tensors="pt",
+        )
+        return self._encode_media(inputs, "video")
+
+    def encode_image(self, image: np.ndarray) -> _Rows:
+        """Token ids, positions and vision features of one image (the processor picks its size)."""
+        inputs = self.processor(text=[self.processor.image_token], images=[image], return_tensors="pt")
+        return self._encode_media(inputs, "image")
+
+    @torch.inference_mode()
+    def _encode_media(self, inputs: Any, kind: str) -> _Rows:
+        ids = inputs["input_ids"][0]  # [n]
+        grid_key, pixel_key = ("video_grid_thw", "pixel_values_videos") if kind == "video" else (
+            "image_grid_thw",
+            "pixel_values",
+        )
+        grid = inputs[grid_key]
+        inner = self.model.model
+        positions, _ = inner.get_rope_index(
+            inputs["input_ids"],
+            mm_token_type_ids=inputs["mm_token_type_ids"],
+            **{grid_key: grid},
+        )  # [3, 1, n], starting at 0
+        with self.lock:
+            out = (inner.get_video_features if kind == "video" else inner.get_image_features)(
+                inputs[pixel_key].to(self.device), grid.to(self.device), return_dict=True
+            )
+        embeds = torch.cat(out.pooler_output)  # [m, D]
+        deepstack = [torch.cat(f) for f in out.deepstack_features]  # layers x [m, D]
+        return _Rows(ids=ids, positions=positions[:, 0], embeds=embeds, deepstack=deepstack)
+
+    def session(self, frames: Iterable[Frame], total_frames: int | None = None, **kwargs: Any) -> VideoSession:
+        return VideoSession(self, frames, total_frames=total_frames, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sessions
+
+
+@dataclass
+class _Rows:
+    """Tokens waiting to be prefilled: ids [n], positions [3, n], features of their media tokens [m, D]."""
+
+    ids: torch.Tensor
+    positions: torch.Tensor
+    embeds: torch.Tensor | None = None
+    deepstack: list[torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def shifted(self, offset: int) -> _Rows:
+        return _Rows(self.ids, self.positions + offset, self.embeds, self.deepstack)
+
+    def split(self, n: int, media_mask: torch.Tensor) -> tuple[_Rows, _Rows]:
+        """The first ``n`` tokens and the rest; ``media_mask`` marks media tokens of all rows."""
+        m = int(media_mask[:n].sum())
+        head = _Rows(self.ids[:n], self.positions[:, :n])
+        tail = _Rows(self.ids[n:], self.positions[:, n:])
+        if self.embeds is not None:
+            head.embeds, tail.embeds = self.embeds[:m], self.embeds[m:]
+            head.deepstack = [d[:m] for d in self.deepstack]
+            tail.deepstack = [d[m:] for d in self.deepstack]
+        return head, tail
+
+    @staticmethod
+    def concat(parts: list[_Rows]) -> _Rows:
+        parts = [p for p in parts if len(p)]
+        with_media = [p for p in parts if p.embeds is not None and len(p.embeds)]
+        rows = _Rows(torch.cat([p.ids for p in parts]), torch.cat([p.positions for p in parts], dim=1))
+        if with_media:
+            rows.embeds = torch.cat([p.embeds for p in with_media])
+            rows.deepstack = [torch.cat(layer) for layer in zip(*(p.deepstack for p in with_media), strict=True)]
+        return rows
+
+
+@dataclass
+class Turn:
+    question: str
+    prompt_ids: list[int]  # the turn's own tokens: opener, question, generation prompt
+    answer_ids: list[int] = field(default_factory=list)  # generated tokens, end-of-turn excluded
+    text: str = ""
+
+
+class VideoSession:
+    """One video in a KV cache, and a conversation about it.
+
+    ``ask(question)`` yields :class:`Progress`, :class:`TextDelta` and finally :class:`TurnStats`.
+    The first call reads and prefills the video; later calls only prefill their own tokens. ``branch=k``
+    replaces turn ``k`` and drops the later ones (``branch=0`` changes the prompt), reusing the cached
+    prefix they share. A ``cancel`` event stops work within one chunk or token: the turn is dropped and
+    the session stays usable (an interrupted video read resumes where it stopped).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        frames: Iterable[Frame] | None = None,
+        *,
+        total_frames: int | None = None,
+        image: np.ndarray | None = None,
+        context: ContextOptions | None = None,
+        generation: GenerationOptions | None = None,
+        max_context: int | None = None,
+        cache_reuse: bool = True,
+    ):
+        from transformers import DynamicCache
+
+        if (frames is None) == (image is None):
+            raise ValueError("a session needs exactly one of frames or image")
+        self.engine = engine
+        self.context = context or ContextOptions()
+        self.generation = generation or GenerationOptions()
+        self.max_context = max_context
+        self.cache_reuse = cache_reuse
+        self.total_frames = total_frames
+        self.turns: list[Turn] = []
+        self.frames_read = 0
+        self._frames = iter(frames) if frames is not None else None
+        self._image = image
+        self._new_cache = lambda: DynamicCache(config=engine.config.text_config)
+        self.cache = self._new_cache()
+        # What the cache holds: token ids, their MRoPE positions [3, L], and the next free position.
+        self.ids: list[int] = []
+        self.positions = torch.zeros(3, 0, dtype=torch.long)
+        self.next_position = 0
+        self.timestamps: list[float] = []  # times (s) of the frames read, in order
+        self._pending: list[_Rows] = []  # tokens read but not yet prefilled
+        self._batch: list[Frame] = []  # frames read but not yet encoded
+        self._started = False
+        self._media_done = False
+        self._broken: str | None = None
+        self._media_rows: list[_Rows] | None = None if cache_reuse else []  # kept to recompute turns
+        self._media_len = 0  # tokens of the prefix through the media, once read
+
+    # -- public -------------------------------------------------------------------------------------
+
+    @property
+    def media_tokens(self) -> int:
+        """Tokens of the chat prefix and the video (or image), once read."""
+        return self._media_len
+
+    def ask(
+        self, question: str, *, branch: int | None = None, cancel: threading.Event | None = None
+    ) -> Iterator[Event]:
+        """Stream the answer to ``question`` (a prompt or a follow-up) as events."""
+        if branch is not None and not 0 <= branch <= len(self.turns):
+            raise ValueError(f"branch must be in 0..{len(self.turns)}, got {branch}")
+        if self._broken:
+            raise RuntimeError(f"this session can no longer be used ({self._broken}); open the video again")
+        kept = self.turns if branch is None else self.turns[:branch]
+        turn = Turn(question, self.engine._template.turn_ids(self.engine.tokenizer, question, first=not kept))
+        return self._run_turn(kept, turn, cancel)
+
+    def reset_cache(self) -> None:
+        """Drop the cached conversation but keep the video (re-prefills it on the next ask)."""
+        self._rewind(self._media_len if self.cache_reuse else 0)
+
+    # -- the turn -----------------------------------------------------------------------------------
+
+    def _run_turn(self, kept: list[Turn], turn: Turn, cancel: threading.Event | None) -> Iterator[Event]:
+        t_start = time.perf_counter()
+        timings = {"frames": 0.0, "vision": 0.0, "prefill": 0.0}
+        before = (list(self.turns), len(self.ids))
+        computed = 0
+        fresh = not self._media_done
+        try:
+            if not self._media_done:
+                computed += yield from self._read_media(cancel, timings)
+            history = [t for k in kept for t in (*k.prompt_ids, *k.answer_ids)]
+            wanted = self.ids[: self._media_len] + history + turn.prompt_ids
+            if not self.cache_reuse and not fresh:
+                self._rewind(0)
+                computed += yield from self._prefill_media_again(cancel)
+            # Keep the longest cached prefix; at least one token is recomputed to get fresh logits.
+            shared = _common_prefix(self.ids, wanted, limit=len(wanted) - 1)
+            self._rewind(max(shared, self._media_len))
+            new = wanted[len(self.ids) :]
+            self.turns = [*kept, turn]
+            t0 = time.perf_counter()
+            self._pending.append(self._text_rows(new))
+            logits = None
+            total = sum(len(p) for p in self._pending)
+            done = 0
+            for n, out in self._prefill(cancel, final=True):
+                done += n
+                logits = out if out is not None else logits
+                yield Progress("prefill", done, total)
+            computed += total
+            timings["prefill"] += time.perf_counter() - t0
+            yield from self._decode(turn, logits, cancel, t_start, computed, timings)
+        except BaseException as e:
+            # Cancelled, failed or abandoned (GeneratorExit): drop this turn, keep the session usable.
+            # An interrupted video read keeps what it read and resumes on the next ask.
+            self.turns = before[0]
+            if self._media_done:
+                self._pending = []
+                self._rewind(max(before[1], self._media_len))
+            elif not isinstance(e, (Cancelled, GeneratorExit)):
+                self._broken = f"reading the video failed: {_first_line(e)}"
+            if _is_oom(e):
+                _empty_device_cache(self.engine.device)
+                raise OutOfMemoryError(
+                    "out of memory: lower the fps or the context length, or use a quantized model"
+                ) from None
+            raise
+
+    def _decode(
+        self,
+        turn: Turn,
+        logits: torch.Tensor,
+        cancel: threading.Event | None,
+        t_start: float,
+        computed: int,
+        timings: dict[str, float],
+    ) -> Iterator[Event]:
+        g = self.generation
+        tok = self.engine.tokenizer
+        processors = _logits_processors(g)
+        context_ids = torch.tensor([self.ids], dtype=torch.long)  # the repetition penalty looks at all of it
+        ttft = None
+        t_first = time.perf_counter()
+        limit = g.max_new_tokens
+        if self.max_context is not None:
+            limit = max(1, min(limit, self.max_context - len(self.ids)))
+        shown = ""
+        for step in range(limit):
+            _check(cancel)
+            scores = processors(context_ids, logits.float())
+            if g.temperature > 0:
+                next_id = int(torch.multinomial(torch.softmax(scores, dim=-1), 1)[0, 0])
+            else:
+                next_id = int(scores.argmax(-1)[0])
+            if ttft is None:
+                ttft = time.perf_counter() - t_start
+                t_first = time.perf_counter()
+            if next_id in self.engine.eos_token_ids:
+                break
+            turn.answer_ids.append(next_id)
+            text = tok.decode(turn.answer_ids, skip_special_tokens=True)
+            if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                delta, shown = text[len(shown) :], text
+                turn.text = shown
+                yield TextDelta(delta, next_id)
+            if step == limit - 1:
+                break
+            context_ids = torch.cat([context_ids, torch.tensor([[next_id]])], dim=1)
+            logits = self._step(next_id)
+        elapsed = time.perf_counter() - t_first
+        turn.text = tok.decode(turn.answer_ids, skip_special_tokens=True)
+        n = len(turn.answer_ids)
+        yield TurnStats(
+            question=turn.question,
+            text=turn.text,
+            tokens=list(turn.answer_ids),
+            prefill_tokens=computed,
+            ttft_s=ttft if ttft is not None else time.perf_counter() - t_start,
+            decode_tokens_per_s=(n - 1) / elapsed if n > 1 and elapsed > 0 else 0.0,
+            timings=timings,
+        )
+
+    # -- reading the media --------------------------------------------------------------------------
+
+    def _read_media(self, cancel: threading.Event | None, timings: dict[str, float]) -> Iterator[Event]:
+        """Decode, encode and prefill the video (resumable after a cancel). Returns tokens computed."""
+        engine = self.engine
+        if not self._started:
+            self._pending.append(self._text_rows(engine._template.tokens_before_video(engine.tokenizer)))
+            self._started = True
+        computed = 0
+        if self._image is not None:
+            self._queue_media(engine.encode_image(self._image))
+            self._image = None
+        group = engine.processor.video_processor.temporal_patch_size
+        batch_frames = self.context.vision_batch_groups * group
+        frames = self._frames or iter(())
+        while True:
+            _check(cancel)
+            t0 = time.perf_counter()
+            frame = next(frames, None)
+            timings["frames"] += time.perf_counter() - t0
+            if frame is not None:
+                self._batch.append(frame)
+                self.frames_read += 1
+                self.timestamps.append(frame.t)
+                if self.frames_read % group == 0:
+                    yield Progress("frames", self.frames_read, self.total_frames or self.frames_read)
+                if len(self._batch) < batch_frames:
+                    continue
+            if self._batch:
+                t0 = time.perf_counter()
+                self._queue_media(engine.encode_frames(self._batch))
+                timings["vision"] += time.perf_counter() - t0
+                yield Progress("vision", self.frames_read, self.total_frames or self.frames_read)
+                self._batch = []
+            t0 = time.perf_counter()
+            for n, _ in self._prefill(cancel, final=frame is None):
+                computed += n
+                yield Progress("prefill", len(self.ids), self._expected_media_tokens())
+            timings["prefill"] += time.perf_counter() - t0
+            if frame is None:
+                break
+        if self.frames_read == 0 and self._frames is not None:
+            raise ValueError("the video gave no frames")
+        self._media_done = True
+        self._media_len = len(self.ids)
+        return computed
+
+    def _expected_media_tokens(self) -> int:
+        if not self.total_frames or not self.frames_read:
+            return len(self.ids) + sum(len(p) for p in self._pending)
+        per_frame = (len(self.ids) + sum(len(p) for p in self._pending)) / self.frames_read
+        return int(per_frame * self.total_frames)
+
+    def _queue_media(self, rows: _Rows) -> None:
+        rows = rows.shifted(self._next_pending_position())
+        if self._media_rows is not None:
+            self._media_rows.append(_Rows(rows.ids, rows.positions, rows.embeds.cpu(), [d.cpu() for d in rows.deepstack]))
+        self._pending.append(rows)
+
+    def _prefill_media_again(self, cancel: threading.Event | None) -> Iterator[Event]:
+        """Without cache reuse: recompute the prefix and the stored media features from scratch."""
+        prefix = self.engine._template.tokens_before_video(self.engine.tokenizer)
+        self._pending = [self._text_rows(prefix, start=0), *self._media_rows]
+        total = sum(len(p) for p in self._pending)
+        done = 0
+        for n, _ in self._prefill(cancel, final=True):
+            done += n
+            yield Progress("prefill", done, total)
+        return total
+
+    # -- the language model -------------------------------------------------------------------------
+
+    def _next_pending_position(self) -> int:
+        if self._pending:
+            return int(self._pending[-1].positions.max()) + 1
+        return self.next_position
+
+    def _text_rows(self, ids: list[int], start: int | None = None) -> _Rows:
+        start = self._next_pending_position() if start is None else start
+        positions = torch.arange(start, start + len(ids)).expand(3, -1)
+        return _Rows(torch.tensor(ids, dtype=torch.long), positions)
+
+    def _prefill(self, cancel: threading.Event | None, final: bool) -> Iterator[tuple[int, torch.Tensor | None]]:
+        """Prefill pending tokens in chunks; yields (tokens done, logits of the last one or None)."""
+        chunk = self.context.prefill_chunk_size
+        while any(len(p) for p in self._pending):
+            rows = _Rows.concat(self._pending)
+            self._pending = [rows]
+            if len(rows) < chunk and not final:
+                return
+            _check(cancel)
+            head, tail = rows.split(min(chunk, len(rows)), self._media_mask(rows.ids))
+            last = not len(tail) and final
+            logits = self._forward(head, logits=last)
+            self._pending = [tail] if len(tail) else []
+            yield len(head), logits
+
+    def _media_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros_like(ids, dtype=torch.bool)
+        for token_id in self.engine.media_token_ids.values():
+            mask |= ids == token_id
+        return mask
+
+    @torch.inference_mode()
+    def _forward(self, rows: _Rows, logits: bool) -> torch.Tensor | None:
+        """Run ``rows`` through the language model into the cache; logits of the last token if asked."""
+        engine = self.engine
+        inner = engine.model.model
+        device = engine.device
+        ids = rows.ids.to(device)
+        n, start = len(rows), len(self.ids)
+        if self.max_context is not None and start + n > self.max_context:
+            raise OptionsError(
+                f"the conversation would exceed the context length ({start + n:,} > {self.max_context:,} "
+                "tokens); start a new conversation or raise the context length"
+            )
+        mask = self._media_mask(rows.ids).to(device)
+        with engine.lock:
+            embeds = inner.get_input_embeddings()(ids[None])  # [1, n, D]
+            kwargs: dict[str, Any] = {}
+            if rows.embeds is not None and len(rows.embeds):
+                embeds[0, mask] = rows.embeds.to(device, embeds.dtype)
+                kwargs["visual_pos_masks"] = mask[None]
+                kwargs["deepstack_visual_embeds"] = [d.to(device, embeds.dtype) for d in rows.deepstack]
+            cache_positions = torch.arange(start, start + n, device=device)
+            position_ids = torch.cat([cache_positions[None], rows.positions.to(device)])[:, None, :]  # [4, 1, n]
+            out = inner.language_model(
+                inputs_embeds=embeds, position_ids=position_ids, cache=self.cache, use_cache=True, **kwargs
+            )
+            result = engine.model.lm_head(out.last_hidden_state[:, -1]) if logits else None  # [1, V]
+        self.ids.extend(rows.ids.tolist())
+        self.positions = torch.cat([self.positions, rows.positions.cpu()], dim=1)
+        self.next_position = int(self.positions.max()) + 1
+        return result
+
+    def _step(self, token_id: int) -> torch.Tensor:
+        return self._forward(self._text_rows([token_id]), logits=True)
+
+    def _rewind(self, length: int) -> None:
+        """Crop the cache and its bookkeeping back to the first ``length`` tokens."""
+        if length >= len(self.ids):
+            return
+        if length == 0:
+            self.cache = self._new_cache()
+        else:
+            self.cache.crop(length - len(self.ids))  # a negative count removes that many tokens
+        self.ids = self.ids[:length]
+        self.positions = self.positions[:, :length]
+        self.next_position = int(self.positions.max()) + 1 if length else 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Chat template pieces
+
+
+@dataclass(frozen=True)
+class _ChatPieces:
+    """The model's chat template cut where the video, the prompt and later turns go."""
+
+    before_video: str  # "<|im_start|>user\n"
+    after_video: str  # text between the video and the prompt (usually empty)
+    after_prompt: str  # "<|im_end|>\n<|im_start|>assistant\n"
+    between_turns: str  # closes the answer and opens the next user turn: "<|im_end|>\n<|im_start|>user\n"
+
+    @classmethod
+    def from_processor(cls, processor: Any) -> _ChatPieces:
+        video = processor.vision_start_token + processor.video_token + processor.vision_end_token
+
+        def render(messages: list[dict]) -> str:
+            return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+        first = render([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": _PROMPT}]}])
+        before_video, rest = first.split(video, 1)
+        after_video, after_prompt = rest.split(_PROMPT, 1)
+        convo = render(
+            [
+                {"role": "user", "content": [{"type": "text", "text": _PROMPT}]},
+                {"role": "assistant", "content": [{"type": "text", "text": _ANSWER}]},
+                {"role": "user", "content": [{"type": "text", "text": _QUESTION}]},
+            ]
+        )
+        between = convo.split(_ANSWER, 1)[1].split(_QUESTION, 1)[0]
+        return cls(before_video, after_video, after_prompt, between)
+
+    def tokens_before_video(self, tokenizer: Any) -> list[int]:
+        return tokenizer(self.before_video, add_special_tokens=False)["input_ids"]
+
+    def turn_ids(self, tokenizer: Any, question: str, first: bool) -> list[int]:
+        text = (self.after_video if first else self.between_turns) + question + self.after_prompt
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _logits_processors(g: GenerationOptions) -> Any:
+    from transformers import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    procs = LogitsProcessorList()
+    if g.repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(g.repetition_penalty))
+    if g.temperature > 0:  # the same order as transformers' generate()
+        procs.append(TemperatureLogitsWarper(g.temperature))
+        if g.top_k > 0:
+            procs.append(TopKLogitsWarper(g.top_k))
+        if g.top_p < 1.0:
+            procs.append(TopPLogitsWarper(g.top_p))
+    return procs
+
+
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    n = min(len(a), len(b), max(limit, 0))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("stopped")
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+    )
+
+
+def _empty_device_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+def _free_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "mps":
+        return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return 8 * 2**30
+
+
+def _check_quantization_backend(config: Any, model_id: str) -> None:
+    """Name the package a quantized checkpoint needs before transformers fails deep inside."""
+    import importlib.util
+
+    quant = getattr(config, "quantization_config", None)
+    if not quant:
+        return
+    method = (quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)) or ""
+    method = str(getattr(method, "value", method)).lower()
+    needs = {"gptq": ("gptqmodel", "pip install 'qwen3vl-summarizer[gptq]'"), "awq": ("awq", "pip install autoawq")}
+    if method in needs and importlib.util.find_spec(needs[method][0]) is None:
+        package, command = needs[method]
+        raise ModelLoadError(
+            f"{model_id} is a {method.upper()} checkpoint and needs the '{package}' package: {command}"
+        )
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

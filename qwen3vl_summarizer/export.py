@@ -1,0 +1,377 @@
+"""Write a summary to files: Markdown, JSON, SRT, WebVTT and YouTube chapters.
+
+One small registry, as in whisper's ``get_writer``: ``get_writer("srt").write(summary, "talk.srt")``.
+Adding a format is one :class:`Writer` subclass and one entry in ``_WRITERS``.
+
+Chapters come from the summary's Markdown (:func:`parse_chapters`): headings such as
+``### [03:10–05:20] Title``, or list items such as ``- [03:10] Title``, or lines such as
+``03:10 Title``, in any timestamp style :mod:`.timestamps` understands.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import IO, Any
+
+from .errors import OptionsError
+from .timestamps import (
+    SECONDS_PER_HOUR,
+    SEEK_ANCHOR,
+    find_timestamps,
+    format_timestamp,
+    normalize_timestamps,
+)
+
+logger = logging.getLogger(__name__)
+
+MIN_CUE_SECONDS = 1.0  # a subtitle cue of zero length is invisible; shortest cue written, seconds
+YOUTUBE_MIN_CHAPTERS = 3  # YouTube ignores chapter lists shorter than this
+YOUTUBE_MIN_CHAPTER_SECONDS = 10.0  # ... or with a chapter shorter than this
+INTRO_TITLE = "Intro"
+JSON_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """A stretch of the video: ``start``/``end`` in seconds from its start, and a one-line title."""
+
+    start: float
+    end: float
+    title: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a run produced, everything a writer needs."""
+
+    markdown: str  # the model's answer, as written (times in any style)
+    video: str  # file name of the video (no folders)
+    duration: float  # seconds; 0 when unknown
+    model: str  # model id or folder
+    prompt: str  # prompt name ("lecture") or text
+    stats: dict[str, Any] = field(default_factory=dict)  # free-form numbers: tokens, timings...
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def known_duration(self) -> float | None:
+        return self.duration if self.duration > 0 else None
+
+
+# --- chapters ---------------------------------------------------------------------------------------
+
+_FENCE_RE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
+_MD_LINK_RE = re.compile(r"!?\[([^\[\]\n]*)\]\([^)\n]*\)")
+_SEEK_LINK = r"\[([^\[\]\n]*)\]\(" + re.escape(SEEK_ANCHOR) + r"[^)\n]*\)"
+_SEEK_LINK_RE = re.compile(_SEEK_LINK)
+_SEEK_RANGE_RE = re.compile(_SEEK_LINK + "\u2013" + _SEEK_LINK)
+_HEADING_RE = re.compile(r"^\s{0,3}#{1,6}\s+")
+_LIST_RE = re.compile(r"^(\s*)(?:[-*+]|\d+[.)])\s+")
+_OPENERS_RE = re.compile(r"^(?:\*\*|__|\*|_|\[|\(|\s)*$")  # what may stand between the marker and the time
+_RANGE_GLUE_RE = re.compile(r"^[\s\]\)*_]*(?:\u2013|\u2014|-|~|to|至|到)[\s\[\(*_]*$", re.IGNORECASE)
+_TITLE_LEAD_RE = re.compile(r"^[\s\]\)*_]*(?:[-\u2013\u2014:：|·.]\s*)?(?:\*\*|__)?\s*")
+_EMPHASIS_RE = re.compile(r"(\*\*|__|`)")
+
+
+@dataclass
+class _Line:
+    kind: str  # "heading" | "list" | "plain"
+    indent: int
+    start: float
+    end: float | None
+    title: str
+
+
+def _classify(line: str) -> _Line | None:
+    """A chapter candidate if ``line`` is a heading, list item or plain line that starts with a time."""
+    text = _MD_LINK_RE.sub(r"\1", line)
+    if m := _HEADING_RE.match(text):
+        kind, indent, body = "heading", 0, text[m.end() :]
+    elif m := _LIST_RE.match(text):
+        kind, indent, body = "list", len(m[1].expandtabs(4)), text[m.end() :]
+    else:
+        kind, indent, body = "plain", 0, text
+    spans = find_timestamps(body)
+    if not spans or not _OPENERS_RE.match(body[: spans[0].start]):
+        return None
+    first = spans[0]
+    end_seconds, rest_from = first.end_seconds, first.end
+    # "[03:10] – [05:20] Title": a range written as two bracketed times.
+    if end_seconds is None and len(spans) > 1 and _RANGE_GLUE_RE.match(body[first.end : spans[1].start]):
+        end_seconds, rest_from = spans[1].seconds, spans[1].end
+    title = _TITLE_LEAD_RE.sub("", body[rest_from:], count=1)
+    title = _EMPHASIS_RE.sub("", title).strip().rstrip(":：").strip()
+    return _Line(kind, indent, first.seconds, end_seconds, title)
+
+
+def _candidates(markdown: str) -> list[_Line]:
+    lines: list[_Line] = []
+    fence: str | None = None
+    for raw in markdown.splitlines():
+        if m := _FENCE_RE.match(raw):
+            if fence is None:
+                fence = m[1]
+            elif m[1][0] == fence[0] and len(m[1]) >= len(fence) and not raw.strip().strip(fence[0]):
+                fence = None
+            continue
+        if fence is None and (line := _classify(raw)) is not None:
+            lines.append(line)
+    return lines
+
+
+def parse_chapters(markdown: str, duration: float | None = None) -> tuple[list[Chapter], list[str]]:
+    """Chapters from a summary's Markdown, and a description of each correction made.
+
+    Sources, in order of preference (the first that yields anything wins): headings that start with a
+    time or range (``### [03:10–05:20] Title``); else the least-indented list items that do
+    (``- [03:10] Title``); else plain lines that do (``03:10 Title``). So the key points listed under a
+    chapter heading are not chapters themselves.
+
+    Corrections (each one adds a warning): times past ``duration`` are clamped to it; chapters out of
+    order are sorted by start; an end before its start, or past the next chapter's start, is replaced by
+    the next chapter's start. Missing ends are the next chapter's start, and for the last chapter
+    ``duration`` (or its own start when the duration is unknown, with a warning).
+    """
+    if duration is not None and duration <= 0:
+        duration = None
+    candidates = _candidates(markdown)
+    for kind in ("heading", "list", "plain"):
+        chosen = [c for c in candidates if c.kind == kind]
+        if chosen:
+            break
+    else:
+        return [], []
+    if kind == "list":
+        top = min(c.indent for c in chosen)
+        chosen = [c for c in chosen if c.indent == top]
+
+    warnings: list[str] = []
+    raw: list[tuple[float, float | None, str]] = []
+    for i, c in enumerate(chosen, 1):
+        title = c.title or f"Chapter {i}"
+        start, end = c.start, c.end
+        if duration is not None:
+            if start > duration:
+                warnings.append(
+                    f"chapter '{title}' starts at {format_timestamp(start)}, after the end of the video "
+                    f"({format_timestamp(duration)}); moved to the end"
+                )
+                start = duration
+            if end is not None and end > duration:
+                warnings.append(
+                    f"chapter '{title}' ends at {format_timestamp(end)}, after the end of the video "
+                    f"({format_timestamp(duration)}); clamped"
+                )
+                end = duration
+        raw.append((start, end, title))
+
+    if any(a[0] > b[0] for a, b in zip(raw, raw[1:], strict=False)):
+        warnings.append("chapters were out of order; sorted by start time")
+        raw.sort(key=lambda r: r[0])  # stable: equal starts keep the model's order
+
+    chapters: list[Chapter] = []
+    for i, (start, end, title) in enumerate(raw):
+        next_start = raw[i + 1][0] if i + 1 < len(raw) else None
+        fallback = next_start if next_start is not None else duration
+        if end is not None and end < start:
+            warnings.append(
+                f"chapter '{title}' ends ({format_timestamp(end)}) before it starts "
+                f"({format_timestamp(start)}); ends at the next chapter instead"
+            )
+            end = None
+        elif end is not None and next_start is not None and end > next_start:
+            warnings.append(
+                f"chapter '{title}' ends at {format_timestamp(end)}, after the next chapter starts "
+                f"({format_timestamp(next_start)}); shortened"
+            )
+            end = next_start
+        if end is None:
+            if fallback is None:
+                warnings.append(
+                    f"chapter '{title}' has no end time and the video's duration is unknown; "
+                    "it ends where it starts"
+                )
+                fallback = start
+            end = max(fallback, start)
+        chapters.append(Chapter(start, end, title))
+    return chapters, warnings
+
+
+def summary_chapters(summary: Summary) -> tuple[list[Chapter], list[str]]:
+    """:func:`parse_chapters` applied to a summary."""
+    return parse_chapters(summary.markdown, summary.known_duration)
+
+
+def _hours(summary: Summary, chapters: list[Chapter]) -> bool:
+    """One style for a whole file: ``HH:MM:SS`` when the video (or a chapter) reaches an hour."""
+    longest = max([summary.duration, *(c.end for c in chapters)], default=0.0)
+    return longest >= SECONDS_PER_HOUR
+
+
+def _log_warnings(fmt: str, warnings: list[str]) -> None:
+    for w in warnings:
+        logger.warning("%s: %s", fmt, w)
+
+
+# --- writers ----------------------------------------------------------------------------------------
+
+
+class Writer(ABC):
+    """Turns a :class:`Summary` into one file format."""
+
+    format: str  # registry key, e.g. "srt"
+    extension: str  # file name extension without the dot
+
+    @abstractmethod
+    def to_string(self, summary: Summary) -> str:
+        """The whole file as text."""
+
+    def write(self, summary: Summary, file: str | os.PathLike[str] | IO[str]) -> None:
+        """Write to a path (UTF-8, ``\\n`` line ends) or to an open text file."""
+        text = self.to_string(summary)
+        if hasattr(file, "write"):
+            file.write(text)  # type: ignore[union-attr]
+            return
+        with open(file, "w", encoding="utf-8", newline="\n") as f:  # type: ignore[arg-type]
+            f.write(text)
+
+
+def _unlink_seek_links(markdown: str) -> str:
+    """``[03:25](#t=205)`` -> ``[03:25]`` and ``[03:10](#t=190)–[05:20](#t=320)`` -> ``[03:10–05:20]``
+    (what :func:`link_timestamps` made of them): seek links only work inside the web app."""
+    markdown = _SEEK_RANGE_RE.sub("[\\1\u2013\\2]", markdown)
+    return _SEEK_LINK_RE.sub(r"[\1]", markdown)
+
+
+class MarkdownWriter(Writer):
+    format = "md"
+    extension = "md"
+
+    def to_string(self, summary: Summary) -> str:
+        text = normalize_timestamps(_unlink_seek_links(summary.markdown), summary.known_duration)
+        return text.strip() + "\n"
+
+
+class JSONWriter(Writer):
+    format = "json"
+    extension = "json"
+
+    def to_string(self, summary: Summary) -> str:
+        chapters, warnings = summary_chapters(summary)
+        hours = _hours(summary, chapters)
+        data = {
+            "schema_version": JSON_SCHEMA_VERSION,
+            "video": summary.video,
+            "duration": summary.duration,
+            "duration_text": format_timestamp(summary.duration, hours) if summary.duration > 0 else None,
+            "model": summary.model,
+            "prompt": summary.prompt,
+            "created": summary.created,
+            "markdown": MarkdownWriter().to_string(summary),
+            "chapters": [
+                {
+                    "start": c.start,
+                    "end": c.end,
+                    "start_text": format_timestamp(c.start, hours),
+                    "end_text": format_timestamp(c.end, hours),
+                    "title": c.title,
+                }
+                for c in chapters
+            ],
+            "stats": summary.stats,
+            "warnings": warnings,
+        }
+        return json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
+
+
+def _cue_time(seconds: float, separator: str) -> str:
+    """``HH:MM:SS,mmm`` (SRT) or ``HH:MM:SS.mmm`` (WebVTT)."""
+    millis = round(max(seconds, 0.0) * 1000)
+    h, rest = divmod(millis, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{separator}{ms:03d}"
+
+
+def _cues(summary: Summary, fmt: str) -> list[tuple[float, float, str]]:
+    """One cue per chapter, at least :data:`MIN_CUE_SECONDS` long, title on one line."""
+    chapters, warnings = summary_chapters(summary)
+    _log_warnings(fmt, warnings)
+    if not chapters:
+        logger.warning("%s: no chapters found in the summary; writing an empty track", fmt)
+    cues = []
+    for c in chapters:
+        end = c.end if c.end > c.start else c.start + MIN_CUE_SECONDS
+        title = " ".join(c.title.split()).replace("-->", "\u2192")
+        cues.append((c.start, end, title))
+    return cues
+
+
+class SRTWriter(Writer):
+    format = "srt"
+    extension = "srt"
+
+    def to_string(self, summary: Summary) -> str:
+        blocks = [
+            f"{i}\n{_cue_time(start, ',')} --> {_cue_time(end, ',')}\n{title}\n"
+            for i, (start, end, title) in enumerate(_cues(summary, self.format), 1)
+        ]
+        return "\n".join(blocks)
+
+
+class VTTWriter(Writer):
+    format = "vtt"
+    extension = "vtt"
+
+    def to_string(self, summary: Summary) -> str:
+        blocks = ["WEBVTT\n"]
+        for i, (start, end, title) in enumerate(_cues(summary, self.format), 1):
+            text = title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            blocks.append(f"{i}\n{_cue_time(start, '.')} --> {_cue_time(end, '.')}\n{text}\n")
+        return "\n".join(blocks)
+
+
+class ChaptersWriter(Writer):
+    """YouTube description chapters: ``00:00 Title`` per line, the first at 00:00."""
+
+    format = "chapters"
+    extension = "txt"
+
+    def to_string(self, summary: Summary) -> str:
+        chapters, warnings = summary_chapters(summary)
+        if chapters and chapters[0].start >= 1.0:  # 00:00 as YouTube reads it (whole seconds)
+            chapters.insert(0, Chapter(0.0, chapters[0].start, INTRO_TITLE))
+            warnings.append(
+                f"YouTube needs a chapter at 00:00; added '{INTRO_TITLE}' before the first chapter "
+                f"({format_timestamp(chapters[1].start)})"
+            )
+        if chapters and len(chapters) < YOUTUBE_MIN_CHAPTERS:
+            warnings.append(f"YouTube shows chapters only when there are at least {YOUTUBE_MIN_CHAPTERS}")
+        short = [c.title for c in chapters[:-1] if c.end - c.start < YOUTUBE_MIN_CHAPTER_SECONDS]
+        if short:
+            warnings.append(
+                f"YouTube needs chapters of at least {YOUTUBE_MIN_CHAPTER_SECONDS:g} s; shorter: "
+                + ", ".join(f"'{t}'" for t in short)
+            )
+        _log_warnings(self.format, warnings)
+        hours = _hours(summary, chapters)
+        return "".join(f"{format_timestamp(c.start, hours)} {c.title}\n" for c in chapters)
+
+
+_WRITERS: dict[str, type[Writer]] = {
+    w.format: w for w in (MarkdownWriter, JSONWriter, SRTWriter, VTTWriter, ChaptersWriter)
+}
+FORMATS: tuple[str, ...] = tuple(_WRITERS)
+
+
+def get_writer(fmt: str) -> Writer:
+    """The writer for ``fmt`` (one of :data:`FORMATS`; case and a leading dot are ignored)."""
+    key = fmt.strip().lower().lstrip(".")
+    if key not in _WRITERS:
+        raise OptionsError(f"unknown output format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    return _WRITERS[key]()

@@ -1,0 +1,229 @@
+"""Fit a video into a token budget: frame size, frame count, exact token count, KV memory, segments.
+
+Pure arithmetic (no model, no decoding), so the web app can redraw the plan while a slider moves.
+The token arithmetic mirrors Qwen3-VL's processor: two consecutive frames form one temporal group; a
+group resized to W x H (multiples of ``patch_size * merge_size`` = 32 px) costs (W/32)*(H/32) visual
+tokens, plus ``<|vision_start|>``, ``<|vision_end|>`` and its ``<t seconds>`` timestamp text.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .errors import ContextTooSmallError, OptionsError
+from .video import MAX_FPS, VideoInfo, target_times
+
+# Qwen3-VL-2B-Instruct, used when no model is loaded (the engine reads the real values from it).
+QWEN3VL_2B_KV_BYTES_PER_TOKEN = 2 * 28 * 8 * 128 * 2  # K and V, 28 layers, 8 KV heads, head_dim 128, bf16
+# Tokens of "<0.0 seconds>" with Qwen's tokenizer: "<", "0", ".", "0", " seconds", ">" (digits split singly).
+QWEN_TIMESTAMP_BASE_TOKENS = 6
+# "<|im_start|>user\n" before the video and "<|im_end|>\n<|im_start|>assistant\n" after the prompt.
+QWEN_TEMPLATE_TOKENS = 8
+CHARS_PER_TOKEN_ESTIMATE = 3.5  # for prompt text when no tokenizer is at hand
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The model's token arithmetic. ``from_model`` reads it from a loaded processor and config."""
+
+    patch_size: int = 16  # pixels per vision patch side
+    merge_size: int = 2  # patches merged per side into one language token
+    temporal_patch_size: int = 2  # frames per temporal group
+    kv_bytes_per_token: int = QWEN3VL_2B_KV_BYTES_PER_TOKEN
+    timestamp_base_tokens: int = QWEN_TIMESTAMP_BASE_TOKENS  # tokens of "<0.0 seconds>"
+    template_tokens: int = QWEN_TEMPLATE_TOKENS  # chat-template tokens around video and prompt
+    count_text_tokens: Callable[[str], int] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def factor(self) -> int:
+        """Pixels per language token side (32 for Qwen3-VL)."""
+        return self.patch_size * self.merge_size
+
+    def group_tokens(self, width: int, height: int, t: float) -> int:
+        """Tokens of one temporal group at this size whose timestamp is ``t`` seconds."""
+        return (width // self.factor) * (height // self.factor) + 2 + self.timestamp_tokens(t)
+
+    def timestamp_tokens(self, t: float) -> int:
+        """Tokens of the text ``<{t:.1f} seconds>``: one per digit, as Qwen's tokenizer splits digits."""
+        integer_digits = len(f"{t:.1f}") - 2
+        return self.timestamp_base_tokens + integer_digits - 1
+
+    def text_tokens(self, text: str) -> int:
+        if self.count_text_tokens is not None:
+            return self.count_text_tokens(text)
+        return math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of the video summarised on its own when the whole does not fit."""
+
+    index: int
+    start: float  # seconds
+    end: float  # seconds, exclusive
+    frames: int
+    tokens: int  # video tokens of this segment plus template and prompt
+
+
+@dataclass(frozen=True)
+class Plan:
+    fps: float
+    width: int  # frame width fed to the model, pixels (multiple of 32)
+    height: int
+    frames: int  # frames sampled from the whole video
+    groups: int  # temporal groups (frames / 2, rounded up) of the whole video
+    tokens_per_group: int  # visual tokens per group, without timestamp and start/end markers
+    video_tokens: int  # every token of the video span (timestamps and markers included), whole video
+    prompt_tokens: int  # chat template plus prompt text
+    tokens: int  # video_tokens + prompt_tokens: the prompt length of one pass over the whole video
+    context: int  # context length planned for, tokens
+    reserve: int  # tokens kept free for the answer
+    kv_cache_bytes: int  # KV cache for the largest pass plus the reserve
+    segments: tuple[Segment, ...]  # one segment when the whole video fits
+
+    @property
+    def fits(self) -> bool:
+        return len(self.segments) == 1
+
+    @property
+    def context_share(self) -> float:
+        """Share of the context used by the largest pass (0..1)."""
+        return max(s.tokens for s in self.segments) / self.context
+
+    def summary(self) -> str:
+        """One line for people: what the model will see and what it costs."""
+        line = (
+            f"{self.frames} frames at {self.width}x{self.height}, {self.tokens:,} tokens "
+            f"({self.context_share:.0%} of {self.context:,}), KV cache {self.kv_cache_bytes / 2**30:.2f} GiB"
+        )
+        if not self.fits:
+            line += f"; split into {len(self.segments)} segments"
+        return line
+
+
+def frame_size(
+    width: int, height: int, max_area: int, factor: int = 32
+) -> tuple[int, int]:
+    """The largest size with sides multiple of ``factor``, aspect ratio kept, area <= ``max_area``.
+
+    Never upscales past the source (rounded to ``factor``); never smaller than one token per side.
+    """
+    area = min(max_area, max(width * height, factor * factor))
+    scale = math.sqrt(area / (width * height))
+    w = max(factor, math.floor(width * scale / factor) * factor)
+    h = max(factor, math.floor(height * scale / factor) * factor)
+    return w, h
+
+
+def smallest_frame_size(width: int, height: int, min_area: int, factor: int = 32) -> tuple[int, int]:
+    """The smallest size with sides multiple of ``factor``, aspect ratio kept, area >= ``min_area``
+    (or the source area, when the source is smaller)."""
+    scale = math.sqrt(min(min_area, width * height) / (width * height))
+    return (
+        max(factor, math.ceil(width * scale / factor) * factor),
+        max(factor, math.ceil(height * scale / factor) * factor),
+    )
+
+
+def make_plan(
+    info: VideoInfo,
+    fps: float = 1.0,
+    context: int = 262_144,
+    *,
+    reserve: int = 2048,
+    prompt: str = "",
+    min_pixels: int = 256 * 256,
+    max_pixels: int = 512 * 512,
+    geometry: Geometry | None = None,
+) -> Plan:
+    """Plan how ``info``'s video is fed to the model at ``fps`` within ``context`` tokens.
+
+    The frame size is the largest (up to ``max_pixels``) at which the whole video plus ``prompt`` and
+    ``reserve`` fits. If even ``min_pixels`` frames do not fit, the video is split into the fewest
+    equal segments that fit at that size, and the size is then chosen for the longest segment.
+    """
+    g = geometry or Geometry()
+    if not 0 < fps <= MAX_FPS:
+        raise OptionsError(f"fps must be in (0, {MAX_FPS:g}], got {fps:g}")
+    if min_pixels > max_pixels:
+        raise OptionsError("min_pixels must be <= max_pixels")
+    prompt_tokens = g.template_tokens + g.text_tokens(prompt)
+    budget = context - reserve - prompt_tokens  # tokens available to the video span of one pass
+    times = target_times(info.duration, fps)
+    if not times:
+        raise OptionsError(f"the video is too short ({info.duration:.3f} s) to sample at {fps:g} fps")
+    stamps = [g.timestamp_tokens(t) for t in group_times(times, g.temporal_patch_size)]
+    stamp_sums = [0, *itertools.accumulate(stamps)]  # prefix sums over groups
+
+    def span_tokens(a: int, b: int, w: int, h: int) -> int:  # video span of groups [a, b)
+        return (b - a) * ((w // g.factor) * (h // g.factor) + 2) + stamp_sums[b] - stamp_sums[a]
+
+    n_groups = len(stamps)
+    min_size = smallest_frame_size(info.width, info.height, min_pixels, g.factor)
+    spans = [(0, n_groups)]
+    for parts in range(2, n_groups + 2):
+        if max(span_tokens(a, b, *min_size) for a, b in spans) <= budget:
+            break
+        if parts > n_groups:
+            raise ContextTooSmallError(
+                f"a context of {context:,} tokens cannot hold even one frame group at "
+                f"{min_size[0]}x{min_size[1]} plus the prompt and a {reserve:,}-token reserve; "
+                "raise the context length"
+            )
+        spans = [(round(n_groups * i / parts), round(n_groups * (i + 1) / parts)) for i in range(parts)]
+
+    # The largest size that fits every span, tried from max_pixels down in steps of one token.
+    size = min_size
+    for area_tokens in range(max_pixels // g.factor**2, 0, -1):
+        candidate = frame_size(info.width, info.height, area_tokens * g.factor**2, g.factor)
+        if candidate[0] * candidate[1] <= min_size[0] * min_size[1]:
+            break
+        if all(span_tokens(a, b, *candidate) <= budget for a, b in spans):
+            size = candidate
+            break
+
+    w, h = size
+    k = g.temporal_patch_size
+    segments = tuple(
+        Segment(
+            index=i,
+            start=times[a * k],
+            end=times[b * k] if b * k < len(times) else info.duration,
+            frames=min(b * k, len(times)) - a * k,
+            tokens=span_tokens(a, b, w, h) + prompt_tokens,
+        )
+        for i, (a, b) in enumerate(spans)
+    )
+    video_tokens = span_tokens(0, n_groups, w, h)
+    largest = max(s.tokens for s in segments)
+    return Plan(
+        fps=fps,
+        width=w,
+        height=h,
+        frames=len(times),
+        groups=n_groups,
+        tokens_per_group=(w // g.factor) * (h // g.factor),
+        video_tokens=video_tokens,
+        prompt_tokens=prompt_tokens,
+        tokens=video_tokens + prompt_tokens,
+        context=context,
+        reserve=reserve,
+        kv_cache_bytes=(largest + reserve) * g.kv_bytes_per_token,
+        segments=segments,
+    )
+
+
+def group_times(times: list[float], group: int = 2) -> list[float]:
+    """The timestamp the processor writes for each group: the mean of its first and last frame time.
+
+    Mirrors ``Qwen3VLProcessor._calculate_timestamps`` with frame times rounded to milliseconds (we pass
+    ``fps=1000`` and ``frames_indices = round(t * 1000)``); a short last group repeats its last frame.
+    """
+    ms = [round(t * 1000) for t in times]
+    if len(ms) % group:
+        ms += [ms[-1]] * (group - len(ms) % group)
+    return [(ms[i] / 1000 + ms[i + group - 1] / 1000) / 2 for i in range(0, len(ms), group)]
+

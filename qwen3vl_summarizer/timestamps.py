@@ -1,0 +1,348 @@
+"""Timestamps in model output: find them, normalise them to ``MM:SS``/``HH:MM:SS``, link them.
+
+Qwen3-VL sees a video as groups of frames, each prefixed by ``<12.5 seconds>``. Its answers cite times
+in many styles (``[03:25]``, ``0:12``, ``1:02:03``, ``12.5s``, ``<12.5 seconds>``, ``第30秒``) and
+ranges (``03:10–05:20``, ``3:10 to 5:20``, ``03:10至05:20``). This module is the one place that reads
+and writes them; every writer and the web app go through :func:`format_timestamp`.
+
+What counts as a time in prose (:func:`find_timestamps`), chosen to avoid false positives:
+
+- Clock times need two-digit seconds below 60 (``M:SS``, ``MM:SS``, ``MMM:SS``, ``H:MM:SS``,
+  ``HH:MM:SS``, optionally ``.mmm``). So ratios such as ``16:9`` or ``4:3`` are not times, but
+  ``16:10`` is (ambiguous; we read it as a time). Clock times of day (``10:30 AM``, ``10:30 p.m.``) and
+  the time part of a date-time (``2024-01-02 10:30:00``, ``2024-01-02T10:30``) are not video times.
+- A bare number (``12.5``, a version such as ``3.10``) is never a time. Seconds need a unit: ``12.5s``,
+  ``12 sec``, ``90 seconds``, the model's own ``<12.5 seconds>``, compact ``1m30s``/``1h02m03s``, or in
+  Chinese ``第30秒``, ``1分30秒处``, ``30秒时``. A unit-seconds number that reads as a duration
+  (``for 30 seconds``, ``every 5 sec``, ``10 seconds later``) or a decade or age (``the 80s``,
+  ``'90s``, ``in their 30s``) is not a point in time and is skipped (``iPhone 4s`` still reads as 00:04).
+- Nothing inside Markdown code (inline code spans, fenced code blocks), URLs, or link destinations is
+  touched. Indented code blocks are not detected: model output indents nested list items by four
+  spaces far more often than it writes indented code.
+- Ranges join two times with an en/em dash, a hyphen, ``~``, ``to``/``until``/``till`` or
+  ``至``/``到``, on one line; ``12-20 seconds`` (unit only after the second number) is a range too.
+
+Linking (:func:`link_timestamps`): each time becomes ``[MM:SS](#t=SECONDS)``, which the web app
+intercepts to seek its player. A time written in square brackets, ``[03:25]``, becomes
+``[03:25](#t=205)``: the model's brackets turn into the link's brackets, so the rendered text is the time
+itself, shown as a link, with no stray brackets. A bracketed range ``[03:10–05:20]`` becomes
+``[03:10](#t=190)–[05:20](#t=320)`` for the same reason. The model's ``<...>`` around a time is its
+input syntax (and looks like an HTML tag to a Markdown renderer), so it is replaced along with the time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import re
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+SECONDS_PER_MINUTE = 60
+SECONDS_PER_HOUR = 3600
+FLOOR_EPSILON = 1e-6  # seconds; 204.9999999 (float noise) formats as 03:25, not 03:24
+DURATION_TOLERANCE = 1.0  # seconds a cited time may pass the duration and still be linked (rounding)
+RANGE_DASH = "\u2013"  # en dash, as in "03:10–05:20"
+SEEK_ANCHOR = "#t="  # link target prefix the web app intercepts: [03:25](#t=205)
+
+
+@dataclass(frozen=True)
+class TimestampSpan:
+    """One time (or range of times) found in a text.
+
+    ``start``/``end`` are character offsets of the whole match (``text[start:end]``), including the
+    model's ``<...>`` when present; ``seconds`` is the (start) time, ``end_seconds`` the end of a range
+    or ``None``. ``parts`` holds the character offsets of each time on its own (one pair, or two for a
+    range), which is what gets linked.
+    """
+
+    start: int
+    end: int
+    seconds: float
+    end_seconds: float | None = None
+    parts: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def is_range(self) -> bool:
+        return self.end_seconds is not None
+
+
+# --- formatting -------------------------------------------------------------------------------------
+
+
+def format_timestamp(seconds: float, hours: bool | None = None) -> str:
+    """Format ``seconds`` as ``MM:SS`` below one hour and ``HH:MM:SS`` from one hour on.
+
+    ``hours=True`` forces ``HH:MM:SS``; ``hours=False`` forces ``MM:SS`` (minutes may pass 59).
+    Fractions are floored to whole seconds (what a player shows). Negative or non-finite -> ValueError.
+    """
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a timestamp must be a finite number of seconds >= 0, got {seconds!r}")
+    total = int(math.floor(seconds + FLOOR_EPSILON))
+    if hours is None:
+        hours = total >= SECONDS_PER_HOUR
+    if hours:
+        h, rest = divmod(total, SECONDS_PER_HOUR)
+        m, s = divmod(rest, SECONDS_PER_MINUTE)
+        return f"{h:02d}:{m:02d}:{s:02d}"
+    m, s = divmod(total, SECONDS_PER_MINUTE)
+    return f"{m:02d}:{s:02d}"
+
+
+def format_seek(seconds: float) -> str:
+    """Seconds as they appear in a seek link: ``205``, ``12.5`` (at most milliseconds, no trailing 0)."""
+    text = f"{round(seconds, 3):.3f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def seek_link(seconds: float, hours: bool | None = None) -> str:
+    """``[MM:SS](#t=SECONDS)``: the link the web app turns into a seek of its player."""
+    return f"[{format_timestamp(seconds, hours)}]({SEEK_ANCHOR}{format_seek(seconds)})"
+
+
+# --- parsing ----------------------------------------------------------------------------------------
+
+_NUM = r"\d+(?:\.\d+)?"
+_SEC_WORD = r"(?:seconds?|secs?)"
+_CLOCK3_RE = re.compile(r"(\d{1,2}):([0-5]\d):([0-5]\d(?:\.\d+)?)")
+_CLOCK2_RE = re.compile(r"(\d{1,3}):([0-5]\d(?:\.\d+)?)")
+_UNIT_RE = re.compile(
+    rf"(?:(\d+)\s*(?:h|hours?|hrs?)\s*)?(?:(\d+)\s*(?:m|min|mins|minutes?)\s*)?({_NUM})\s*(?:{_SEC_WORD}|s)",
+    re.IGNORECASE,
+)
+_ZH_RE = re.compile(rf"第?\s*(?:(\d+)\s*(?:小时|时)\s*)?(?:(\d+)\s*分钟?\s*)?({_NUM})\s*秒(?:钟)?")
+
+
+def parse_timestamp(text: str) -> float:
+    """Seconds from one time written in any style the model uses.
+
+    Accepts ``12:34``, ``1:02:03``, ``00:00:12``, ``00:12.5``, ``12.5s``, ``12.5 seconds``,
+    ``<12.5 seconds>``, ``90 sec``, ``1m30s``, ``1h2m3s``, ``1分30秒``, ``第30秒``, and a bare number of
+    seconds (``12.5``: the caller has already decided this string is a time). Surrounding brackets and
+    spaces are ignored. Anything else -> ValueError.
+    """
+    s = text.strip().strip("<>[]()").strip()
+    if re.fullmatch(_NUM, s):
+        return float(s)
+    if m := _CLOCK3_RE.fullmatch(s):
+        return int(m[1]) * SECONDS_PER_HOUR + int(m[2]) * SECONDS_PER_MINUTE + float(m[3])
+    if m := _CLOCK2_RE.fullmatch(s):
+        return int(m[1]) * SECONDS_PER_MINUTE + float(m[2])
+    for pattern in (_UNIT_RE, _ZH_RE):
+        if m := pattern.fullmatch(s):
+            h, mi, sec = m.groups()
+            return int(h or 0) * SECONDS_PER_HOUR + int(mi or 0) * SECONDS_PER_MINUTE + float(sec)
+    raise ValueError(f"not a timestamp: {text!r} (expected e.g. 12:34, 1:02:03, 12.5s or <12.5 seconds>)")
+
+
+# --- finding ----------------------------------------------------------------------------------------
+
+# ASCII-only boundaries: a Chinese character right next to a time ("在03:25时") must not block it.
+# A colon or dot counts only before/after a digit, so "at 03:25: the" and "Start:03:25" still match.
+_BEFORE = r"(?<![0-9A-Za-z_])(?<!\d[:.])"
+_CLOCK_AFTER = r"(?![0-9A-Za-z_]|[:.]\d)"
+_CLOCK = rf"{_BEFORE}(?:\d{{1,2}}:[0-5]\d:[0-5]\d|\d{{1,3}}:[0-5]\d)(?:\.\d{{1,3}})?{_CLOCK_AFTER}"
+_UNIT = (
+    rf"{_BEFORE}(?<!['’])(?:\d+h\s?)?(?:\d+m\s?)?{_NUM}(?:\s?{_SEC_WORD}|s)(?![0-9A-Za-z_])"  # 12.5s, 1m30s
+)
+_ANGLE = rf"<\s*(?:{_NUM}\s*(?:{_SEC_WORD}|s)|\d{{1,2}}(?::[0-5]\d){{1,2}}(?:\.\d+)?)\s*>"  # <12.5 seconds>
+_ZH = rf"第\s*(?:\d+\s*分钟?\s*)?{_NUM}\s*秒钟?|(?<![0-9.])(?:\d+\s*分钟?\s*)?{_NUM}\s*秒(?=处|时|的时候)"
+_TIME = rf"(?:{_ANGLE}|{_CLOCK}|{_ZH}|{_UNIT})"
+_SEP = r"(?:[ \t]*(?:\u2013|\u2014|-|－|~|～|〜)[ \t]*|[ \t]+(?:to|until|till)[ \t]+|[ \t]*(?:至|到)[ \t]*)"
+_TIMES_RE = re.compile(
+    rf"(?P<na>{_BEFORE}{_NUM}){_SEP}(?P<nb>{_NUM}\s?{_SEC_WORD}(?![0-9A-Za-z_])|{_NUM}s(?![0-9A-Za-z_]))"
+    rf"|(?P<a>{_TIME})(?:{_SEP}(?P<b>{_TIME}))?",
+    re.IGNORECASE,
+)
+
+# Context that makes a match something other than a point in the video.
+_DURATION_BEFORE_RE = re.compile(
+    r"\b(?:for|lasts?|lasting|lasted|takes?|took|every|each|per|within)\s+$", re.IGNORECASE
+)
+_DURATION_AFTER_RE = re.compile(r"^\s+(?:long|later|earlier|ago|apart|each)\b", re.IGNORECASE)
+_DECADE_BEFORE_RE = re.compile(r"\b(?:the|their|his|her|my|early|late|mid-?)\s*$", re.IGNORECASE)
+_TIME_OF_DAY_AFTER_RE = re.compile(r"^\s*[ap]\.?m\b\.?", re.IGNORECASE)
+_DATE_BEFORE_RE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]$")
+
+# What is never rewritten: fenced code blocks, inline code spans, URLs, link destinations.
+_FENCE_RE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
+_CODE_SPAN_RE = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
+_URL_RE = re.compile(r"(?:[a-z][a-z0-9+.-]*://|www\.)[^\s<>()\[\]]*[^\s<>()\[\].,;:!?'\"]", re.IGNORECASE)
+_LINK_DEST_RE = re.compile(r"\]\([^)\n]*\)")
+_LINK_TEXT_RE = re.compile(r"(?<!\\)\[([^\[\]\n]*)\]\([^)\n]*\)")
+
+
+def _fenced_ranges(text: str) -> list[tuple[int, int]]:
+    """Character ranges of fenced code blocks (an unclosed fence runs to the end, as in CommonMark)."""
+    ranges: list[tuple[int, int]] = []
+    offset = 0
+    fence: str | None = None
+    block_start = 0
+    for line in text.splitlines(keepends=True):
+        m = _FENCE_RE.match(line)
+        if fence is None and m:
+            fence, block_start = m[1], offset
+        elif (
+            fence is not None
+            and m
+            and m[1][0] == fence[0]
+            and len(m[1]) >= len(fence)
+            and not line.strip().strip(fence[0])  # a closing fence has nothing after it
+        ):
+            ranges.append((block_start, offset + len(line)))
+            fence = None
+        offset += len(line)
+    if fence is not None:
+        ranges.append((block_start, len(text)))
+    return ranges
+
+
+def _protected_ranges(text: str) -> list[tuple[int, int]]:
+    """Sorted, merged character ranges where times are left exactly as written."""
+    fenced = _fenced_ranges(text)
+    ranges = list(fenced)
+    # Inline code outside fenced blocks: blank out the blocks so a fence's backticks pair with nothing.
+    masked = list(text)
+    for a, b in fenced:
+        masked[a:b] = " " * (b - a)
+    masked_text = "".join(masked)
+    ranges += [m.span() for m in _CODE_SPAN_RE.finditer(masked_text)]
+    ranges += [m.span() for m in _URL_RE.finditer(text)]
+    ranges += [m.span() for m in _LINK_DEST_RE.finditer(text)]
+    return _merge(ranges)
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def _overlaps(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether [start, end) overlaps any of the sorted, merged ``ranges``."""
+    i = bisect.bisect_right(ranges, (start, math.inf)) - 1
+    if i >= 0 and ranges[i][1] > start:
+        return True
+    return i + 1 < len(ranges) and ranges[i + 1][0] < end
+
+
+def _is_point_in_video(text: str, start: int, end: int) -> bool:
+    """Reject matches that the surrounding words show are durations, decades, clock times or dates."""
+    matched = text[start:end]
+    before, after = text[max(0, start - 40) : start], text[end : end + 40]
+    if _DATE_BEFORE_RE.search(before):
+        return False
+    is_clock = ":" in matched
+    if is_clock:
+        return not _TIME_OF_DAY_AFTER_RE.match(after)
+    if "<" in matched or "秒" in matched:
+        return True
+    if _DURATION_BEFORE_RE.search(before) or _DURATION_AFTER_RE.match(after):
+        return False
+    bare_s = re.fullmatch(r"\d+s", matched, re.IGNORECASE) is not None
+    return not (bare_s and _DECADE_BEFORE_RE.search(before))
+
+
+def _find(text: str, protected: list[tuple[int, int]]) -> list[TimestampSpan]:
+    spans: list[TimestampSpan] = []
+    for m in _TIMES_RE.finditer(text):
+        if _overlaps(protected, m.start(), m.end()):
+            continue
+        if m["na"] is not None:
+            names = ("na", "nb")
+            seconds, end_seconds = float(m["na"]), parse_timestamp(m["nb"])
+        elif m["b"] is not None:
+            names = ("a", "b")
+            seconds, end_seconds = parse_timestamp(m["a"]), parse_timestamp(m["b"])
+        else:
+            names = ("a",)
+            seconds, end_seconds = parse_timestamp(m["a"]), None
+        if not _is_point_in_video(text, m.start(), m.end()):
+            continue
+        parts = tuple(m.span(n) for n in names)
+        spans.append(TimestampSpan(m.start(), m.end(), seconds, end_seconds, parts))
+    return spans
+
+
+def find_timestamps(text: str) -> list[TimestampSpan]:
+    """Every time and range of times in ``text``, in order, outside code, URLs and link targets."""
+    return _find(text, _protected_ranges(text))
+
+
+# --- rewriting --------------------------------------------------------------------------------------
+
+
+def _hours_for(duration: float | None) -> bool | None:
+    """``True`` (``HH:MM:SS`` everywhere) for videos of an hour or more, else per value."""
+    return True if duration is not None and duration >= SECONDS_PER_HOUR else None
+
+
+def _plain(span: TimestampSpan, hours: bool | None) -> str:
+    text = format_timestamp(span.seconds, hours)
+    if span.end_seconds is not None:
+        text += RANGE_DASH + format_timestamp(span.end_seconds, hours)
+    return text
+
+
+def normalize_timestamps(markdown: str, duration: float | None = None) -> str:
+    """Rewrite every time to ``MM:SS`` (``HH:MM:SS`` when ``duration`` >= 1 h) and ranges to
+    ``MM:SS–MM:SS``; brackets and other markup around a time stay as they are."""
+    hours = _hours_for(duration)
+    out: list[str] = []
+    pos = 0
+    for span in find_timestamps(markdown):
+        out += [markdown[pos : span.start], _plain(span, hours)]
+        pos = span.end
+    out.append(markdown[pos:])
+    return "".join(out)
+
+
+def _linkable(seconds: float, duration: float | None) -> bool:
+    return duration is None or seconds <= duration + DURATION_TOLERANCE
+
+
+def link_timestamps(markdown: str, duration: float | None = None) -> str:
+    """Normalise every time (see :func:`normalize_timestamps`) and make it a seek link
+    ``[MM:SS](#t=SECONDS)``; for a range, each end is its own link.
+
+    ``[03:25]`` becomes ``[03:25](#t=205)`` (the brackets become the link's). Times inside existing
+    link text stay text (normalised), as do those past ``duration`` (when given). Code, URLs and link
+    targets are untouched. Linking already linked text changes nothing.
+    """
+    hours = _hours_for(duration)
+    link_texts = _merge([m.span(1) for m in _LINK_TEXT_RE.finditer(markdown)])
+    out: list[str] = []
+    pos = 0
+    for span in find_timestamps(markdown):
+        if _overlaps(link_texts, span.start, span.end):
+            out += [markdown[pos : span.start], _plain(span, hours)]
+            pos = span.end
+            continue
+        start, end = span.start, span.end
+        bracketed = (
+            start > 0
+            and markdown[start - 1] == "["
+            and markdown[end : end + 1] == "]"
+            and markdown[end + 1 : end + 2] not in ("(", "[")
+            and not markdown[max(0, start - 2) : start].startswith("!")
+            and not markdown[max(0, start - 2) : start].startswith("\\")
+        )
+        if bracketed:
+            start, end = start - 1, end + 1
+        values = [span.seconds] if span.end_seconds is None else [span.seconds, span.end_seconds]
+        pieces = [
+            seek_link(v, hours) if _linkable(v, duration) else format_timestamp(v, hours) for v in values
+        ]
+        if bracketed and not any(_linkable(v, duration) for v in values):
+            pieces[0] = "[" + pieces[0]  # nothing linked: keep the brackets
+            pieces[-1] += "]"
+        out += [markdown[pos:start], RANGE_DASH.join(pieces)]
+        pos = end
+    out.append(markdown[pos:])
+    return "".join(out)

@@ -1,0 +1,579 @@
+"""Read a video file and sample upright RGB frames at a fixed rate.
+
+``probe(path)`` describes the file; ``sample(path, fps, size)`` streams one :class:`Frame` per target time
+``k / fps`` (see :func:`target_times`): the frame on screen at that moment, with its own time as a media
+player shows it. Decoding uses PyAV; frames are produced one at a time, so memory stays flat however long
+the video is.
+
+Strategies (``sample(..., strategy=)``), all exact (same frames, same times):
+
+- ``"decode"``: decode every frame in order.
+- ``"nonref"``: decode in order but let the decoder skip non-reference frames that are not on screen at
+  any target. Which frames are on screen is known from the demuxed packets' timestamps before decoding,
+  so skipping never changes the answer.
+- ``"seek"``: seek to the keyframe before every target (re-decoding from it each time).
+- ``"auto"`` (default): the hybrid. Decode in order with non-reference skipping, and seek ahead whenever
+  the container's index shows a keyframe between the current position and the next target (keyframes
+  dense relative to the target spacing); with sparse keyframes it simply decodes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from bisect import bisect_right, insort
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .errors import (
+    DamagedVideoError,
+    NotAVideoError,
+    NoVideoStreamError,
+    OptionsError,
+    UnsupportedCodecError,
+    VideoNotFoundError,
+)
+from .options import MAX_FPS
+
+__all__ = ["MAX_FPS", "Frame", "FrameStream", "VideoInfo", "probe", "sample", "target_times"]
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "decode", "nonref", "seek")
+TIME_EPS = 1e-6  # seconds; two times closer than this are equal (far below any frame interval)
+TARGET_EPS = 1e-9  # slack on k = t * fps so 10.0 s at 1 fps stops at k = 9, not 10
+LOOKAHEAD_PACKETS = 24  # demuxed ahead of the decoder to know every packet's successor time (> max reorder)
+BLIND_SEEK_GAP_S = 20.0  # without a keyframe index, seek when the next target is this far ahead, seconds
+DAMAGE_SLACK_S = 1.0  # the last frame may end this much before the stream's stated end, seconds
+MAX_SEEK_RETRIES = 8  # times a seek that landed after its target backs off further
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    container: str  # demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    codec: str  # decoder name, e.g. "h264"
+    width: int  # display width, pixels, after rotation (portrait phone video: width < height)
+    height: int  # display height, pixels, after rotation
+    rotation: int  # clockwise degrees applied to make it upright: 0, 90, 180 or 270
+    fps: float  # average frame rate of the video stream, frames/s
+    duration: float  # seconds, as a player shows it
+    start_time: float  # container start time, seconds (subtracted from every frame time)
+    frame_count: int | None  # frames in the video stream, when the container says so
+    has_audio: bool
+
+
+@dataclass(frozen=True)
+class Frame:
+    t: float  # this frame's own time, seconds, as a player shows it (pts * time_base - container start)
+    target: float  # the sampling target k / fps it answers, seconds
+    image: np.ndarray  # [H, W, 3] uint8 RGB, upright, at the requested size
+
+
+def target_times(duration: float, fps: float, start: float = 0.0, end: float | None = None) -> list[float]:
+    """The sampling targets ``k / fps`` (seconds) inside ``[start, min(end, duration))``.
+
+    A 10.5 s video at 1 fps gives 0..10 (11 targets); a 10.0 s video gives 0..9. Pure; :func:`sample`
+    yields exactly one frame per target for a healthy file.
+    """
+    return [k / fps for k in _target_range(duration, fps, start, end)]
+
+
+def _target_range(duration: float, fps: float, start: float, end: float | None) -> range:
+    stop = duration if end is None else min(end, duration)
+    if not (fps > 0 and math.isfinite(stop)) or stop <= start:
+        return range(0)
+    k_first = max(0, math.ceil(start * fps - TARGET_EPS))
+    k_stop = math.ceil(stop * fps - TARGET_EPS)
+    return range(k_first, max(k_first, k_stop))
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Describe a video file; raises a :class:`~qwen3vl_summarizer.errors.VideoError` subclass if unreadable."""
+    path = _check_path(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        first = _first_frame(container, stream, path)
+        return _describe(path, container, stream, first)
+
+
+def sample(
+    path: str | os.PathLike,
+    fps: float = 1.0,
+    size: tuple[int, int] | None = None,
+    *,
+    start: float = 0.0,
+    end: float | None = None,
+    strategy: str = "auto",
+) -> FrameStream:
+    """Frames on screen at ``k / fps`` for every target in ``[start, end)``, as a lazy stream.
+
+    ``size`` is ``(width, height)`` of the output frames in upright orientation; ``None`` keeps the display
+    size. The file and the options are checked now; frames are decoded while iterating.
+    """
+    _verify_options(fps, size, start, end, strategy)
+    info = probe(path)
+    return FrameStream(info, float(fps), size, float(start), end, strategy)
+
+
+class FrameStream:
+    """An iterable of :class:`Frame`; each iteration decodes the file again."""
+
+    def __init__(
+        self,
+        info: VideoInfo,
+        fps: float,
+        size: tuple[int, int] | None,
+        start: float,
+        end: float | None,
+        strategy: str,
+    ) -> None:
+        self.info = info
+        self.fps = fps
+        self.size = (info.width, info.height) if size is None else (int(size[0]), int(size[1]))
+        self.start = start
+        self.end = end
+        self.strategy = strategy
+        self.damage: str | None = None  # one line when the file stopped decoding early, else None
+
+    def __iter__(self) -> Iterator[Frame]:
+        self.damage = None
+        return _Sampler(self).frames()
+
+
+# --- validation ------------------------------------------------------------------------------------------
+
+
+def _verify_options(
+    fps: float, size: tuple[int, int] | None, start: float, end: float | None, strategy: str
+) -> None:
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= MAX_FPS:
+        raise OptionsError(f"fps must be a number in (0, {MAX_FPS:g}], got {fps!r}; try 1 or 2")
+    if size is not None and (
+        len(size) != 2
+        or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in size)
+    ):
+        raise OptionsError(f"size must be (width, height) in whole pixels >= 1, got {size!r}")
+    if not (isinstance(start, (int, float)) and math.isfinite(start) and start >= 0):
+        raise OptionsError(f"start must be a time >= 0 in seconds, got {start!r}")
+    if end is not None and not (isinstance(end, (int, float)) and end > start):
+        raise OptionsError(f"end must be a time in seconds after start ({start!r}), got {end!r}")
+    if strategy not in STRATEGIES:
+        raise OptionsError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+
+
+def _check_path(path: str | os.PathLike) -> str:
+    p = Path(path)
+    if not p.exists():
+        raise VideoNotFoundError(f"video not found: {p}; check the path")
+    if p.is_dir():
+        raise VideoNotFoundError(f"{p} is a folder, not a video file; pass the path of a video file")
+    if p.stat().st_size == 0:
+        raise NotAVideoError(f"{p} is empty (0 bytes); re-copy or re-download the video")
+    return str(p)
+
+
+def _open(path: str) -> av.container.InputContainer:
+    try:
+        return av.open(path, mode="r")
+    except av.FFmpegError as e:
+        with open(path, "rb") as f:
+            head = f.read(12)
+        if head[4:8] == b"ftyp":
+            raise DamagedVideoError(
+                f"{path} looks like an MP4/MOV but its index (moov atom) is missing, so it is truncated "
+                "(an interrupted recording, copy or download); re-download it or repair it"
+            ) from e
+        raise NotAVideoError(
+            f"{path} is not a video FFmpeg can read ({_reason(e)}); check the file or convert it to MP4"
+        ) from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise NotAVideoError(f"{path} could not be opened as a video ({e}); check the file") from e
+
+
+def _reason(e: BaseException) -> str:
+    message = getattr(e, "strerror", None) or str(e)
+    return message.splitlines()[0] if message else type(e).__name__
+
+
+def _video_stream(container: av.container.InputContainer, path: str) -> av.video.stream.VideoStream:
+    streams = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+    if not streams:
+        kinds = ", ".join(sorted({s.type for s in container.streams})) or "no streams"
+        container.close()
+        raise NoVideoStreamError(
+            f"{path} has no video stream (it holds {kinds}); pass a file with pictures, not audio only"
+        )
+    stream = streams[0]
+    if stream.codec_context is None:
+        container.close()
+        raise UnsupportedCodecError(
+            f"{path} uses a video codec this FFmpeg build cannot decode; "
+            "convert it to H.264, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4"
+        )
+    stream.thread_type = "AUTO"
+    return stream
+
+
+def _first_frame(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: str
+) -> av.VideoFrame:
+    try:
+        for packet in container.demux(stream):
+            for frame in _decode(stream, packet):
+                return frame
+    except av.FFmpegError as e:
+        raise DamagedVideoError(
+            f"{path} is damaged: no frame could be decoded ({_reason(e)}); re-download or re-encode it"
+        ) from e
+    raise DamagedVideoError(
+        f"{path} is damaged or truncated: no frame could be decoded; re-download or re-encode it"
+    )
+
+
+def _decode(stream: av.video.stream.VideoStream, packet: av.Packet) -> list[av.VideoFrame]:
+    try:
+        return stream.decode(packet)
+    except av.error.InvalidDataError:
+        if packet.size == 0:  # flushing: the decoder's own error at end of a broken stream
+            raise
+        logger.debug("skipping an undecodable packet at pts %s", packet.pts)
+        return []
+
+
+# --- description -----------------------------------------------------------------------------------------
+
+
+def _rotation(frame: av.VideoFrame) -> int:
+    """Clockwise degrees that make the frame upright (display matrix), snapped to 0/90/180/270."""
+    ccw = frame.rotation  # counter-clockwise, [-180, 180]
+    return int(round(-ccw / 90.0)) % 4 * 90
+
+
+def _describe(
+    path: str,
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    first: av.VideoFrame,
+) -> VideoInfo:
+    rotation = _rotation(first)
+    width, height = first.width, first.height
+    sar = stream.sample_aspect_ratio
+    if sar and sar != 1:
+        width = max(1, round(width * sar))
+    if rotation in (90, 270):
+        width, height = height, width
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    start_time = (container.start_time or 0) / av.time_base
+    duration = _duration(container, stream, start_time, fps)
+    return VideoInfo(
+        path=path,
+        container=container.format.name,
+        codec=stream.codec_context.name,
+        width=int(width),
+        height=int(height),
+        rotation=rotation,
+        fps=fps,
+        duration=duration,
+        start_time=start_time,
+        frame_count=stream.frames or None,
+        has_audio=bool(container.streams.audio),
+    )
+
+
+def _duration(container: av.container.InputContainer, stream, start_time: float, fps: float) -> float:
+    """Seconds from the container start to the end of the last audio or video stream.
+
+    Stream ends are exact where the container states them (MP4, MOV, TS, AVI). Matroska/WebM only state the
+    segment's end, counted from zero, so its start time is taken off; other containers' durations already
+    exclude it.
+    """
+    ends = [_stream_end(s, start_time) for s in (*container.streams.video, *container.streams.audio)]
+    ends = [end for end in ends if end is not None and end > 0]
+    if ends:
+        return max(ends)
+    if container.duration is not None and container.duration > 0:
+        seconds = container.duration / av.time_base
+        if "matroska" in container.format.name:
+            seconds -= start_time
+        return max(seconds, 0.0)
+    if stream.frames and fps:
+        return stream.frames / fps
+    return 0.0
+
+
+def _stream_end(stream, start_time: float) -> float | None:
+    """Where the video stream says it ends, seconds on the player's clock, or None if it does not say."""
+    if stream.duration is None or stream.time_base is None:
+        return None
+    first = stream.start_time or 0
+    return float((first + stream.duration) * stream.time_base) - start_time
+
+
+# --- sampling --------------------------------------------------------------------------------------------
+
+
+class _Sampler:
+    """One pass over the file: decodes frames and answers the targets in order."""
+
+    def __init__(self, frames: FrameStream) -> None:
+        self.out = frames
+        self.info = frames.info
+        self.fps = frames.fps
+        self.ks = _target_range(self.info.duration, frames.fps, frames.start, frames.end)
+        self.skip_nonref = frames.strategy in ("auto", "nonref")
+        self.seek_each = frames.strategy == "seek"
+        self.use_index = frames.strategy == "auto"
+        self.error: str | None = None  # why decoding stopped early
+        self.last: tuple[av.VideoFrame, np.ndarray] | None = None  # the last converted frame and its image
+
+    # frames ----------------------------------------------------------------------------------------------
+
+    def frames(self) -> Iterator[Frame]:
+        if not self.ks:
+            return
+        container = _open(self.info.path)
+        try:
+            self.container = container
+            self.stream = _video_stream(container, self.info.path)
+            self.tb = self.stream.time_base
+            self.t0 = Fraction(container.start_time or 0, av.time_base)
+            yield from self._answer()
+        finally:
+            container.close()
+
+    def _answer(self) -> Iterator[Frame]:
+        ks = iter(self.ks)
+        k = next(ks)
+        target = k / self.fps
+        decoded = self._decoded(seek_to=target if target > 0 else None, k=k)
+        prev: tuple[av.VideoFrame, float] | None = None
+        while True:
+            item = next(decoded, None)
+            if item is None:
+                break
+            frame, t = item
+            restart = False
+            while t > target + TIME_EPS:
+                chosen, chosen_t = prev if prev is not None else (frame, t)
+                yield Frame(t=chosen_t, target=target, image=self._image(chosen))
+                k = next(ks, None)
+                if k is None:
+                    decoded.close()
+                    return
+                target = k / self.fps
+                if t <= target + TIME_EPS and self._should_seek(t, target):
+                    decoded.close()
+                    decoded = self._decoded(seek_to=target, k=k)
+                    prev, restart = None, True
+                    break
+            if not restart:
+                prev = (frame, t)
+        # end of the stream: the last frame stays on screen until the end, unless the file is damaged
+        if prev is None:
+            if self.error is not None:
+                raise DamagedVideoError(
+                    f"{self.info.path} is damaged: no frame could be decoded after {target:.2f} s "
+                    f"({self.error}); re-download or re-encode it"
+                )
+            return
+        frame, t = prev
+        reached = t + (1.0 / self.info.fps if self.info.fps else 0.0)
+        damaged = self.error is not None or self._ends_early(t)
+        while k is not None:
+            if damaged and target >= reached - TIME_EPS:
+                self._report_damage(t)
+                return
+            yield Frame(t=t, target=target, image=self._image(frame))
+            k = next(ks, None)
+            target = k / self.fps if k is not None else target
+        if damaged:
+            self._report_damage(t)
+
+    def _ends_early(self, last_t: float) -> bool:
+        end = _stream_end(self.stream, float(self.t0))
+        if end is None and len(self.container.streams) == 1:
+            end = self.info.duration
+        if end is None:
+            return False
+        interval = 1.0 / self.info.fps if self.info.fps else 0.0
+        return last_t + interval < end - max(DAMAGE_SLACK_S, 2 * interval)
+
+    def _report_damage(self, last_t: float) -> None:
+        reason = self.error or "the data ends early"
+        self.out.damage = (
+            f"{self.info.path} is damaged: frames stop at {last_t:.2f} s of {self.info.duration:.2f} s "
+            f"({reason}); re-download or re-encode it to read the rest"
+        )
+        logger.warning("%s", self.out.damage)
+
+    def _image(self, frame: av.VideoFrame) -> np.ndarray:
+        """Scale + RGB in one swscale pass, then rotate upright; a repeated frame is copied, not redone."""
+        if self.last is not None and self.last[0] is frame:
+            return self.last[1].copy()
+        width, height = self.out.size
+        rotation = self.info.rotation
+        if rotation in (90, 270):
+            width, height = height, width
+        image = frame.to_ndarray(width=width, height=height, format="rgb24")  # [h, w, 3] coded orientation
+        if rotation:
+            image = np.ascontiguousarray(np.rot90(image, k=-(rotation // 90)))
+        self.last = (frame, image)
+        return image
+
+    # seeking ---------------------------------------------------------------------------------------------
+
+    def _should_seek(self, pos: float, target: float) -> bool:
+        """Whether jumping to the keyframe before ``target`` saves decoding, given frames decoded to ``pos``."""
+        if self.seek_each:
+            return True
+        if not self.use_index:
+            return False
+        keyframe = self._indexed_keyframe(target)
+        if keyframe is not None:
+            return keyframe > pos + TIME_EPS
+        return target - pos > BLIND_SEEK_GAP_S
+
+    def _indexed_keyframe(self, target: float) -> float | None:
+        """Time of the last indexed keyframe at or before ``target``, or None when the index has none after."""
+        entries = self.stream.index_entries
+        if len(entries) == 0:
+            return None
+        ts = self._to_pts(target)
+        try:
+            i = entries.search_timestamp(ts, backward=True)
+        except (av.FFmpegError, ValueError, IndexError):
+            return None
+        if i < 0:
+            return None
+        return float(entries[i].timestamp * self.tb - self.t0)
+
+    def _to_pts(self, t: float) -> int:
+        return int(math.floor((Fraction(t) + self.t0) / self.tb))
+
+    def _seek(self, t: float) -> None:
+        self.container.seek(self._to_pts(max(t, 0.0)), stream=self.stream)
+
+    # decoding --------------------------------------------------------------------------------------------
+
+    def _time(self, frame: av.VideoFrame, fallback: float) -> float:
+        pts = frame.pts if frame.pts is not None else frame.dts
+        if pts is None:
+            return fallback
+        return float(pts * self.tb - self.t0)
+
+    def _decoded(self, seek_to: float | None, k: int) -> Iterator[tuple[av.VideoFrame, float]]:
+        """Frames in presentation order with their times; starts at the keyframe before ``seek_to``."""
+        if seek_to is None:
+            yield from self._decode_from(None)
+            return
+        back = 0.0
+        for _ in range(MAX_SEEK_RETRIES):
+            at = seek_to - back
+            gen = self._decode_from(max(at, 0.0))
+            first = next(gen, None)
+            if first is None or first[1] <= seek_to + TIME_EPS or at <= 0:
+                if first is not None:
+                    yield first
+                    yield from gen
+                return
+            gen.close()  # the seek landed after the target: back off to an earlier keyframe
+            back = max(1.0, 2 * back)
+        yield from self._decode_from(0.0)
+
+    def _decode_from(self, seek_to: float | None) -> Iterator[tuple[av.VideoFrame, float]]:
+        stream = self.stream
+        if seek_to is not None:
+            try:
+                self._seek(seek_to)
+            except av.FFmpegError as e:
+                logger.debug("seek to %.3f s failed (%s); decoding from the start", seek_to, e)
+                self.container.seek(0)
+        stream.codec_context.skip_frame = "DEFAULT"
+        t = seek_to or 0.0
+        packets = self._packets()
+        try:
+            for packet, needed in packets:
+                if self.skip_nonref:
+                    stream.codec_context.skip_frame = "DEFAULT" if needed else "NONREF"
+                for frame in _decode(stream, packet):
+                    t = self._time(frame, t + 1.0 / (self.info.fps or MAX_FPS))
+                    yield frame, t
+            stream.codec_context.skip_frame = "DEFAULT"
+            for frame in stream.decode(None):
+                t = self._time(frame, t + 1.0 / (self.info.fps or MAX_FPS))
+                yield frame, t
+        except av.FFmpegError as e:
+            self.error = _reason(e)
+            logger.debug("decoding stopped: %s", e)
+        finally:
+            packets.close()
+
+    def _packets(self) -> Iterator[tuple[av.Packet, bool]]:
+        """Demuxed packets in decode order, each with whether its frame is on screen at some target.
+
+        A frame with time p is on screen at a target iff a target lies in [p, q), q the next larger
+        presentation time. q is known for sure once a packet with dts >= q has been demuxed (later
+        packets have pts >= dts). Undecided packets count as needed, which is always safe.
+        """
+        window: deque[av.Packet] = deque()
+        seen: list[int] = []  # sorted pts of the recent packets
+        recent: deque[int] = deque()
+        max_dts: int | None = None
+        first_pts: int | None = None  # the earliest frame answers the targets before it too
+        horizon = 4 * LOOKAHEAD_PACKETS
+
+        def needed(packet: av.Packet) -> bool:
+            p = packet.pts
+            if p is None or max_dts is None or p == first_pts:
+                return True
+            i = bisect_right(seen, p)
+            if i == len(seen) or seen[i] > max_dts:
+                return True  # successor not known for sure
+            k_here = math.ceil((float(p * self.tb - self.t0)) * self.fps - TARGET_EPS)
+            k_next = math.ceil((float(seen[i] * self.tb - self.t0)) * self.fps - TARGET_EPS)
+            if k_here >= self.ks.stop or k_next <= self.ks.start:
+                return False
+            return k_here < k_next
+
+        for packet in self._demux():
+            if packet.pts is not None:
+                if first_pts is None or packet.pts < first_pts:
+                    first_pts = packet.pts
+                insort(seen, packet.pts)
+                recent.append(packet.pts)
+                if len(recent) > horizon:
+                    seen.pop(bisect_right(seen, recent.popleft()) - 1)
+            if packet.dts is not None and (max_dts is None or packet.dts > max_dts):
+                max_dts = packet.dts
+            if packet.size == 0:  # the demuxer's end-of-stream marker: flushed by the caller
+                continue
+            window.append(packet)
+            if len(window) > LOOKAHEAD_PACKETS:
+                oldest = window.popleft()
+                yield oldest, (needed(oldest) if self.skip_nonref else True)
+        while window:
+            oldest = window.popleft()
+            yield oldest, (needed(oldest) if self.skip_nonref else True)
+
+    def _demux(self) -> Iterator[av.Packet]:
+        """The video stream's packets; a demuxing error ends them and is kept as the damage reason."""
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.FFmpegError as e:
+                self.error = _reason(e)
+                logger.debug("demuxing stopped: %s", e)
+                return
+            yield packet

@@ -1,0 +1,30 @@
+"""Shared fixtures: a tiny random Qwen3-VL built offline once per session, loaded like the real one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen3-VL model folder (seed 0), built once per test session. Treat it as read-only."""
+    from qwen3vl_summarizer.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen3vl"), seed=0)
+
+
+@pytest.fixture
+def tiny_model(tiny_model_dir: Path):
+    """(model, processor) loaded through `from_pretrained`, float32, eval mode, on CPU.
+
+    Loaded afresh for each test (a fraction of a second): the model keeps per-video state
+    (`rope_deltas`), which must not leak from one test into the next.
+    """
+    import torch
+    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    return model.eval(), processor

@@ -1,0 +1,323 @@
+"""The engine against the plain transformers reference, on the tiny random Qwen3-VL (float32, greedy).
+
+Reference = what a user of transformers writes: the chat template, ``processor(...)`` on the same frames,
+timestamps and prompt, then ``model.generate``. Every engine path (chunked prefill, vision batches,
+follow-ups, branches, cancel) must give the same tokens and (near) the same logits.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from qwen3vl_summarizer import engine as engine_module
+from qwen3vl_summarizer.engine import Engine, Progress, TextDelta, TurnStats
+from qwen3vl_summarizer.errors import Cancelled, ModelLoadError
+from qwen3vl_summarizer.options import ContextOptions, GenerationOptions
+from qwen3vl_summarizer.plan import Geometry, group_times
+from qwen3vl_summarizer.video import Frame
+
+PROMPT = "Summarize the video with timestamps."
+GREEDY = GenerationOptions(max_new_tokens=8, temperature=0.0, repetition_penalty=1.0)
+# Irregular (variable frame rate) times, an odd count so the last group repeats its frame.
+TIMES = [0.0, 0.41, 1.003, 1.5, 2.25, 2.26, 3.9, 4.0, 5.555]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir) -> Engine:
+    return Engine.load(str(tiny_model_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[Frame]:
+    rng = np.random.default_rng(1)
+    return [Frame(t=t, target=t, image=rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)) for t in TIMES]
+
+
+def run(session, question, **kwargs) -> TurnStats:
+    events = list(session.ask(question, **kwargs))
+    assert isinstance(events[-1], TurnStats)
+    return events[-1]
+
+
+def session(engine, frames, chunk=2048, groups=32, **kwargs):
+    return engine.session(
+        list(frames),
+        total_frames=len(frames),
+        context=ContextOptions(prefill_chunk_size=chunk, vision_batch_groups=groups),
+        generation=kwargs.pop("generation", GREEDY),
+        **kwargs,
+    )
+
+
+def reference_inputs(engine, frames, prompt=PROMPT):
+    """The processor's inputs for the Qwen layout: the template's video triple replaced by the pad token."""
+    from transformers.video_utils import VideoMetadata
+
+    processor = engine.processor
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    triple = processor.vision_start_token + processor.video_token + processor.vision_end_token
+    text = text.replace(triple, processor.video_token)
+    meta = VideoMetadata(
+        total_num_frames=len(frames), fps=1000.0, frames_indices=[round(f.t * 1000) for f in frames]
+    )
+    return processor(
+        text=[text],
+        videos=[np.stack([f.image for f in frames])],
+        video_metadata=[meta],
+        do_sample_frames=False,
+        do_resize=False,
+        cap_pixels_per_frame=False,
+        return_tensors="pt",
+    )
+
+
+def reference_generate(engine, inputs, max_new_tokens=GREEDY.max_new_tokens):
+    engine.model.model.rope_deltas = None
+    with torch.inference_mode():
+        out = engine.model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            repetition_penalty=1.0,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    tokens = out.sequences[0, inputs["input_ids"].shape[1] :].tolist()
+    while tokens and tokens[-1] in engine.eos_token_ids:
+        tokens.pop()
+    return tokens, out.logits[0][0]
+
+
+@pytest.fixture
+def first_logits(monkeypatch):
+    """Capture the logits each turn's first token is chosen from."""
+    captured: list[torch.Tensor] = []
+    original = engine_module._logits_processors
+
+    def capturing(g):
+        procs = original(g)
+        seen = []
+
+        def capture(input_ids, scores):
+            if not seen:
+                captured.append(scores.clone())
+                seen.append(True)
+            return scores
+
+        procs.insert(0, capture)
+        return procs
+
+    monkeypatch.setattr(engine_module, "_logits_processors", capturing)
+    return captured
+
+
+def test_prompt_layout_is_pinned(engine, frames):
+    s = session(engine, frames)
+    run(s, PROMPT)
+    prompt = engine.tokenizer.decode(s.ids[: len(reference_inputs(engine, frames)["input_ids"][0])])
+    pad = "<|video_pad|>" * 6  # 96x64 frames: (96/32) * (64/32) tokens per group
+    groups = group_times([f.t for f in frames])
+    expected = (
+        "<|im_start|>user\n"
+        + "".join(f"<{t:.1f} seconds><|vision_start|>{pad}<|vision_end|>" for t in groups)
+        + PROMPT
+        + "<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert prompt == expected
+    assert groups == [0.205, 1.2515, 2.255, 3.95, 5.555]
+
+
+@pytest.mark.parametrize(("chunk", "groups"), [(4096, 32), (7, 1), (16, 2), (13, 32)])
+def test_matches_reference_generate(engine, frames, first_logits, chunk, groups):
+    inputs = reference_inputs(engine, frames)
+    ref_tokens, ref_logits = reference_generate(engine, inputs)
+    s = session(engine, frames, chunk=chunk, groups=groups)
+    stats = run(s, PROMPT)
+    n = inputs["input_ids"].shape[1]
+    assert s.ids[:n] == inputs["input_ids"][0].tolist()
+    assert stats.tokens == ref_tokens
+    assert len(stats.tokens) > 0
+    torch.testing.assert_close(first_logits[0][0], ref_logits.float(), rtol=1e-4, atol=1e-4)
+    assert stats.prefill_tokens == n
+
+
+def test_chunk_sizes_that_divide_the_prompt(engine, frames):
+    n = reference_inputs(engine, frames)["input_ids"].shape[1]
+    divisor = next(d for d in range(5, n) if n % d == 0)
+    a = run(session(engine, frames, chunk=divisor), PROMPT)
+    b = run(session(engine, frames, chunk=n), PROMPT)
+    assert a.tokens == b.tokens
+
+
+def test_follow_up_equals_reference_on_the_whole_conversation(engine, frames, first_logits):
+    s = session(engine, frames, chunk=11, groups=2)
+    first = run(s, PROMPT)
+    before = len(s.ids)
+    second = run(s, "What happens at 00:03?")
+    # Only the new tokens were computed: the new turn, plus the last answer token if it was never fed.
+    new_turn = s.turns[1].prompt_ids
+    history = s.ids[: s.media_tokens] + s.turns[0].prompt_ids + s.turns[0].answer_ids + new_turn
+    assert second.prefill_tokens == len(history) - before
+    assert second.prefill_tokens <= len(new_turn) + 1
+    assert len(first.tokens) > 0
+
+    # Reference: generate over the whole conversation's ids with the video's pixels.
+    inputs = reference_inputs(engine, frames)
+    ids = torch.tensor([history])
+    mm = (ids == engine.config.video_token_id).int() * 2
+    full = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "mm_token_type_ids": mm,
+        "pixel_values_videos": inputs["pixel_values_videos"],
+        "video_grid_thw": inputs["video_grid_thw"],
+    }
+    ref_tokens, ref_logits = reference_generate(engine, full)
+    assert second.tokens == ref_tokens
+    torch.testing.assert_close(first_logits[1][0], ref_logits.float(), rtol=1e-4, atol=1e-4)
+
+
+def test_cache_reuse_equals_recompute(engine, frames):
+    questions = [PROMPT, "And then?", "What is at 00:02?"]
+    reuse = session(engine, frames, chunk=9)
+    fresh = session(engine, frames, chunk=9, cache_reuse=False)
+    for q in questions:
+        a, b = run(reuse, q), run(fresh, q)
+        assert a.tokens == b.tokens
+    assert a.prefill_tokens < reuse.media_tokens < fresh.media_tokens + len(fresh.turns[-1].prompt_ids) <= b.prefill_tokens
+
+
+def test_branch_equals_fresh_session(engine, frames):
+    s = session(engine, frames)
+    run(s, PROMPT)
+    run(s, "First question?")
+    branched = run(s, "Second question?", branch=1)
+    assert len(s.turns) == 2
+    fresh = session(engine, frames)
+    run(fresh, PROMPT)
+    assert run(fresh, "Second question?").tokens == branched.tokens
+
+
+def test_changing_the_prompt_reuses_the_video(engine, frames):
+    s = session(engine, frames)
+    run(s, PROMPT)
+    media = s.media_tokens
+    changed = run(s, "List the highlights.", branch=0)
+    assert changed.prefill_tokens == len(s.turns[0].prompt_ids)
+    assert changed.prefill_tokens < media
+    fresh = session(engine, frames)
+    assert run(fresh, "List the highlights.").tokens == changed.tokens
+
+
+def test_cancel_during_video_prefill_resumes(engine, frames):
+    cancel = threading.Event()
+    s = session(engine, frames, chunk=8, groups=1)
+    with pytest.raises(Cancelled):
+        for event in s.ask(PROMPT, cancel=cancel):
+            if isinstance(event, Progress) and event.stage == "prefill":
+                cancel.set()
+    assert s.media_tokens == 0 and 0 < len(s.ids)  # stopped inside the video
+    cancel.clear()
+    resumed = run(s, PROMPT)
+    assert resumed.tokens == run(session(engine, frames), PROMPT).tokens
+
+
+def test_cancel_during_decoding_leaves_session_usable(engine, frames):
+    cancel = threading.Event()
+    s = session(engine, frames, generation=GenerationOptions(max_new_tokens=20, repetition_penalty=1.0))
+    got = []
+    with pytest.raises(Cancelled):
+        for event in s.ask(PROMPT, cancel=cancel):
+            if isinstance(event, TextDelta):
+                got.append(event)
+                cancel.set()
+    assert len(got) == 1
+    assert s.turns == []
+    cancel.clear()
+    again = run(s, PROMPT)
+    expected = run(session(engine, frames, generation=GenerationOptions(max_new_tokens=20, repetition_penalty=1.0)), PROMPT)
+    assert again.tokens == expected.tokens
+
+
+def test_abandoned_stream_rewinds(engine, frames):
+    s = session(engine, frames)
+    run(s, PROMPT)
+    length = len(s.ids)
+    stream = s.ask("Follow-up?")
+    next(stream)
+    stream.close()
+    assert len(s.ids) == length and len(s.turns) == 1
+
+
+def test_streams_text_token_by_token(engine, frames):
+    s = session(engine, frames)
+    events = list(s.ask(PROMPT))
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    stats = events[-1]
+    assert [d.token_id for d in deltas] == stats.tokens[: len(deltas)]
+    assert "".join(d.text for d in deltas) == stats.text
+    stages = {e.stage for e in events if isinstance(e, Progress)}
+    assert stages == {"frames", "vision", "prefill"}
+
+
+def test_geometry_is_read_from_the_model(engine):
+    g = engine.geometry
+    text = engine.config.text_config
+    assert (g.patch_size, g.merge_size, g.temporal_patch_size) == (16, 2, 2)
+    assert g.kv_bytes_per_token == 2 * text.num_hidden_layers * text.num_key_value_heads * text.head_dim * 4
+    # The timestamp text costs what the tokenizer says, one token per digit.
+    for t in (0.0, 9.9, 10.0, 123.4, 4567.8):
+        assert g.timestamp_tokens(t) == len(engine.tokenizer(f"<{t:.1f} seconds>")["input_ids"])
+    assert g != Geometry()  # the tiny model differs from the 2B defaults (kv bytes)
+
+
+def test_image_session(engine):
+    image = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    s = engine.session(None, image=image, generation=GREEDY)
+    stats = run(s, "Describe the image.")
+    assert engine.config.image_token_id in s.ids
+    assert stats.prefill_tokens == s.media_tokens + len(s.turns[0].prompt_ids)
+
+
+def test_load_errors_are_clear(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="local folder|--model"):
+        Engine.load("no-such-org/no-such-model")
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ModelLoadError):
+        Engine.load(str(tmp_path))
+
+
+def test_quantized_checkpoint_names_missing_backend(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "gptq"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "gptq", "bits": 4}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="gptqmodel"):
+        Engine.load(str(folder))
+
+
+def test_timestamps_follow_real_frame_times(engine, tmp_path):
+    from tests.videos import write_video
+
+    from qwen3vl_summarizer.video import sample
+
+    times = write_video(tmp_path / "vfr.mp4", [0.0, 0.3, 0.35, 1.7, 2.9, 3.0, 4.45, 6.2])
+    stream = sample(tmp_path / "vfr.mp4", fps=2.0, size=(64, 64))
+    got = list(stream)
+    s = engine.session(got, generation=GenerationOptions(max_new_tokens=1))
+    run(s, PROMPT)
+    text = engine.tokenizer.decode(s.ids)
+    stamps = [float(x) for x in re.findall(r"<([\d.]+) seconds>", text)]
+    assert stamps == [float(f"{t:.1f}") for t in group_times([f.t for f in got])]
+    assert {f.t for f in got} <= set(times)
