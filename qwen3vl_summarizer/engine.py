@@ -65,7 +65,7 @@ class TextDelta:
     """New answer text (may be empty when a token completes no character yet)."""
 
     text: str
-    token_id: int
+    token_id: int | None  # None for the flush of an incomplete character at the end
 
 
 @dataclass(frozen=True)
@@ -351,10 +351,9 @@ class VideoSession:
         context: ContextOptions | None = None,
         generation: GenerationOptions | None = None,
         max_context: int | None = None,
+        expected_tokens: int | None = None,
         cache_reuse: bool = True,
     ):
-        from transformers import DynamicCache
-
         if (frames is None) == (image is None):
             raise ValueError("a session needs exactly one of frames or image")
         self.engine = engine
@@ -367,7 +366,9 @@ class VideoSession:
         self.frames_read = 0
         self._frames = iter(frames) if frames is not None else None
         self._image = image
-        self._new_cache = lambda: DynamicCache(config=engine.config.text_config)
+        layers = engine.config.text_config.num_hidden_layers
+        capacity = min(max_context or 32_768, expected_tokens or 32_768)
+        self._new_cache = lambda: _growing_cache(layers, capacity)
         self.cache = self._new_cache()
         # What the cache holds: token ids, their MRoPE positions [3, L], and the next free position.
         self.ids: list[int] = []
@@ -437,7 +438,7 @@ class VideoSession:
                 yield Progress("prefill", done, total)
             computed += total
             timings["prefill"] += time.perf_counter() - t0
-            yield from self._decode(turn, logits, cancel, t_start, computed, timings)
+            stats = yield from self._decode(turn, logits, cancel, t_start, computed, timings)
         except BaseException as e:
             # Cancelled, failed or abandoned (GeneratorExit): drop this turn, keep the session usable.
             # An interrupted video read keeps what it read and resumes on the next ask.
@@ -453,6 +454,8 @@ class VideoSession:
                     "out of memory: lower the fps or the context length, or use a quantized model"
                 ) from None
             raise
+        # Outside the try: a consumer that stops reading at the stats must not roll the turn back.
+        yield stats
 
     def _decode(
         self,
@@ -463,6 +466,7 @@ class VideoSession:
         computed: int,
         timings: dict[str, float],
     ) -> Iterator[Event]:
+        """Sample the answer, yielding TextDelta; returns the TurnStats."""
         g = self.generation
         tok = self.engine.tokenizer
         processors = _logits_processors(g)
@@ -487,18 +491,20 @@ class VideoSession:
                 break
             turn.answer_ids.append(next_id)
             text = tok.decode(turn.answer_ids, skip_special_tokens=True)
+            delta = ""
             if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
                 delta, shown = text[len(shown) :], text
-                turn.text = shown
-                yield TextDelta(delta, next_id)
+            yield TextDelta(delta, next_id)
             if step == limit - 1:
                 break
             context_ids = torch.cat([context_ids, torch.tensor([[next_id]])], dim=1)
             logits = self._step(next_id)
         elapsed = time.perf_counter() - t_first
         turn.text = tok.decode(turn.answer_ids, skip_special_tokens=True)
+        if turn.text != shown:  # an incomplete character at the very end
+            yield TextDelta(turn.text[len(shown) :], None)
         n = len(turn.answer_ids)
-        yield TurnStats(
+        return TurnStats(
             question=turn.question,
             text=turn.text,
             tokens=list(turn.answer_ids),
@@ -657,6 +663,59 @@ class VideoSession:
         self.ids = self.ids[:length]
         self.positions = self.positions[:, :length]
         self.next_position = int(self.positions.max()) + 1 if length else 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# KV cache
+
+
+def _growing_cache(num_layers: int, capacity: int) -> Any:
+    """A KV cache preallocated for ``capacity`` tokens that writes in place.
+
+    transformers' DynamicCache concatenates on every update: each decoded token copies the whole KV cache
+    (at 160K tokens that dominated decode time even on the tiny model). This one grows by half again when
+    full, and crops by moving its length back.
+    """
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+            self.device = key_states.device
+            self._k = self._v = None
+            self._length = 0
+            self.keys = key_states[..., :0, :]
+            self.values = value_states[..., :0, :]
+            self.is_initialized = True
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            n, end = key_states.shape[-2], self._length + key_states.shape[-2]
+            if self._k is None or end > self._k.shape[-2]:
+                size = max(end, capacity if self._k is None else self._k.shape[-2] * 3 // 2)
+                k = key_states.new_empty((*key_states.shape[:-2], size, key_states.shape[-1]))
+                v = value_states.new_empty((*value_states.shape[:-2], size, value_states.shape[-1]))
+                if self._length:
+                    k[..., : self._length, :] = self._k[..., : self._length, :]
+                    v[..., : self._length, :] = self._v[..., : self._length, :]
+                self._k, self._v = k, v
+            self._k[..., self._length : end, :] = key_states
+            self._v[..., self._length : end, :] = value_states
+            self._length = end
+            self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
+            return self.keys, self.values
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if tokens_to_remove >= 0 or not self.is_initialized:
+                return
+            self._length = max(0, self._length + tokens_to_remove)
+            self.keys, self.values = self._k[..., : self._length, :], self._v[..., : self._length, :]
+
+        def reset(self) -> None:
+            self._k = self._v = None
+            super().reset()
+
+    return Cache(layers=[GrowingLayer() for _ in range(num_layers)])
 
 
 # ----------------------------------------------------------------------------------------------------

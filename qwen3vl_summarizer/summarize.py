@@ -87,6 +87,7 @@ def open_video(
         context=options.context,
         generation=options.generation,
         max_context=context,
+        expected_tokens=first.tokens + options.generation.max_new_tokens,
         cache_reuse=cache_reuse,
     )
     return VideoJob(info=info, plan=plan, context=context, frames=frames, session=session)

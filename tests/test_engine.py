@@ -245,6 +245,14 @@ def test_cancel_during_decoding_leaves_session_usable(engine, frames):
     assert again.tokens == expected.tokens
 
 
+def test_stopping_at_the_stats_keeps_the_turn(engine, frames):
+    s = session(engine, frames)
+    for event in s.ask(PROMPT):
+        if isinstance(event, TurnStats):
+            break  # the generator is left suspended, then closed
+    assert len(s.turns) == 1 and s.turns[0].answer_ids == event.tokens
+
+
 def test_abandoned_stream_rewinds(engine, frames):
     s = session(engine, frames)
     run(s, PROMPT)
@@ -260,7 +268,7 @@ def test_streams_text_token_by_token(engine, frames):
     events = list(s.ask(PROMPT))
     deltas = [e for e in events if isinstance(e, TextDelta)]
     stats = events[-1]
-    assert [d.token_id for d in deltas] == stats.tokens[: len(deltas)]
+    assert [d.token_id for d in deltas if d.token_id is not None] == stats.tokens
     assert "".join(d.text for d in deltas) == stats.text
     stages = {e.stage for e in events if isinstance(e, Progress)}
     assert stages == {"frames", "vision", "prefill"}
