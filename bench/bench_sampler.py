@@ -80,11 +80,12 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/qwen3vl_bench"))
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--strategies", default=",".join(video.STRATEGIES))
+    parser.add_argument("--keyints", default=",".join(map(str, KEYINTS)), help="x264 -g values, frames")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, PyAV {video.av.__version__}")  # fmt: skip
-    for keyint in KEYINTS:
+    for keyint in map(int, args.keyints.split(",")):
         path = make_video(args.cache, args.minutes, keyint)
         seconds = video.probe(path).duration
         print(f"\n{path.name}: {seconds:.0f} s, keyframe every {keyint} frames")

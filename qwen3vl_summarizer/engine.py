@@ -21,6 +21,8 @@ triple. ``tests/test_engine.py`` pins the exact token sequence.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import os
 import threading
@@ -33,7 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import Cancelled, ModelLoadError, OptionsError, OutOfMemoryError
+from .errors import Cancelled, DamagedVideoError, ModelLoadError, OptionsError, OutOfMemoryError
+from .feature_cache import CachedFeatures, FeatureCache
 from .options import ContextOptions, GenerationOptions, ModelOptions
 from .plan import Geometry
 from .video import Frame
@@ -211,6 +214,18 @@ class Engine:
             count_text_tokens=self._count,
         )
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """What makes this model's vision features what they are: id, revision, dtype, configs."""
+        parts = [
+            self.model_id,
+            str(getattr(self.config, "_commit_hash", None)),
+            str(self.dtype),
+            self.config.to_json_string(use_diff=False),
+            self.processor.video_processor.to_json_string(),
+        ]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
     def _count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -332,7 +347,7 @@ class Turn:
 
 
 class VideoSession:
-    """One video in a KV cache, and a conversation about it.
+    """One video (or one image, or none: a text chat) in a KV cache, and a conversation about it.
 
     ``ask(question)`` yields :class:`Progress`, :class:`TextDelta` and finally :class:`TurnStats`.
     The first call reads and prefills the video; later calls only prefill their own tokens. ``branch=k``
@@ -353,9 +368,11 @@ class VideoSession:
         max_context: int | None = None,
         expected_tokens: int | None = None,
         cache_reuse: bool = True,
+        feature_cache: FeatureCache | None = None,
+        feature_key: str | None = None,
     ):
-        if (frames is None) == (image is None):
-            raise ValueError("a session needs exactly one of frames or image")
+        if frames is not None and image is not None:
+            raise ValueError("a session holds frames or an image (or neither, for text), not both")
         self.engine = engine
         self.context = context or ContextOptions()
         self.generation = generation or GenerationOptions()
@@ -364,7 +381,12 @@ class VideoSession:
         self.total_frames = total_frames
         self.turns: list[Turn] = []
         self.frames_read = 0
+        self._source = frames  # kept to read its ``damage`` once read
         self._frames = iter(frames) if frames is not None else None
+        self.damage: str | None = None  # set when the video was damaged and read only up to the damage
+        self.feature_cache = feature_cache if feature_key is not None else None
+        self.feature_key = feature_key
+        self.features_from_cache = False
         self._image = image
         layers = engine.config.text_config.num_hidden_layers
         capacity = min(max_context or 32_768, expected_tokens or 32_768)
@@ -380,7 +402,8 @@ class VideoSession:
         self._started = False
         self._media_done = False
         self._broken: str | None = None
-        self._media_rows: list[_Rows] | None = None if cache_reuse else []  # kept to recompute turns
+        # Media rows kept on the CPU: to recompute turns without cache reuse, and for the feature cache.
+        self._media_rows: list[_Rows] | None = [] if not cache_reuse or self.feature_cache else None
         self._media_len = 0  # tokens of the prefix through the media, once read
 
     # -- public -------------------------------------------------------------------------------------
@@ -529,6 +552,9 @@ class VideoSession:
         group = engine.processor.video_processor.temporal_patch_size
         batch_frames = self.context.vision_batch_groups * group
         frames = self._frames or iter(())
+        if self.feature_cache is not None and self.frames_read == 0 and self._load_features():
+            frames = iter(())
+            yield Progress("frames", self.frames_read, self.frames_read)
         while True:
             _check(cancel)
             t0 = time.perf_counter()
@@ -556,10 +582,46 @@ class VideoSession:
             if frame is None:
                 break
         if self.frames_read == 0 and self._frames is not None:
-            raise ValueError("the video gave no frames")
+            raise DamagedVideoError("no frame could be read from the video")
+        if not self.features_from_cache:
+            self.damage = getattr(self._source, "damage", None)
+            self._store_features()
         self._media_done = True
         self._media_len = len(self.ids)
         return computed
+
+    def _load_features(self) -> bool:
+        """Queue the video's tokens and features from the feature cache; False on a miss."""
+        cached = self.feature_cache.load(self.feature_key)
+        if cached is None:
+            return False
+        device = self.engine.device
+        self._queue_media(
+            _Rows(cached.ids, cached.positions, cached.embeds.to(device), [d.to(device) for d in cached.deepstack])
+        )
+        self.timestamps = list(cached.times)
+        self.frames_read = len(cached.times)
+        self.damage = cached.damage
+        self.features_from_cache = True
+        log.info("read %d frames' vision features from the cache", self.frames_read)
+        return True
+
+    def _store_features(self) -> None:
+        if self.feature_cache is None or not self._media_rows:
+            return
+        rows = _Rows.concat(self._media_rows)
+        start = int(rows.positions[:, 0].min())  # positions are stored relative to the video's start
+        self.feature_cache.store(
+            self.feature_key,
+            CachedFeatures(
+                ids=rows.ids,
+                positions=rows.positions - start,
+                embeds=rows.embeds,
+                deepstack=rows.deepstack,
+                times=list(self.timestamps),
+                damage=self.damage,
+            ),
+        )
 
     def _expected_media_tokens(self) -> int:
         if not self.total_frames or not self.frames_read:
@@ -690,7 +752,7 @@ def _growing_cache(num_layers: int, capacity: int) -> Any:
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
-            n, end = key_states.shape[-2], self._length + key_states.shape[-2]
+            end = self._length + key_states.shape[-2]
             if self._k is None or end > self._k.shape[-2]:
                 size = max(end, capacity if self._k is None else self._k.shape[-2] * 3 // 2)
                 k = key_states.new_empty((*key_states.shape[:-2], size, key_states.shape[-1]))

@@ -16,7 +16,7 @@ import os
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from .errors import OptionsError
@@ -56,7 +56,7 @@ class Summary:
     model: str  # model id or folder
     prompt: str  # prompt name ("lecture") or text
     stats: dict[str, Any] = field(default_factory=dict)  # free-form numbers: tokens, timings...
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
     def known_duration(self) -> float | None:

@@ -67,12 +67,20 @@ class ServerOptions:
 
 
 @dataclass(frozen=True)
+class CacheOptions:
+    enabled: bool = True  # keep vision features on disk: the same video skips decoding and encoding
+    dir: str = "~/.cache/qwen3vl-summarizer/features"
+    max_gb: float = 20.0  # least-recently-used entries are evicted beyond this size
+
+
+@dataclass(frozen=True)
 class Options:
     model: ModelOptions = field(default_factory=ModelOptions)
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     context: ContextOptions = field(default_factory=ContextOptions)
     generation: GenerationOptions = field(default_factory=GenerationOptions)
     server: ServerOptions = field(default_factory=ServerOptions)
+    cache: CacheOptions = field(default_factory=CacheOptions)
 
     def replace(self, **sections: Mapping[str, Any]) -> Options:
         """A copy with some keys changed, e.g. ``opts.replace(sampling={"fps": 2})``; validated."""
@@ -100,6 +108,7 @@ def validate(opts: Options) -> Options:
         (v.max_upload_mb >= 1, "server.max_upload_mb must be >= 1"),
         (v.concurrency_limit >= 1, "server.concurrency_limit must be >= 1"),
         (v.session_memory_gb > 0, "server.session_memory_gb must be > 0"),
+        (opts.cache.max_gb > 0, "cache.max_gb must be > 0"),
     ]
     for ok, message in checks:
         if not ok:

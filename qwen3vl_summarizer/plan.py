@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import ContextTooSmallError, OptionsError
+from .options import Options
 from .video import MAX_FPS, VideoInfo, target_times
 
 # Qwen3-VL-2B-Instruct, used when no model is loaded (the engine reads the real values from it).
@@ -163,17 +164,19 @@ def make_plan(
 
     n_groups = len(stamps)
     min_size = smallest_frame_size(info.width, info.height, min_pixels, g.factor)
-    spans = [(0, n_groups)]
-    for parts in range(2, n_groups + 2):
+    if max(span_tokens(i, i + 1, *min_size) for i in range(n_groups)) > budget:
+        raise ContextTooSmallError(
+            f"a context of {context:,} tokens cannot hold even one frame group at "
+            f"{min_size[0]}x{min_size[1]} plus the prompt and a {reserve:,}-token reserve; "
+            "raise the context length"
+        )
+    # The fewest equal parts that fit. Fewer than total / budget parts cannot fit, so start there
+    # (counting up from 1 costs O(parts^2) on long videos); n_groups parts always fit (checked above).
+    first = max(1, math.ceil(span_tokens(0, n_groups, *min_size) / budget))
+    for parts in range(first, n_groups + 1):
+        spans = [(round(n_groups * i / parts), round(n_groups * (i + 1) / parts)) for i in range(parts)]
         if max(span_tokens(a, b, *min_size) for a, b in spans) <= budget:
             break
-        if parts > n_groups:
-            raise ContextTooSmallError(
-                f"a context of {context:,} tokens cannot hold even one frame group at "
-                f"{min_size[0]}x{min_size[1]} plus the prompt and a {reserve:,}-token reserve; "
-                "raise the context length"
-            )
-        spans = [(round(n_groups * i / parts), round(n_groups * (i + 1) / parts)) for i in range(parts)]
 
     # The largest size that fits every span, tried from max_pixels down in steps of one token.
     size = min_size
@@ -213,6 +216,22 @@ def make_plan(
         reserve=reserve,
         kv_cache_bytes=(largest + reserve) * g.kv_bytes_per_token,
         segments=segments,
+    )
+
+
+def plan_video(
+    info: VideoInfo, options: Options, context: int, prompt: str = "", geometry: Geometry | None = None
+) -> Plan:
+    """``make_plan`` with the sampling and context settings of ``options``."""
+    return make_plan(
+        info,
+        options.sampling.fps,
+        context,
+        reserve=options.context.reserve_tokens,
+        prompt=prompt,
+        min_pixels=options.sampling.min_pixels,
+        max_pixels=options.sampling.max_pixels,
+        geometry=geometry,
     )
 
 

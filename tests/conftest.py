@@ -7,6 +7,14 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the tests' vision-feature cache out of the user's home: one fresh folder per run."""
+    import os
+    import tempfile
+
+    os.environ["QWEN3VL_CACHE__DIR"] = tempfile.mkdtemp(prefix="qwen3vl-test-features-")
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Qwen3-VL model folder (seed 0), built once per test session. Treat it as read-only."""

@@ -222,7 +222,7 @@ def test_cancel_during_video_prefill_resumes(engine, frames):
         for event in s.ask(PROMPT, cancel=cancel):
             if isinstance(event, Progress) and event.stage == "prefill":
                 cancel.set()
-    assert s.media_tokens == 0 and 0 < len(s.ids)  # stopped inside the video
+    assert s.media_tokens == 0 and len(s.ids) > 0  # stopped inside the video
     cancel.clear()
     resumed = run(s, PROMPT)
     assert resumed.tokens == run(session(engine, frames), PROMPT).tokens
@@ -316,9 +316,8 @@ def test_quantized_checkpoint_names_missing_backend(tiny_model_dir, tmp_path):
 
 
 def test_timestamps_follow_real_frame_times(engine, tmp_path):
-    from tests.videos import write_video
-
     from qwen3vl_summarizer.video import sample
+    from tests.videos import write_video
 
     times = write_video(tmp_path / "vfr.mp4", [0.0, 0.3, 0.35, 1.7, 2.9, 3.0, 4.45, 6.2])
     stream = sample(tmp_path / "vfr.mp4", fps=2.0, size=(64, 64))
@@ -329,3 +328,23 @@ def test_timestamps_follow_real_frame_times(engine, tmp_path):
     stamps = [float(x) for x in re.findall(r"<([\d.]+) seconds>", text)]
     assert stamps == [float(f"{t:.1f}") for t in group_times([f.t for f in got])]
     assert {f.t for f in got} <= set(times)
+
+
+def test_out_of_memory_is_a_clear_error_and_the_session_survives(engine, frames, monkeypatch):
+    from qwen3vl_summarizer.engine import VideoSession
+    from qwen3vl_summarizer.errors import OutOfMemoryError
+
+    s = session(engine, frames)
+    expected = run(s, PROMPT)
+    length = len(s.ids)
+    real_step = VideoSession._step
+
+    def failing_step(self, token_id):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(VideoSession, "_step", failing_step)
+    with pytest.raises(OutOfMemoryError, match="lower the fps or the context"):
+        run(s, "A follow-up that runs out of memory?")
+    assert len(s.ids) == length and len(s.turns) == 1
+    monkeypatch.setattr(VideoSession, "_step", real_step)
+    assert run(s, PROMPT, branch=0).tokens == expected.tokens

@@ -1,0 +1,431 @@
+"""Command line: ``qwen3vl-summarize plan|frames|summarize VIDEO ...``.
+
+A thin layer: parse the flags into option overrides, call the library, print. Library errors become one
+``error: ...`` line on stderr and exit code 1 (``--debug`` shows the traceback instead); argparse usage
+errors exit 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__
+from .errors import OptionsError, SummarizerError
+from .options import Options, load_options
+from .plan import Plan
+from .timestamps import format_timestamp
+
+log = logging.getLogger(__name__)
+
+PACKAGE_LOGGER = "qwen3vl_summarizer"
+DEFAULT_PROMPT = "general"  # prompt template used by summarize, and by plan/frames to count its tokens
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout closed early (e.g. piped into `head`)
+FRAME_NAME = "{t:010.3f}"  # JPEG file stem of a frame at t seconds: 000012.500
+JPEG_QUALITY = 90
+QUESTION_SEPARATOR = "\n\n---\n\n**Q: {question}**\n\n"  # printed before each --ask answer
+
+
+# --- arguments -------------------------------------------------------------------------------------------
+
+
+def _context_arg(value: str) -> int | str:
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of tokens or 'auto', got {value!r}") from None
+
+
+def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Global flags; on subcommands with SUPPRESS defaults so they don't clobber values given earlier."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--config", metavar="FILE", default=default, help="TOML settings file (default: configs/default.toml)"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=default if suppress else False,
+        help="show tracebacks and debug logging",
+    )  # fmt: skip
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", default=default if suppress else False,
+        help="show progress on stderr even when it is not a terminal",
+    )  # fmt: skip
+
+
+def _add_sampling(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("video", metavar="VIDEO", help="video file")
+    parser.add_argument("--fps", type=float, help="frames per second sampled from the video (0, 30]")
+    parser.add_argument(
+        "--max-context", type=_context_arg, metavar="N", help="context length in tokens, or 'auto'"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qwen3vl-summarize",
+        description="Turn a video into a timestamped Markdown summary with Qwen3-VL, then answer follow-ups.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_common(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser("plan", help="show how the video fits the context (no model needed)")
+    _add_sampling(p)
+    _add_common(p, suppress=True)
+
+    p = commands.add_parser("frames", help="decode and list the frames the model will see")
+    _add_sampling(p)
+    p.add_argument("--out", metavar="DIR", help="also write each frame as DIR/<seconds>.jpg")
+    _add_common(p, suppress=True)
+
+    p = commands.add_parser("summarize", help="stream a Markdown summary, then answer --ask questions")
+    _add_sampling(p)
+    p.add_argument("--model", "-m", metavar="M", help="hub id or local folder of a Qwen3-VL model")
+    prompt = p.add_mutually_exclusive_group()
+    prompt.add_argument(
+        "--prompt", metavar="NAME", help=f"prompt template in prompts/ (default: {DEFAULT_PROMPT})"
+    )
+    prompt.add_argument("--prompt-file", metavar="FILE", help="read the prompt from a file")
+    prompt.add_argument("--prompt-text", metavar="TEXT", help="the prompt itself")
+    p.add_argument("--prefill-chunk-size", type=int, metavar="N", help="tokens per prefill pass")
+    p.add_argument("--max-new-tokens", type=int, metavar="N", help="most tokens generated per answer")
+    p.add_argument("--temperature", type=float, metavar="T", help="0 = greedy")
+    p.add_argument(
+        "--ask", action="append", default=[], metavar="QUESTION",
+        help="a follow-up question about the same video (repeatable; answered in order)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-cache-reuse", action="store_true", help="recompute every turn from scratch (for checking)"
+    )
+    p.add_argument("--device", metavar="D", help="auto | cuda | cuda:N | mps | cpu")
+    p.add_argument("--dtype", metavar="D", help="auto | bfloat16 | float16 | float32")
+    _add_common(p, suppress=True)
+    return parser
+
+
+def _options(args: argparse.Namespace) -> Options:
+    """Config file < environment < flags."""
+    get = lambda name: getattr(args, name, None)  # noqa: E731
+    return load_options(
+        args.config,
+        overrides={
+            "model": {"id": get("model"), "device": get("device"), "dtype": get("dtype")},
+            "sampling": {"fps": get("fps")},
+            "context": {"max_context": get("max_context"), "prefill_chunk_size": get("prefill_chunk_size")},
+            "generation": {"max_new_tokens": get("max_new_tokens"), "temperature": get("temperature")},
+        },
+    )
+
+
+def _prompt_text(args: argparse.Namespace) -> str:
+    from .prompts import load_prompt
+
+    if getattr(args, "prompt_text", None) is not None:
+        if not args.prompt_text.strip():
+            raise OptionsError("--prompt-text is empty")
+        return args.prompt_text
+    prompt_file = getattr(args, "prompt_file", None)
+    if prompt_file is not None:
+        path = Path(prompt_file)
+        if not path.is_file():
+            raise OptionsError(f"prompt file not found: {path}")
+        if path.name.endswith(".md"):  # a template file: front matter is read and removed
+            return load_prompt(path.name, path.parent).text
+        return path.read_text(encoding="utf-8").strip()
+    return load_prompt(getattr(args, "prompt", None) or DEFAULT_PROMPT).text
+
+
+# --- output helpers --------------------------------------------------------------------------------------
+
+
+class _StderrHandler(logging.Handler):
+    """``warning: message`` lines on the current ``sys.stderr``, each distinct warning once."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.seen: set[tuple[int, str]] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                key = (record.levelno, message)
+                if key in self.seen:
+                    return
+                self.seen.add(key)
+            prefix = record.levelname.lower()
+            if record.levelno < logging.WARNING:
+                prefix += f": {record.name}"
+            text = f"{prefix}: {message}"
+            if record.exc_info and self.level <= logging.DEBUG:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+class _Progress:
+    """``stage n/N`` on one rewritten stderr line (a terminal), or one line per finished stage otherwise."""
+
+    def __init__(self, enabled: bool, stream: TextIO) -> None:
+        self.enabled = enabled
+        self.stream = stream
+        self.tty = enabled and stream.isatty()
+        self.last: tuple[str, int, int] | None = None  # the latest (stage, done, total)
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            self.stream.write(f"\r\033[K{stage} {done}/{total}")
+            self.stream.flush()
+        elif self.last is not None and self.last[0] != stage:
+            self._line(*self.last)
+        self.last = (stage, done, total)
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self.clear()
+            self._line(text)
+
+    def clear(self) -> None:
+        """End the progress line (before answer text or a note is printed)."""
+        if self.last is not None:
+            if self.tty:
+                self.stream.write("\r\033[K")
+                self.stream.flush()
+            else:
+                self._line(*self.last)
+        self.last = None
+
+    def _line(self, *parts: object) -> None:
+        text = parts[0] if len(parts) == 1 else f"{parts[0]} {parts[1]}/{parts[2]}"
+        self.stream.write(f"{text}\n")
+        self.stream.flush()
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def _plan_dict(plan: Plan) -> dict[str, Any]:
+    data = dataclasses.asdict(plan)
+    data["fits"] = plan.fits
+    data["context_share"] = plan.context_share
+    return data
+
+
+def _clock(seconds: float) -> str:
+    return format_timestamp(seconds, hours=seconds >= 3600)
+
+
+def _probe_and_plan(args: argparse.Namespace, options: Options):
+    """Probe the video and plan it without a model: ``auto`` context means the cap."""
+    from .plan import plan_video
+    from .video import probe
+
+    info = probe(args.video)
+    mc = options.context.max_context
+    context = options.context.max_context_cap if mc == "auto" else int(mc)
+    plan = plan_video(info, options, context, prompt=_prompt_text(args))
+    return info, plan
+
+
+# --- commands --------------------------------------------------------------------------------------------
+
+
+def cmd_plan(args: argparse.Namespace, options: Options) -> int:
+    info, plan = _probe_and_plan(args, options)
+    if args.json:
+        _print_json({"video": dataclasses.asdict(info), "plan": _plan_dict(plan)})
+        return 0
+    audio = ", audio" if info.has_audio else ""
+    print(f"{info.path}: {_clock(info.duration)} ({info.duration:.3f} s), {info.width}x{info.height}, "
+          f"{info.fps:.3f} fps, {info.codec}{audio}")  # fmt: skip
+    print(f"plan at {plan.fps:g} fps: {plan.summary()}")
+    if not plan.fits:
+        for s in plan.segments:
+            print(f"  segment {s.index + 1}: {_clock(s.start)}-{_clock(s.end)}, {s.frames} frames, "
+                  f"{s.tokens:,} tokens")  # fmt: skip
+    return 0
+
+
+def cmd_frames(args: argparse.Namespace, options: Options) -> int:
+    from .video import sample
+
+    info, plan = _probe_and_plan(args, options)
+    stream = sample(args.video, plan.fps, (plan.width, plan.height))
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    frames = []
+    for frame in stream:
+        item: dict[str, Any] = {"t": frame.t, "target": frame.target}
+        if out is not None:
+            item["file"] = str(_save_jpeg(frame.image, out, frame.t, used))
+        frames.append(item)
+        if not args.json:
+            line = f"{frame.t:10.3f} s  (target {frame.target:.3f} s)"
+            print(line + (f"  {item['file']}" if "file" in item else ""))
+    if stream.damage:
+        log.warning("%s", stream.damage)
+    if args.json:
+        _print_json({
+            "video": info.path,
+            "duration": info.duration,
+            "fps": plan.fps,
+            "width": plan.width,
+            "height": plan.height,
+            "damage": stream.damage,
+            "frames": frames,
+        })  # fmt: skip
+    else:
+        print(f"{len(frames)} frames at {plan.width}x{plan.height} ({plan.fps:g} fps) from {info.path}")
+    return 0
+
+
+def _save_jpeg(image, folder: Path, t: float, used: set[str]) -> Path:
+    """Write ``image`` as ``folder/<t>.jpg``; a frame shown at several targets gets ``-2``, ``-3``..."""
+    from PIL import Image
+
+    stem = FRAME_NAME.format(t=t)
+    name, n = stem, 1
+    while name in used:
+        n += 1
+        name = f"{stem}-{n}"
+    used.add(name)
+    path = folder / f"{name}.jpg"
+    Image.fromarray(image).save(path, quality=JPEG_QUALITY)
+    return path
+
+
+def cmd_summarize(args: argparse.Namespace, options: Options) -> int:
+    from .engine import Engine, Progress, TextDelta, TurnStats
+    from .summarize import open_video
+    from .video import probe
+
+    prompt = _prompt_text(args)
+    probe(args.video)  # fail on a bad file before loading the model
+    progress = _Progress(args.verbose or sys.stderr.isatty(), sys.stderr)
+    m = options.model
+    progress.note(f"loading {m.id}")
+    with _hf_progress_bars(progress.enabled):
+        engine = Engine.load(m.id, m.device, m.dtype, m.attn_implementation)
+    job = open_video(engine, args.video, options, prompt, cache_reuse=not args.no_cache_reuse)
+    progress.note(f"plan: {job.plan.summary()}")
+    turns: list[dict[str, Any]] = []
+    for i, question in enumerate([prompt, *args.ask]):
+        if i and not args.json:
+            sys.stdout.write(QUESTION_SEPARATOR.format(question=question))
+            sys.stdout.flush()
+        stats = None
+        text = ""
+        for event in job.ask(question):
+            if isinstance(event, Progress):
+                progress.update(event.stage, event.done, event.total)
+            elif isinstance(event, TextDelta):
+                progress.clear()
+                text += event.text
+                if not args.json and event.text:
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+            elif isinstance(event, TurnStats):
+                stats = event
+        progress.clear()
+        if stats is not None and not args.json and stats.text.startswith(text):
+            sys.stdout.write(stats.text[len(text) :])  # a character still incomplete at the last delta
+            text = stats.text
+        if i == 0 and job.damage:
+            log.warning("%s", job.damage)
+        if not args.json and not text.endswith("\n"):
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        if stats is not None:
+            turns.append(dataclasses.asdict(stats))
+            log.debug("turn %d: %d prefill tokens, ttft %.2f s, %.1f tokens/s",
+                      i, stats.prefill_tokens, stats.ttft_s, stats.decode_tokens_per_s)  # fmt: skip
+    if args.json:
+        _print_json({
+            "video": job.info.path,
+            "model": engine.model_id,
+            "context": job.context,
+            "plan": _plan_dict(job.plan),
+            "damage": job.damage,
+            "turns": turns,
+        })  # fmt: skip
+    return 0
+
+
+@contextlib.contextmanager
+def _hf_progress_bars(enabled: bool) -> Iterator[None]:
+    """transformers' "Loading weights" bars only where our own progress is shown."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
+
+
+COMMANDS = {"plan": cmd_plan, "frames": cmd_frames, "summarize": cmd_summarize}
+
+
+# --- entry point -----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    handler = _StderrHandler(logging.DEBUG if args.debug else logging.WARNING)
+    package = logging.getLogger(PACKAGE_LOGGER)
+    old_level = package.level
+    package.addHandler(handler)
+    package.setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    try:
+        options = _options(args)
+        return COMMANDS[args.command](args, options)
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Python flushes stdout at exit; point it at devnull so that does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except (SummarizerError, OSError) as e:
+        if args.debug:
+            raise
+        sys.stderr.write(f"error: {_one_line(e)}\n")
+        return EXIT_ERROR
+    except Exception as e:
+        if args.debug:
+            raise
+        sys.stderr.write(
+            f"error: unexpected {type(e).__name__}: {_one_line(e)} (run with --debug for details)\n"
+        )
+        return EXIT_ERROR
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(old_level)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__

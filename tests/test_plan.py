@@ -1,0 +1,223 @@
+"""The plan: frame size, token arithmetic, segments, and its token count against the real engine."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from qwen3vl_summarizer.errors import ContextTooSmallError, OptionsError
+from qwen3vl_summarizer.plan import Geometry, frame_size, group_times, make_plan
+from qwen3vl_summarizer.video import VideoInfo, target_times
+
+from .videos import write_video
+
+FACTOR = 32  # pixels per language token side on Qwen3-VL (patch 16 x merge 2)
+MIN_PIXELS, MAX_PIXELS = 256 * 256, 512 * 512  # make_plan's defaults
+
+
+def info(width: int = 1920, height: int = 1080, duration: float = 60.0, fps: float = 30.0) -> VideoInfo:
+    return VideoInfo(
+        path="video.mp4",
+        container="mov,mp4,m4a,3gp,3g2,mj2",
+        codec="h264",
+        width=width,
+        height=height,
+        rotation=0,
+        fps=fps,
+        duration=duration,
+        start_time=0.0,
+        frame_count=round(duration * fps),
+        has_audio=False,
+    )
+
+
+# --- frame size ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size", [(1920, 1080), (1080, 1920), (640, 480), (3840, 2160), (720, 1280), (4000, 600), (1000, 1000)]
+)
+def test_frame_size_is_a_multiple_of_32_keeps_aspect_and_stays_within_pixels(size):
+    width, height = size
+    plan = make_plan(info(width, height, duration=30.0))
+    w, h = plan.width, plan.height
+    assert w % FACTOR == 0 and h % FACTOR == 0
+    assert MIN_PIXELS <= w * h <= MAX_PIXELS
+    # Each side is floored to 32 px from the same scale, so the aspect is kept to within one token.
+    scale = w / width
+    assert h == pytest.approx(height * scale, abs=FACTOR)
+    assert w == pytest.approx(width * (h / height), abs=FACTOR)
+    assert plan.fits and plan.tokens_per_group == (w // FACTOR) * (h // FACTOR)
+
+
+@pytest.mark.parametrize("size", [(320, 240), (640, 360), (1280, 720), (128, 96), (100, 60), (240, 180)])
+def test_frame_size_never_upscales_past_the_source(size):
+    width, height = size
+    plan = make_plan(info(width, height, duration=10.0), max_pixels=4096 * 4096)
+    # At most the source with each side rounded up to whole 32-px tokens: only a source smaller than
+    # min_pixels is rounded up (smallest_frame_size rounds up), by less than one token per side.
+    assert (
+        plan.width <= math.ceil(width / FACTOR) * FACTOR
+        and plan.height <= math.ceil(height / FACTOR) * FACTOR
+    )
+    if width * height >= MIN_PIXELS:
+        assert plan.width <= width and plan.height <= height
+    assert make_plan(info(320, 240), max_pixels=1024 * 1024).width == 320
+    assert frame_size(20, 20, MAX_PIXELS) == (32, 32)  # at least one token per side
+
+
+def test_frame_size_shrinks_towards_min_pixels_to_fit_a_long_video():
+    short = make_plan(info(duration=60.0), context=32_768)
+    long = make_plan(info(duration=600.0), context=32_768)
+    assert long.fits and long.width * long.height < short.width * short.height
+    assert long.width * long.height >= MIN_PIXELS
+    assert long.tokens + long.reserve <= long.context
+
+
+# --- token arithmetic ------------------------------------------------------------------------------------
+
+
+def test_token_count_by_hand():
+    # 64x64 source -> 64x64 frames = 2x2 = 4 tokens per group. 12.0 s at 1 fps: targets 0..11, groups
+    # at 0.5, 2.5, 4.5, 6.5, 8.5 ("<0.5 seconds>" = 6 tokens) and 10.5 (one more digit: 7 tokens).
+    # Each group: 4 + <|vision_start|> + <|vision_end|> + timestamp.
+    plan = make_plan(info(64, 64, duration=12.0), prompt="1234567")
+    assert (plan.width, plan.height, plan.frames, plan.groups) == (64, 64, 12, 6)
+    assert plan.tokens_per_group == 4
+    assert plan.video_tokens == 6 * (4 + 2) + 5 * 6 + 7 == 73
+    assert plan.prompt_tokens == 8 + math.ceil(7 / 3.5) == 10  # chat template + estimated prompt text
+    assert plan.tokens == 83
+    assert plan.kv_cache_bytes == (83 + 2048) * Geometry().kv_bytes_per_token
+    assert plan.segments[0].tokens == plan.tokens
+
+
+def test_odd_frame_count_repeats_the_last_frame_in_its_group():
+    plan = make_plan(info(64, 64, duration=5.0))  # targets 0..4: groups (0,1) (2,3) (4,4)
+    assert (plan.frames, plan.groups) == (5, 3)
+    assert group_times(target_times(5.0, 1.0)) == [0.5, 2.5, 4.0]
+    assert plan.video_tokens == 3 * (4 + 2 + 6)
+
+
+def test_timestamp_tokens_gain_a_token_per_digit():
+    g = Geometry()
+    assert [g.timestamp_tokens(t) for t in (0.5, 9.9, 10.0, 99.5, 100.0, 3600.0)] == [6, 6, 7, 7, 8, 9]
+
+
+# --- segments --------------------------------------------------------------------------------------------
+
+
+def test_a_short_video_fits_in_one_segment():
+    plan = make_plan(info(duration=600.0), fps=1.0, context=262_144)
+    assert plan.fits and len(plan.segments) == 1
+    seg = plan.segments[0]
+    assert (seg.start, seg.end, seg.frames) == (0.0, 600.0, 600)
+    assert "split" not in plan.summary()
+
+
+def test_a_long_video_is_split_into_contiguous_segments_within_budget():
+    duration = 3 * 3600.0
+    plan = make_plan(info(1920, 1080, duration=duration), fps=1.0, context=262_144)
+    assert not plan.fits and len(plan.segments) >= 2
+    assert f"split into {len(plan.segments)} segments" in plan.summary()
+    assert plan.segments[0].start == 0.0 and plan.segments[-1].end == duration
+    for a, b in zip(plan.segments, plan.segments[1:], strict=False):
+        assert a.end == b.start and b.index == a.index + 1
+    assert sum(s.frames for s in plan.segments) == plan.frames == 10_800
+    for s in plan.segments:
+        assert s.tokens + plan.reserve <= plan.context
+        assert s.frames % 2 == 0  # whole temporal groups
+    assert max(s.frames for s in plan.segments) - min(s.frames for s in plan.segments) <= 2  # equal parts
+    assert plan.width * plan.height >= MIN_PIXELS
+    assert plan.context_share <= 1.0
+
+
+def test_a_context_too_small_for_one_frame_group_is_an_error():
+    with pytest.raises(ContextTooSmallError, match="raise the context length"):
+        make_plan(info(duration=10 * 3600.0), context=2100)
+    with pytest.raises(ContextTooSmallError):
+        make_plan(info(duration=60.0), context=1024)  # less than the reserve
+
+
+@pytest.mark.parametrize("fps", [0, -1, 30.5, 1000])
+def test_fps_out_of_range_is_an_options_error(fps):
+    with pytest.raises(OptionsError, match="fps"):
+        make_plan(info(), fps=fps)
+
+
+def test_too_short_to_sample_and_bad_pixels_are_options_errors():
+    with pytest.raises(OptionsError, match="too short"):
+        make_plan(info(duration=0.0))
+    with pytest.raises(OptionsError, match="min_pixels"):
+        make_plan(info(), min_pixels=MAX_PIXELS * 2)
+
+
+def test_plans_a_ten_hour_video_quickly():
+    # Pure arithmetic: a 10-hour video plans instantly (well under 100 ms), split or not.
+    for context in (262_144, 32_768):
+        plan = make_plan(info(duration=10 * 3600.0), fps=1.0, context=context)
+        assert plan.frames == 36_000 and sum(s.frames for s in plan.segments) == 36_000
+
+
+# --- against the engine ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    from qwen3vl_summarizer.engine import Engine
+
+    return Engine.load(str(tiny_model_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("plan-videos")
+
+
+PROMPT = "Summarize the video in Markdown, citing times as [MM:SS]. 用中文回答。"
+
+
+@pytest.mark.parametrize(
+    "name, size, times, fps",
+    [
+        # 12.4 s at 1 fps: 13 frames (odd), the last group's timestamps reach 10+ s (one more digit)
+        ("cfr.mp4", (128, 96), [i / 10 for i in range(125)], 1.0),
+        # portrait, variable frame rate, 2 fps: 5 frames (odd), frame times differ from the targets
+        ("portrait.mkv", (96, 160), [0.0, 0.3, 0.7, 1.2, 1.25, 1.9, 2.3, 2.45], 2.0),
+        # wide, 4 frames
+        ("wide.mkv", (224, 64), [i / 5 for i in range(20)], 1.0),
+    ],
+)
+def test_plan_tokens_equal_the_prompt_the_engine_builds(engine, folder, name, size, times, fps):
+    from qwen3vl_summarizer.options import load_options
+    from qwen3vl_summarizer.summarize import final_stats, open_video
+
+    path = folder / name
+    write_video(path, times, size=size)
+    options = load_options(
+        overrides={
+            "sampling": {"fps": fps},
+            "context": {"max_context": 32_768},
+            "generation": {"max_new_tokens": 1},
+        }
+    )
+    job = open_video(engine, path, options, PROMPT)
+    plan = make_plan(
+        job.info,
+        fps,
+        32_768,
+        reserve=options.context.reserve_tokens,
+        prompt=PROMPT,
+        min_pixels=options.sampling.min_pixels,
+        max_pixels=options.sampling.max_pixels,
+        geometry=engine.geometry,
+    )
+    assert plan == job.plan
+    session = job.session
+    final_stats(job.ask(PROMPT))
+    built = session.media_tokens + len(session.turns[0].prompt_ids)
+    assert len(session.ids) == built  # with max_new_tokens=1 no answer token is fed back
+    assert plan.tokens == built
+    assert plan.frames == session.frames_read
+    assert plan.fits and plan.segments[0].frames == plan.frames

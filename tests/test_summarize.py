@@ -1,0 +1,141 @@
+"""Long videos: segment, summarise each part with absolute times, merge, route follow-ups (tiny model)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from qwen3vl_summarizer.engine import Engine, Progress, TextDelta, TurnStats
+from qwen3vl_summarizer.options import load_options
+from qwen3vl_summarizer.summarize import PARTS_HEADING, open_video
+from tests.videos import write_video
+
+PROMPT = "Summarize the video."
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir) -> Engine:
+    return Engine.load(str(tiny_model_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("long") / "long.mp4"
+    write_video(path, [i * 0.5 for i in range(80)], size=(128, 96))  # 40 s
+    return path
+
+
+def options(context: int):
+    return load_options(
+        overrides={
+            "sampling": {"fps": 2.0, "min_pixels": 128 * 96, "max_pixels": 128 * 96},
+            "context": {"max_context": context, "reserve_tokens": 400, "prefill_chunk_size": 256},
+            "generation": {"max_new_tokens": 6, "temperature": 0.0, "repetition_penalty": 1.0},
+        }
+    )
+
+
+def stamps(engine, session) -> list[float]:
+    return [float(x) for x in re.findall(r"<([\d.]+) seconds>", engine.tokenizer.decode(session.ids))]
+
+
+def test_video_that_fits_is_one_session(engine, long_video):
+    job = open_video(engine, long_video, options(8192), PROMPT)
+    assert job.plan.fits and len(job.parts) == 1
+    events = list(job.ask(PROMPT))
+    assert isinstance(events[-1], TurnStats)
+    assert job.session.media_tokens + len(job.session.turns[0].prompt_ids) == job.plan.tokens
+
+
+def test_long_video_is_split_summarised_and_merged(engine, long_video):
+    job = open_video(engine, long_video, options(1024), PROMPT)
+    n = len(job.parts)
+    assert n >= 2
+    # Segments cover the video contiguously.
+    segs = [p.segment for p in job.parts]
+    assert segs[0].start == 0 and all(a.end == b.start for a, b in zip(segs, segs[1:], strict=False))
+    events = list(job.ask(PROMPT))
+    progress = [e for e in events if isinstance(e, Progress) and e.stage == "segment"]
+    assert [(e.done, e.total) for e in progress] == [(i, n) for i in range(n + 1)]
+    stats = events[-1]
+    assert isinstance(stats, TurnStats)
+    streamed = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert f"### Part 1 of {n} (00:00–" in streamed
+    assert stats.text.startswith(job.merged) and PARTS_HEADING in stats.text
+    # Each part reads absolute times from inside its own segment; the live one shows them in its prompt.
+    for part in job.parts:
+        times = [f.t for f in part.frames]
+        assert times and part.segment.start <= times[0] and times[-1] < part.segment.end
+        assert "part" in part.turns[0].question.lower()
+    live = job.parts[-1].session
+    got = stamps(engine, live)
+    assert got and job.parts[-1].segment.start <= got[0] < got[-1] < job.parts[-1].segment.end
+    # Only one segment holds a KV cache at a time.
+    assert sum(p.session is not None for p in job.parts) == 1
+
+
+def test_follow_up_that_names_a_time_goes_to_its_segment(engine, long_video):
+    job = open_video(engine, long_video, options(1024), PROMPT)
+    list(job.ask(PROMPT))
+    last = job.parts[-1]
+    t = (last.segment.start + last.segment.end) / 2
+    question = f"What is on screen at 00:{int(t):02d}?"
+    assert job.part_at(t) is last
+    events = list(job.ask(question))
+    assert isinstance(events[-1], TurnStats)
+    session = last.session
+    assert session is not None and session.turns[-1].question == question
+    # The rebuilt session kept the segment's own summary turn before the follow-up.
+    assert len(session.turns) == 2 and session.turns[0].answer_ids == last.turns[0].answer_ids
+
+
+def test_general_follow_up_carries_the_merged_summary(engine, long_video):
+    job = open_video(engine, long_video, options(1024), PROMPT)
+    list(job.ask(PROMPT))
+    events = list(job.ask("Who is speaking?"))
+    assert isinstance(events[-1], TurnStats)
+    live = [p for p in job.parts if p.session is not None]
+    assert len(live) == 1
+    assert "Summary of the whole video" in live[0].session.turns[-1].question
+
+
+def test_feature_cache_skips_decoding_and_vision_for_the_same_video(engine, long_video, tmp_path):
+    from qwen3vl_summarizer import engine as engine_module
+
+    opts = options(8192).replace(cache={"dir": str(tmp_path / "features")})
+    first = open_video(engine, long_video, opts, PROMPT)
+    cold = list(first.ask(PROMPT))[-1]
+    assert not first.session.features_from_cache
+
+    encoded = []
+    real = engine_module.Engine.encode_frames
+    engine_module.Engine.encode_frames = lambda self, frames: encoded.append(len(frames)) or real(self, frames)
+    try:
+        second = open_video(engine, long_video, opts, "List the highlights.")  # another prompt, another session
+        list(second.ask(PROMPT))
+        warm = list(open_video(engine, long_video, opts, PROMPT).ask(PROMPT))[-1]
+    finally:
+        engine_module.Engine.encode_frames = real
+    assert encoded == []  # no frame was encoded again
+    assert second.session.features_from_cache and second.session.frames_read == first.session.frames_read
+    assert second.session.ids == first.session.ids[: len(second.session.ids)]
+    assert warm.tokens == cold.tokens
+    assert warm.timings["frames"] < cold.timings["frames"]
+
+    # A corrupted entry is detected and rebuilt, never used.
+    for tensors in (tmp_path / "features").rglob("tensors.safetensors"):
+        data = bytearray(tensors.read_bytes())
+        data[-100:] = bytes(100)
+        tensors.write_bytes(bytes(data))
+    rebuilt = open_video(engine, long_video, opts, PROMPT)
+    assert list(rebuilt.ask(PROMPT))[-1].tokens == cold.tokens
+    assert not rebuilt.session.features_from_cache
+
+
+def test_feature_cache_key_follows_sampling_settings(engine, long_video, tmp_path):
+    opts = options(8192).replace(cache={"dir": str(tmp_path / "features")})
+    a = open_video(engine, long_video, opts, PROMPT).parts[0].feature_key
+    b = open_video(engine, long_video, opts.replace(sampling={"fps": 1.0}), PROMPT).parts[0].feature_key
+    c = open_video(engine, long_video, opts.replace(cache={"enabled": False}), PROMPT).parts[0].feature_key
+    assert a != b and c is None
