@@ -394,7 +394,7 @@ class VideoSession:
         self.cache = self._new_cache()
         # What the cache holds: token ids, their MRoPE positions [3, L], and the next free position.
         self.ids: list[int] = []
-        self.positions = torch.zeros(3, 0, dtype=torch.long)
+        self._positions = torch.zeros(3, 1024, dtype=torch.long)  # grows by doubling; [:, :len(ids)] used
         self.next_position = 0
         self.timestamps: list[float] = []  # times (s) of the frames read, in order
         self._pending: list[_Rows] = []  # tokens read but not yet prefilled
@@ -407,6 +407,11 @@ class VideoSession:
         self._media_len = 0  # tokens of the prefix through the media, once read
 
     # -- public -------------------------------------------------------------------------------------
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """MRoPE positions [3, L] of the cached tokens."""
+        return self._positions[:, : len(self.ids)]
 
     @property
     def media_tokens(self) -> int:
@@ -707,8 +712,13 @@ class VideoSession:
             )
             result = engine.model.lm_head(out.last_hidden_state[:, -1]) if logits else None  # [1, V]
         self.ids.extend(rows.ids.tolist())
-        self.positions = torch.cat([self.positions, rows.positions.cpu()], dim=1)
-        self.next_position = int(self.positions.max()) + 1
+        end = len(self.ids)
+        if end > self._positions.shape[1]:
+            grown = torch.zeros(3, max(end, 2 * self._positions.shape[1]), dtype=torch.long)
+            grown[:, :start] = self._positions[:, :start]
+            self._positions = grown
+        self._positions[:, start:end] = rows.positions
+        self.next_position = max(self.next_position, int(rows.positions.max()) + 1)
         return result
 
     def _step(self, token_id: int) -> torch.Tensor:
@@ -723,8 +733,7 @@ class VideoSession:
         else:
             self.cache.crop(length - len(self.ids))  # a negative count removes that many tokens
         self.ids = self.ids[:length]
-        self.positions = self.positions[:, :length]
-        self.next_position = int(self.positions.max()) + 1 if length else 0
+        self.next_position = int(self._positions[:, :length].max()) + 1 if length else 0
 
 
 # ----------------------------------------------------------------------------------------------------
