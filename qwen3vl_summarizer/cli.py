@@ -3,6 +3,11 @@
 A thin layer: parse the flags into option overrides, call the library, print. Library errors become one
 ``error: ...`` line on stderr and exit code 1 (``--debug`` shows the traceback instead); argparse usage
 errors exit 2; Ctrl-C exits 130.
+
+``summarize`` also takes several videos or folders with ``--out DIR`` (a batch): the model is loaded once,
+each video's ``--format`` files are written to ``DIR/<stem>.<ext>``, a video that fails is reported as
+``error: <file>: ...`` and the others go on; a table on stderr ends the run, and the exit code is 1 when
+any video failed.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, TextIO
 
 from . import __version__
 from .errors import OptionsError, SummarizerError
+from .export import FORMATS, Summary, get_writer
 from .options import Options, load_options
 from .plan import Plan
 from .timestamps import format_timestamp
@@ -34,6 +40,9 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout closed early (e.g. piped into `h
 FRAME_NAME = "{t:010.3f}"  # JPEG file stem of a frame at t seconds: 000012.500
 JPEG_QUALITY = 90
 QUESTION_SEPARATOR = "\n\n---\n\n**Q: {question}**\n\n"  # printed before each --ask answer
+DEFAULT_FORMAT = "md"
+# What a folder given to `summarize` expands to (its files, not its subfolders), by extension.
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".avi", ".webm", ".mov", ".ts", ".m4v", ".mpg", ".mpeg"})
 
 
 # --- arguments -------------------------------------------------------------------------------------------
@@ -64,8 +73,22 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )  # fmt: skip
 
 
-def _add_sampling(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("video", metavar="VIDEO", help="video file")
+def _formats_arg(value: str) -> list[str]:
+    """``srt,vtt`` -> ["srt", "vtt"], each checked against the writers."""
+    formats = [f for f in (part.strip() for part in value.split(",")) if f]
+    if not formats:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(FORMATS)}, got {value!r}")
+    try:
+        return [get_writer(f).format for f in formats]
+    except OptionsError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_sampling(parser: argparse.ArgumentParser, batch: bool = False) -> None:
+    if batch:
+        parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or folders of videos")
+    else:
+        parser.add_argument("video", metavar="VIDEO", help="video file")
     parser.add_argument("--fps", type=float, help="frames per second sampled from the video (0, 30]")
     parser.add_argument(
         "--max-context", type=_context_arg, metavar="N", help="context length in tokens, or 'auto'"
@@ -92,7 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, suppress=True)
 
     p = commands.add_parser("summarize", help="stream a Markdown summary, then answer --ask questions")
-    _add_sampling(p)
+    _add_sampling(p, batch=True)
+    p.add_argument(
+        "--format", "-f", action="append", type=_formats_arg, metavar="FMT",
+        help=f"what to write for each video: {' | '.join(FORMATS)} (repeatable or comma-separated; "
+        f"default: {DEFAULT_FORMAT})",
+    )  # fmt: skip
+    p.add_argument(
+        "--out", "-o", metavar="DIR",
+        help="write DIR/<video stem>.<ext> for each format instead of printing (needed for several videos)",
+    )  # fmt: skip
     p.add_argument("--model", "-m", metavar="M", help="hub id or local folder of a Qwen3-VL model")
     prompt = p.add_mutually_exclusive_group()
     prompt.add_argument(
@@ -315,23 +347,69 @@ def _save_jpeg(image, folder: Path, t: float, used: set[str]) -> Path:
     return path
 
 
-def cmd_summarize(args: argparse.Namespace, options: Options) -> int:
-    from .engine import Engine, Progress, TextDelta, TurnStats
-    from .summarize import open_video
-    from .video import probe
+@dataclasses.dataclass
+class _Result:
+    """How one video of a run went: what the batch table shows."""
 
-    prompt = _prompt_text(args)
-    probe(args.video)  # fail on a bad file before loading the model
-    progress = _Progress(args.verbose or sys.stderr.isatty(), sys.stderr)
-    m = options.model
-    progress.note(f"loading {m.id}")
-    with _hf_progress_bars(progress.enabled):
-        engine = Engine.load(m.id, m.device, m.dtype, m.attn_implementation)
-    job = open_video(engine, args.video, options, prompt, cache_reuse=not args.no_cache_reuse)
-    progress.note(f"plan: {job.plan.summary()}")
-    turns: list[dict[str, Any]] = []
-    for i, question in enumerate([prompt, *args.ask]):
-        if i and not args.json:
+    path: Path
+    ok: bool = False
+    duration: float | None = None  # seconds of video
+    frames: int | None = None  # frames the model saw
+    tokens: int | None = None  # tokens computed: every turn's prefill plus its answer
+    seconds: float = 0.0  # wall time spent on this video
+
+
+def _check_summarize(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors of ``summarize`` (exit 2); sets ``args.formats`` and ``args.paths`` (folders expanded)."""
+    formats = list(dict.fromkeys(f for group in args.format or [[DEFAULT_FORMAT]] for f in group))
+    paths: list[Path] = []
+    for arg in args.videos:
+        path = Path(arg)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+            if not found:
+                log.warning("no video files in %s", path)
+            paths += found
+        else:
+            paths.append(path)
+    paths = list(dict.fromkeys(paths))  # a file named twice (or also found in a folder) runs once
+    batch = len(args.videos) > 1 or any(Path(a).is_dir() for a in args.videos)
+    if not paths:
+        parser.error("no video files to summarize in " + ", ".join(args.videos))
+    if args.out is None:
+        if batch:
+            parser.error("several videos (or a folder) need --out DIR to write their summaries to")
+        if len(formats) > 1:
+            parser.error(f"several formats ({', '.join(formats)}) need --out DIR")
+        if args.json and args.format:
+            parser.error("--json and --format both print to stdout; pass --out DIR for the files")
+    elif args.json and len(paths) > 1:
+        parser.error("--json describes one video; use --format json --out DIR for several")
+    stems: dict[str, Path] = {}
+    for path in paths:
+        other = stems.setdefault(path.stem, path)
+        if other != path:
+            parser.error(f"{other} and {path} would write the same files ({path.stem}.*) in --out")
+    args.formats, args.paths = formats, paths
+
+
+def _prompt_label(args: argparse.Namespace) -> str:
+    """How the prompt is named in exported files: its template name, file, or the text itself."""
+    if getattr(args, "prompt_text", None) is not None:
+        return args.prompt_text
+    return getattr(args, "prompt_file", None) or getattr(args, "prompt", None) or DEFAULT_PROMPT
+
+
+def _ask_all(job, questions: list[str], progress: _Progress, stream: bool) -> list[Any]:
+    """Ask the summary prompt then each follow-up; print the answers to stdout as they come if ``stream``.
+
+    Returns the TurnStats of each turn.
+    """
+    from .engine import Progress, TextDelta, TurnStats
+
+    turns = []
+    for i, question in enumerate(questions):
+        if i and stream:
             sys.stdout.write(QUESTION_SEPARATOR.format(question=question))
             sys.stdout.flush()
         stats = None
@@ -342,34 +420,185 @@ def cmd_summarize(args: argparse.Namespace, options: Options) -> int:
             elif isinstance(event, TextDelta):
                 progress.clear()
                 text += event.text
-                if not args.json and event.text:
+                if stream and event.text:
                     sys.stdout.write(event.text)
                     sys.stdout.flush()
             elif isinstance(event, TurnStats):
                 stats = event
         progress.clear()
-        if stats is not None and not args.json and stats.text.startswith(text):
+        if stats is not None and stream and stats.text.startswith(text):
             sys.stdout.write(stats.text[len(text) :])  # a character still incomplete at the last delta
             text = stats.text
         if i == 0 and job.damage:
             log.warning("%s", job.damage)
-        if not args.json and not text.endswith("\n"):
+        if stream and not text.endswith("\n"):
             sys.stdout.write("\n")
             sys.stdout.flush()
-        if stats is not None:
-            turns.append(dataclasses.asdict(stats))
-            log.debug("turn %d: %d prefill tokens, ttft %.2f s, %.1f tokens/s",
-                      i, stats.prefill_tokens, stats.ttft_s, stats.decode_tokens_per_s)  # fmt: skip
+        if stats is None:
+            raise RuntimeError("the answer stream ended without its statistics")
+        turns.append(stats)
+        log.debug("turn %d: %d prefill tokens, ttft %.2f s, %.1f tokens/s",
+                  i, stats.prefill_tokens, stats.ttft_s, stats.decode_tokens_per_s)  # fmt: skip
+    return turns
+
+
+def _summary(job, model: str, prompt: str, turns: list[Any]) -> Summary:
+    """What the writers get: the first answer plus a Q&A section per follow-up, and the run's numbers."""
+    markdown = turns[0].text + "".join(
+        QUESTION_SEPARATOR.format(question=t.question) + t.text for t in turns[1:]
+    )
+    stats = {
+        "frames": job.plan.frames,
+        "segments": len(job.plan.segments),
+        "prompt_tokens": job.plan.tokens,
+        "context": job.context,
+        "damage": job.damage,
+        "turns": [
+            {
+                "question": t.question,
+                "prefill_tokens": t.prefill_tokens,
+                "generated_tokens": len(t.tokens),
+                "ttft_s": t.ttft_s,
+                "decode_tokens_per_s": t.decode_tokens_per_s,
+                "timings": t.timings,
+            }
+            for t in turns
+        ],
+    }
+    return Summary(markdown, Path(job.info.path).name, job.info.duration, model, prompt, stats)
+
+
+def _run_json(job, model: str, turns: list[Any]) -> dict[str, Any]:
+    return {
+        "video": job.info.path,
+        "model": model,
+        "context": job.context,
+        "plan": _plan_dict(job.plan),
+        "damage": job.damage,
+        "turns": [dataclasses.asdict(t) for t in turns],
+    }
+
+
+def _load_engine(options: Options, progress: _Progress):
+    from .engine import Engine
+
+    m = options.model
+    progress.note(f"loading {m.id}")
+    with _hf_progress_bars(progress.enabled):
+        return Engine.load(m.id, m.device, m.dtype, m.attn_implementation)
+
+
+def cmd_summarize(args: argparse.Namespace, options: Options) -> int:
+    if args.out is not None:
+        return _summarize_batch(args, options)
+    from .summarize import open_video
+    from .video import probe
+
+    prompt = _prompt_text(args)
+    path = args.paths[0]
+    probe(path)  # fail on a bad file before loading the model
+    progress = _Progress(args.verbose or sys.stderr.isatty(), sys.stderr)
+    engine = _load_engine(options, progress)
+    job = open_video(engine, path, options, prompt, cache_reuse=not args.no_cache_reuse)
+    progress.note(f"plan: {job.plan.summary()}")
+    stream = not args.json and args.formats == [DEFAULT_FORMAT]
+    turns = _ask_all(job, [prompt, *args.ask], progress, stream)
     if args.json:
-        _print_json({
-            "video": job.info.path,
-            "model": engine.model_id,
-            "context": job.context,
-            "plan": _plan_dict(job.plan),
-            "damage": job.damage,
-            "turns": turns,
-        })  # fmt: skip
+        _print_json(_run_json(job, engine.model_id, turns))
+    elif not stream:
+        summary = _summary(job, engine.model_id, _prompt_label(args), turns)
+        sys.stdout.write(get_writer(args.formats[0]).to_string(summary))
+        sys.stdout.flush()
     return 0
+
+
+def _summarize_batch(args: argparse.Namespace, options: Options) -> int:
+    """Each video's files in ``--out``; a video that fails is reported and the others go on."""
+    import time
+
+    from .summarize import open_video
+    from .video import probe
+
+    prompt = _prompt_text(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    writers = [get_writer(f) for f in args.formats]
+    progress = _Progress(args.verbose or sys.stderr.isatty(), sys.stderr)
+    engine = None
+    results: list[_Result] = []
+    for i, path in enumerate(args.paths, 1):
+        sys.stderr.write(f"[{i}/{len(args.paths)}] {path.name}\n")
+        sys.stderr.flush()
+        result = _Result(path)
+        results.append(result)
+        t0 = time.perf_counter()
+        try:
+            probe(path)  # a bad file fails here, before the model is loaded for it
+        except Exception as e:
+            _report_failure(path, e, args.debug, progress)
+            result.seconds = time.perf_counter() - t0
+            continue
+        if engine is None:  # loaded once, for the first good video; a failure here ends the run
+            engine = _load_engine(options, progress)
+            t0 = time.perf_counter()  # the table times the video, not the model loading
+        try:
+            job = open_video(engine, path, options, prompt, cache_reuse=not args.no_cache_reuse)
+            result.duration, result.frames = job.info.duration, job.plan.frames
+            progress.note(f"plan: {job.plan.summary()}")
+            turns = _ask_all(job, [prompt, *args.ask], progress, stream=False)
+            result.tokens = sum(t.prefill_tokens + len(t.tokens) for t in turns)
+            summary = _summary(job, engine.model_id, _prompt_label(args), turns)
+            for writer in writers:
+                writer.write(summary, out / f"{path.stem}.{writer.extension}")
+            if args.json:
+                _print_json(_run_json(job, engine.model_id, turns))
+            result.ok = True
+        except Exception as e:
+            _report_failure(path, e, args.debug, progress)
+        finally:
+            job = None  # drop this video's sessions (and KV cache) before the next one
+            result.seconds = time.perf_counter() - t0
+    _print_table(results, sys.stderr)
+    return 0 if all(r.ok for r in results) else EXIT_ERROR
+
+
+def _report_failure(path: Path, e: Exception, debug: bool, progress: _Progress) -> None:
+    """``error: <file>: <message>`` on stderr; re-raised with ``--debug`` or when stdout is gone."""
+    progress.clear()
+    if debug or isinstance(e, BrokenPipeError):
+        raise e
+    message = _one_line(e)
+    if not isinstance(e, SummarizerError | OSError):
+        message = f"unexpected {type(e).__name__}: {message} (run with --debug for details)"
+    sys.stderr.write(f"error: {path}: {message}\n")
+    sys.stderr.flush()
+
+
+def _print_table(results: list[_Result], stream: TextIO) -> None:
+    """One row per video: file, status, duration, frames, tokens, time."""
+    rows = [("file", "status", "duration", "frames", "tokens", "time")]
+    for r in results:
+        rows.append((
+            str(r.path),
+            "ok" if r.ok else "failed",
+            "-" if r.duration is None else _clock(r.duration),
+            "-" if r.frames is None else f"{r.frames:,}",
+            "-" if r.tokens is None else f"{r.tokens:,}",
+            f"{r.seconds:.1f} s",
+        ))  # fmt: skip
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    stream.write("\n")
+    for row in rows:
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+        cells += [cell.rjust(width) for cell, width in zip(row[2:], widths[2:], strict=True)]
+        stream.write("  ".join(cells).rstrip() + "\n")
+    failed = sum(not r.ok for r in results)
+    stream.write(
+        f"{len(results) - failed} of {len(results)} videos summarized"
+        + (f", {failed} failed" if failed else "")
+        + "\n"
+    )
+    stream.flush()
 
 
 @contextlib.contextmanager
@@ -393,13 +622,16 @@ COMMANDS = {"plan": cmd_plan, "frames": cmd_frames, "summarize": cmd_summarize}
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     handler = _StderrHandler(logging.DEBUG if args.debug else logging.WARNING)
     package = logging.getLogger(PACKAGE_LOGGER)
     old_level = package.level
     package.addHandler(handler)
     package.setLevel(logging.DEBUG if args.debug else logging.WARNING)
     try:
+        if args.command == "summarize":
+            _check_summarize(parser, args)  # after the handler: it warns about a folder without videos
         options = _options(args)
         return COMMANDS[args.command](args, options)
     except KeyboardInterrupt:
