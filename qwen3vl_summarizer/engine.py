@@ -106,7 +106,9 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
         try:
             return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
         except KeyError:
-            raise OptionsError(f"model.dtype must be auto, bfloat16, float16 or float32, got {dtype!r}") from None
+            raise OptionsError(
+                f"model.dtype must be auto, bfloat16, float16 or float32, got {dtype!r}"
+            ) from None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "mps":
@@ -179,7 +181,9 @@ class Engine:
             processor = AutoProcessor.from_pretrained(model_id)
             model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs)
         except ImportError as e:
-            raise ModelLoadError(f"loading {model_id} needs a package that is not installed: {_first_line(e)}") from None
+            raise ModelLoadError(
+                f"loading {model_id} needs a package that is not installed: {_first_line(e)}"
+            ) from None
         except (OSError, ValueError) as e:
             if "flash_attn" in str(e) or "FlashAttention" in str(e):
                 raise ModelLoadError(
@@ -274,9 +278,13 @@ class Engine:
     @torch.inference_mode()
     def _encode_media(self, inputs: Any, kind: str) -> _Rows:
         ids = inputs["input_ids"][0]  # [n]
-        grid_key, pixel_key = ("video_grid_thw", "pixel_values_videos") if kind == "video" else (
-            "image_grid_thw",
-            "pixel_values",
+        grid_key, pixel_key = (
+            ("video_grid_thw", "pixel_values_videos")
+            if kind == "video"
+            else (
+                "image_grid_thw",
+                "pixel_values",
+            )
         )
         grid = inputs[grid_key]
         inner = self.model.model
@@ -293,7 +301,9 @@ class Engine:
         deepstack = [torch.cat(f) for f in out.deepstack_features]  # layers x [m, D]
         return _Rows(ids=ids, positions=positions[:, 0], embeds=embeds, deepstack=deepstack)
 
-    def session(self, frames: Iterable[Frame], total_frames: int | None = None, **kwargs: Any) -> VideoSession:
+    def session(
+        self, frames: Iterable[Frame], total_frames: int | None = None, **kwargs: Any
+    ) -> VideoSession:
         return VideoSession(self, frames, total_frames=total_frames, **kwargs)
 
 
@@ -334,7 +344,9 @@ class _Rows:
         rows = _Rows(torch.cat([p.ids for p in parts]), torch.cat([p.positions for p in parts], dim=1))
         if with_media:
             rows.embeds = torch.cat([p.embeds for p in with_media])
-            rows.deepstack = [torch.cat(layer) for layer in zip(*(p.deepstack for p in with_media), strict=True)]
+            rows.deepstack = [
+                torch.cat(layer) for layer in zip(*(p.deepstack for p in with_media), strict=True)
+            ]
         return rows
 
 
@@ -602,7 +614,12 @@ class VideoSession:
             return False
         device = self.engine.device
         self._queue_media(
-            _Rows(cached.ids, cached.positions, cached.embeds.to(device), [d.to(device) for d in cached.deepstack])
+            _Rows(
+                cached.ids,
+                cached.positions,
+                cached.embeds.to(device),
+                [d.to(device) for d in cached.deepstack],
+            )
         )
         self.timestamps = list(cached.times)
         self.frames_read = len(cached.times)
@@ -637,7 +654,9 @@ class VideoSession:
     def _queue_media(self, rows: _Rows) -> None:
         rows = rows.shifted(self._next_pending_position())
         if self._media_rows is not None:
-            self._media_rows.append(_Rows(rows.ids, rows.positions, rows.embeds.cpu(), [d.cpu() for d in rows.deepstack]))
+            self._media_rows.append(
+                _Rows(rows.ids, rows.positions, rows.embeds.cpu(), [d.cpu() for d in rows.deepstack])
+            )
         self._pending.append(rows)
 
     def _prefill_media_again(self, cancel: threading.Event | None) -> Iterator[Event]:
@@ -663,7 +682,9 @@ class VideoSession:
         positions = torch.arange(start, start + len(ids)).expand(3, -1)
         return _Rows(torch.tensor(ids, dtype=torch.long), positions)
 
-    def _prefill(self, cancel: threading.Event | None, final: bool) -> Iterator[tuple[int, torch.Tensor | None]]:
+    def _prefill(
+        self, cancel: threading.Event | None, final: bool
+    ) -> Iterator[tuple[int, torch.Tensor | None]]:
         """Prefill pending tokens in chunks; yields (tokens done, logits of the last one or None)."""
         chunk = self.context.prefill_chunk_size
         while any(len(p) for p in self._pending):
@@ -698,7 +719,7 @@ class VideoSession:
                 "tokens); start a new conversation or raise the context length"
             )
         mask = self._media_mask(rows.ids).to(device)
-        with engine.lock:
+        with engine.lock, _attention_backends(device):
             embeds = inner.get_input_embeddings()(ids[None])  # [1, n, D]
             kwargs: dict[str, Any] = {}
             if rows.embeds is not None and len(rows.embeds):
@@ -706,7 +727,9 @@ class VideoSession:
                 kwargs["visual_pos_masks"] = mask[None]
                 kwargs["deepstack_visual_embeds"] = [d.to(device, embeds.dtype) for d in rows.deepstack]
             cache_positions = torch.arange(start, start + n, device=device)
-            position_ids = torch.cat([cache_positions[None], rows.positions.to(device)])[:, None, :]  # [4, 1, n]
+            position_ids = torch.cat([cache_positions[None], rows.positions.to(device)])[
+                :, None, :
+            ]  # [4, 1, n]
             out = inner.language_model(
                 inputs_embeds=embeds, position_ids=position_ids, cache=self.cache, use_cache=True, **kwargs
             )
@@ -863,6 +886,17 @@ def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
     return n
 
 
+def _attention_backends(device: torch.device) -> contextlib.AbstractContextManager:
+    """On the CPU, prefer sdpa's flash kernel: with the causal mask that chunks after the first need,
+    PyTorch otherwise picks its math kernel, measured 3x slower in prefill and 5x in decode (tiny model,
+    13K tokens, identical tokens out). GPUs keep PyTorch's own choice, which handles masks well."""
+    if device.type != "cpu":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH])
+
+
 def _check(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
         raise Cancelled("stopped")
@@ -899,9 +933,14 @@ def _check_quantization_backend(config: Any, model_id: str) -> None:
     quant = getattr(config, "quantization_config", None)
     if not quant:
         return
-    method = (quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)) or ""
+    method = (
+        quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    ) or ""
     method = str(getattr(method, "value", method)).lower()
-    needs = {"gptq": ("gptqmodel", "pip install 'qwen3vl-summarizer[gptq]'"), "awq": ("awq", "pip install autoawq")}
+    needs = {
+        "gptq": ("gptqmodel", "pip install 'qwen3vl-summarizer[gptq]'"),
+        "awq": ("awq", "pip install autoawq"),
+    }
     if method in needs and importlib.util.find_spec(needs[method][0]) is None:
         package, command = needs[method]
         raise ModelLoadError(

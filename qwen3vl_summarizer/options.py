@@ -93,8 +93,10 @@ def validate(opts: Options) -> Options:
     checks = [
         (0 < s.fps <= MAX_FPS, f"sampling.fps must be in (0, {MAX_FPS:g}], got {s.fps:g}"),
         (0 < s.min_pixels <= s.max_pixels, "sampling.min_pixels must be positive and <= max_pixels"),
-        (c.max_context == "auto" or 1024 <= c.max_context <= c.max_context_cap,
-         f"context.max_context must be 'auto' or in [1024, {c.max_context_cap}], got {c.max_context}"),
+        (
+            c.max_context == "auto" or 1024 <= c.max_context <= c.max_context_cap,
+            f"context.max_context must be 'auto' or in [1024, {c.max_context_cap}], got {c.max_context}",
+        ),
         (0 < c.max_context_cap <= MAX_CONTEXT, f"context.max_context_cap must be in (0, {MAX_CONTEXT}]"),
         (c.reserve_tokens >= 0, "context.reserve_tokens must be >= 0"),
         (c.prefill_chunk_size >= 1, "context.prefill_chunk_size must be >= 1"),
@@ -143,7 +145,7 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
         out.setdefault(section, {})[key] = _RawEnv(raw)
     return out
 
@@ -162,9 +164,7 @@ def _merge(base: dict, updates: Mapping, source: str) -> dict:
         fields = {f.name: f for f in dataclasses.fields(_SECTIONS[section])}
         for key, value in values.items():
             if key not in fields:
-                raise OptionsError(
-                    f"unknown key {section}.{key} in {source}; known: {', '.join(fields)}"
-                )
+                raise OptionsError(f"unknown key {section}.{key} in {source}; known: {', '.join(fields)}")
             merged[section][key] = _coerce(f"{section}.{key}", fields[key], value, source)
     return merged
 

@@ -105,9 +105,7 @@ class Plan:
         return line
 
 
-def frame_size(
-    width: int, height: int, max_area: int, factor: int = 32
-) -> tuple[int, int]:
+def frame_size(width: int, height: int, max_area: int, factor: int = 32) -> tuple[int, int]:
     """The largest size with sides multiple of ``factor``, aspect ratio kept, area <= ``max_area``.
 
     Never upscales past the source (rounded to ``factor``); never smaller than one token per side.
@@ -245,4 +243,3 @@ def group_times(times: list[float], group: int = 2) -> list[float]:
     if len(ms) % group:
         ms += [ms[-1]] * (group - len(ms) % group)
     return [(ms[i] / 1000 + ms[i + group - 1] / 1000) / 2 for i in range(0, len(ms), group)]
-

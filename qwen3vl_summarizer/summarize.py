@@ -37,7 +37,9 @@ SEGMENT_NOTE = (
     "This is part {part} of {parts} of a longer video, from {start} to {end}. "
     "The times shown are counted from the start of the whole video."
 )
-SEGMENT_NOTE_ZH = "这是一个较长视频的第 {part}/{parts} 部分，时间范围 {start} 到 {end}。所示时间从整个视频开头起算。"
+SEGMENT_NOTE_ZH = (
+    "这是一个较长视频的第 {part}/{parts} 部分，时间范围 {start} 到 {end}。所示时间从整个视频开头起算。"
+)
 WHOLE_VIDEO_CONTEXT = "Summary of the whole video:\n{summary}\n\nQuestion: {question}"
 PARTS_HEADING = "## Notes by part"
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -96,7 +98,9 @@ class VideoJob:
         if branch == 0 or not self.merged:
             return self._summarize_segments(question, cancel)
         if branch is not None:
-            raise ValueError("a segmented video answers follow-ups one at a time; ask again instead of branching")
+            raise ValueError(
+                "a segmented video answers follow-ups one at a time; ask again instead of branching"
+            )
         return self._follow_up(question, cancel)
 
     # -- segmented videos ---------------------------------------------------------------------------
@@ -137,7 +141,9 @@ class VideoJob:
             yield TextDelta(header, None)
             session = self._session(part)
             question = note.format(part=i + 1, parts=n, start=start, end=end) + "\n\n" + prompt
-            stats = yield from _relay(session.ask(question, branch=0 if session.turns else None, cancel=cancel))
+            stats = yield from _relay(
+                session.ask(question, branch=0 if session.turns else None, cancel=cancel)
+            )
             part.turns, part.summary = list(session.turns), stats.text
             texts.append(header + stats.text.strip())
             prefill += stats.prefill_tokens

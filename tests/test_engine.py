@@ -190,7 +190,12 @@ def test_cache_reuse_equals_recompute(engine, frames):
     for q in questions:
         a, b = run(reuse, q), run(fresh, q)
         assert a.tokens == b.tokens
-    assert a.prefill_tokens < reuse.media_tokens < fresh.media_tokens + len(fresh.turns[-1].prompt_ids) <= b.prefill_tokens
+    assert (
+        a.prefill_tokens
+        < reuse.media_tokens
+        < fresh.media_tokens + len(fresh.turns[-1].prompt_ids)
+        <= b.prefill_tokens
+    )
 
 
 def test_branch_equals_fresh_session(engine, frames):
@@ -241,7 +246,10 @@ def test_cancel_during_decoding_leaves_session_usable(engine, frames):
     assert s.turns == []
     cancel.clear()
     again = run(s, PROMPT)
-    expected = run(session(engine, frames, generation=GenerationOptions(max_new_tokens=20, repetition_penalty=1.0)), PROMPT)
+    expected = run(
+        session(engine, frames, generation=GenerationOptions(max_new_tokens=20, repetition_penalty=1.0)),
+        PROMPT,
+    )
     assert again.tokens == expected.tokens
 
 

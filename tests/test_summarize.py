@@ -110,9 +110,13 @@ def test_feature_cache_skips_decoding_and_vision_for_the_same_video(engine, long
 
     encoded = []
     real = engine_module.Engine.encode_frames
-    engine_module.Engine.encode_frames = lambda self, frames: encoded.append(len(frames)) or real(self, frames)
+    engine_module.Engine.encode_frames = lambda self, frames: (
+        encoded.append(len(frames)) or real(self, frames)
+    )
     try:
-        second = open_video(engine, long_video, opts, "List the highlights.")  # another prompt, another session
+        second = open_video(
+            engine, long_video, opts, "List the highlights."
+        )  # another prompt, another session
         list(second.ask(PROMPT))
         warm = list(open_video(engine, long_video, opts, PROMPT).ask(PROMPT))[-1]
     finally:
