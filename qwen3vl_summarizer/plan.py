@@ -24,6 +24,7 @@ QWEN_TIMESTAMP_BASE_TOKENS = 6
 # "<|im_start|>user\n" before the video and "<|im_end|>\n<|im_start|>assistant\n" after the prompt.
 QWEN_TEMPLATE_TOKENS = 8
 CHARS_PER_TOKEN_ESTIMATE = 3.5  # for prompt text when no tokenizer is at hand
+MAX_SEGMENTS = 500  # beyond this a long video is refused: each segment is a model pass and a merge input
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,11 @@ def make_plan(
     # The fewest equal parts that fit. Fewer than total / budget parts cannot fit, so start there
     # (counting up from 1 costs O(parts^2) on long videos); n_groups parts always fit (checked above).
     first = max(1, math.ceil(span_tokens(0, n_groups, *min_size) / budget))
+    if first > MAX_SEGMENTS:
+        raise ContextTooSmallError(
+            f"at {fps:g} fps this video would need over {MAX_SEGMENTS} segments of {context:,} tokens; "
+            "raise the context length or lower the fps"
+        )
     for parts in range(first, n_groups + 1):
         spans = [(round(n_groups * i / parts), round(n_groups * (i + 1) / parts)) for i in range(parts)]
         if max(span_tokens(a, b, *min_size) for a, b in spans) <= budget:

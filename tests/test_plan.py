@@ -221,3 +221,9 @@ def test_plan_tokens_equal_the_prompt_the_engine_builds(engine, folder, name, si
     assert plan.tokens == built
     assert plan.frames == session.frames_read
     assert plan.fits and plan.segments[0].frames == plan.frames
+
+
+def test_a_video_needing_absurdly_many_segments_is_refused():
+    # 10 hours at 30 fps in 16K contexts: thousands of passes; say so instead of planning them.
+    with pytest.raises(ContextTooSmallError, match="segments"):
+        make_plan(info(duration=10 * 3600.0), fps=30.0, context=16384)
