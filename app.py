@@ -1,0 +1,733 @@
+"""Web app: upload a video, get a timestamped Markdown summary from Qwen3-VL, then ask follow-ups.
+
+Thin front end over ``qwen3vl_summarizer``: handler functions first, then the ``gr.Blocks`` layout that
+wires them, then ``main()``. One model per process (:class:`ModelHolder`), one cached video per browser
+session (:class:`Sessions`, keyed by ``request.session_hash``, freed on unload, LRU-evicted under
+``server.session_memory_gb``). GPU work shares one queue slot pool (``concurrency_id="gpu"``).
+
+    python app.py --model Qwen/Qwen3-VL-2B-Instruct --host 127.0.0.1 --port 7860
+"""
+
+import argparse
+import contextlib
+import gc
+import logging
+import re
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from qwen3vl_summarizer.engine import Engine, Progress, TextDelta, TurnStats, VideoSession
+from qwen3vl_summarizer.errors import Cancelled, OptionsError, SummarizerError
+from qwen3vl_summarizer.export import Summary, get_writer
+from qwen3vl_summarizer.options import Options, load_options
+from qwen3vl_summarizer.plan import plan_video
+from qwen3vl_summarizer.prompts import list_prompts
+from qwen3vl_summarizer.summarize import VideoJob, open_video
+from qwen3vl_summarizer.timestamps import format_timestamp, link_timestamps
+from qwen3vl_summarizer.video import VideoInfo, probe
+
+log = logging.getLogger("qwen3vl_summarizer.app")
+
+# Qwen3-VL Instruct checkpoints offered in the model menu; any hub id or local folder can be typed.
+HUB_MODELS = (
+    "Qwen/Qwen3-VL-2B-Instruct",
+    "Qwen/Qwen3-VL-4B-Instruct",
+    "Qwen/Qwen3-VL-8B-Instruct",
+    "Qwen/Qwen3-VL-2B-Instruct-FP8",
+    "Qwen/Qwen3-VL-4B-Instruct-FP8",
+    "Qwen/Qwen3-VL-8B-Instruct-FP8",
+)
+FPS_MIN, FPS_MAX, FPS_STEP = 0.1, 4.0, 0.1  # frames per second offered by the slider
+CONTEXT_MIN, CONTEXT_MAX, CONTEXT_STEP = 8 * 1024, 256 * 1024, 8 * 1024  # tokens
+DEFAULT_PROMPT = "general"
+IMAGE_PROMPT = "Describe this image in detail, in Markdown. Include any text you can read in it."
+STOPPED = "Stopped. The video stays loaded: ask again or press Summarize."
+GENERIC_ERROR = "Something went wrong on the server (details are in its log). Try again, or reload the page."
+
+# Clicking a seek link ``[03:25](#t=205)`` (made by link_timestamps) moves the player there and plays;
+# when the question box is empty it is pre-filled with a question about that moment.
+SEEK_JS = """
+() => {
+  if (window.__qwen3vlSeek) return;
+  window.__qwen3vlSeek = true;
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest ? event.target.closest('a[href^="#t="]') : null;
+    if (!link) return;
+    event.preventDefault();
+    event.stopPropagation();
+    const seconds = parseFloat(link.getAttribute("href").slice(3));
+    const video = document.querySelector("#player video");
+    if (video && Number.isFinite(seconds)) {
+      video.currentTime = seconds;
+      video.play().catch(() => {});
+    }
+    const box = document.querySelector("#question textarea");
+    if (box && !box.value.trim()) {
+      box.value = `What is happening at ${link.textContent.trim()}?`;
+      box.dispatchEvent(new Event("input", { bubbles: true }));
+    }
+  }, true);
+}
+"""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Server-side state: the model, and each browser session's cached video
+
+
+class ModelHolder:
+    """The one model of this process. ``get(model_id)`` loads it on first use; another id replaces it."""
+
+    def __init__(self, options: Options, on_switch: Any = None):
+        self.options = options.model
+        self.engine: Engine | None = None
+        self._lock = threading.Lock()
+        self._on_switch = on_switch  # called when a loaded model is replaced (its sessions are useless)
+
+    def get(self, model_id: str) -> Engine:
+        model_id = (model_id or "").strip() or self.options.id
+        with self._lock:
+            if self.engine is not None and self.engine.model_id == model_id:
+                return self.engine
+            if self.engine is not None:
+                log.info("replacing model %s with %s", self.engine.model_id, model_id)
+                self.engine = None
+                if self._on_switch is not None:
+                    self._on_switch()
+                _free_device_memory()
+            o = self.options
+            self.engine = Engine.load(model_id, o.device, o.dtype, o.attn_implementation)
+            return self.engine
+
+    def describe(self) -> str:
+        engine = self.engine
+        if engine is None:
+            return "**Model:** not loaded yet; it loads on first use, or press *Load model*."
+        return (
+            f"**Model:** `{engine.model_id}` on {engine.device}, {str(engine.dtype).removeprefix('torch.')}"
+        )
+
+
+@dataclass
+class _Entry:
+    """One browser session's opened video and what it was opened with."""
+
+    job: VideoJob
+    key: tuple  # (video path, fps, max_context) the job was planned for
+    bytes: int  # estimated memory held (KV cache), for eviction
+    summary: str = ""  # the last finished summary, Markdown as the model wrote it
+
+
+@dataclass
+class Sessions:
+    """Per-browser-session cached videos, evicted least-recently-used beyond ``budget_bytes``."""
+
+    budget_bytes: int
+    _entries: OrderedDict = field(default_factory=OrderedDict)  # session hash -> _Entry
+    _cancels: dict = field(default_factory=dict)  # session hash -> Event of the work now running
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, sid: str) -> _Entry | None:
+        with self._lock:
+            entry = self._entries.get(sid)
+            if entry is not None:
+                self._entries.move_to_end(sid)
+            return entry
+
+    def put(self, sid: str, entry: _Entry) -> None:
+        with self._lock:
+            self._entries[sid] = entry
+            self._entries.move_to_end(sid)
+            total = sum(e.bytes for e in self._entries.values())
+            for other in list(self._entries):
+                if total <= self.budget_bytes or other == sid:
+                    continue
+                total -= self._entries.pop(other).bytes
+                log.info("evicted the cached video of session %s (memory budget)", other)
+
+    def drop(self, sid: str) -> None:
+        with self._lock:
+            self._entries.pop(sid, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __contains__(self, sid: str) -> bool:
+        return sid in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def new_cancel(self, sid: str) -> threading.Event:
+        """A fresh cancel event for the work this session starts now (Stop sets it)."""
+        event = threading.Event()
+        with self._lock:
+            self._cancels[sid] = event
+        return event
+
+    def stop(self, sid: str) -> None:
+        with self._lock:
+            event = self._cancels.get(sid)
+        if event is not None:
+            event.set()
+
+    def forget(self, sid: str) -> None:
+        """The browser session ended: stop its work and free its video."""
+        self.stop(sid)
+        with self._lock:
+            self._entries.pop(sid, None)
+            self._cancels.pop(sid, None)
+
+
+class AppState:
+    """Everything the handlers share: options, the model holder, the sessions."""
+
+    def __init__(self, options: Options):
+        self.options = options
+        self.sessions = Sessions(budget_bytes=int(options.server.session_memory_gb * 2**30))
+        self.models = ModelHolder(options, on_switch=self.sessions.clear)
+        self.downloads = Path(tempfile.mkdtemp(prefix="qwen3vl-app-"))
+
+
+def _free_device_memory() -> None:
+    gc.collect()
+    with contextlib.suppress(Exception):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _message(e: SummarizerError, upload: str | None = None) -> str:
+    """The error's one line, naming an upload by its file name rather than its server-side path."""
+    text = str(e)
+    return text.replace(upload, Path(upload).name) if upload else text
+
+
+@contextlib.contextmanager
+def _user_errors(upload: str | None = None) -> Iterator[None]:
+    """Turn library errors into ``gr.Error`` (what happened, what to do); log anything unexpected."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except SummarizerError as e:
+        raise gr.Error(_message(e, upload)) from None
+    except Exception:
+        log.exception("unexpected error in a request")
+        raise gr.Error(GENERIC_ERROR) from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Small pure helpers
+
+
+def prompt_choices() -> list[tuple[str, str]]:
+    """(menu label, template name) of the summary prompts; the merge templates are internal."""
+    return [(f"{p.title} ({p.language})", p.name) for p in list_prompts() if not p.name.startswith("merge")]
+
+
+def prompt_text(name: str) -> str:
+    return next((p.text for p in list_prompts() if p.name == name), "")
+
+
+def run_options(options: Options, fps: float, auto_context: bool, context: float) -> Options:
+    """The options of one run: the sliders' fps and context length over the configured ones."""
+    max_context = "auto" if auto_context else int(context)
+    return options.replace(sampling={"fps": float(fps)}, context={"max_context": max_context})
+
+
+def video_line(info: VideoInfo) -> str:
+    parts = [
+        f"**Duration** {format_timestamp(info.duration)}",
+        f"**Resolution** {info.width}×{info.height}",
+        f"**Frame rate** {info.fps:.3g} fps",
+        f"**Codec** {info.codec}",
+    ]
+    if not info.has_audio:
+        parts.append("no audio")
+    return " · ".join(parts)
+
+
+def plan_line(info: VideoInfo, options: Options, prompt: str, engine: Engine | None) -> str:
+    """What the model will see and what it costs, as one line; planning problems become the line."""
+    auto = options.context.max_context == "auto"
+    if engine is not None:
+        context = engine.context_length(options.context)
+    else:
+        context = options.context.max_context_cap if auto else int(options.context.max_context)
+    try:
+        plan = plan_video(info, options, context, prompt, engine.geometry if engine is not None else None)
+    except SummarizerError as e:
+        return f"**Cannot plan:** {e}"
+    line = "**Plan:** " + plan.summary()
+    if not plan.fits:
+        length = format_timestamp(max(s.end - s.start for s in plan.segments))
+        line += f" (parts of up to {length}, each summarised with the video's own times, then merged)"
+    if auto and engine is None:
+        line += " · *auto context: the exact length is set when the model loads*"
+    return line
+
+
+def progress_line(stages: dict[str, tuple[int, int]], started: float, reading: bool) -> str:
+    """``Decoding frames 4/8 · Encoding vision 4/8 · Prefill 43/51 tokens · about 3 s left``."""
+    names = {"segment": "Part", "frames": "Decoding frames", "vision": "Encoding vision", "prefill": "Prefill"}
+    parts = []
+    for stage in ("segment", "frames", "vision", "prefill"):
+        if stage in stages:
+            done, total = stages[stage]
+            unit = " tokens" if stage == "prefill" else ""
+            parts.append(f"{names[stage]} {done:,}/{total:,}{unit}")
+    done, total = stages.get("frames" if reading else "prefill", (0, 0))
+    elapsed = time.perf_counter() - started
+    if 0 < done < total and elapsed > 1:
+        parts.append(f"about {elapsed * (total - done) / done:.0f} s left")
+    return " · ".join(parts)
+
+
+def stats_dict(stats: TurnStats, kind: str, read_video: bool) -> dict[str, Any]:
+    return {
+        "turn": kind,
+        "read_video": read_video,  # whether this turn decoded and encoded the video
+        "prefill_tokens": stats.prefill_tokens,  # tokens computed before the first answer token
+        "answer_tokens": len(stats.tokens),
+        "ttft_s": round(stats.ttft_s, 3),
+        "decode_tokens_per_s": round(stats.decode_tokens_per_s, 1),
+        "timings_s": {k: round(v, 3) for k, v in stats.timings.items()},
+    }
+
+
+def _sid(request: gr.Request | None) -> str:
+    return (request.session_hash if request is not None else None) or "local"
+
+
+@contextlib.contextmanager
+def _closing(events: Iterator, cancel: threading.Event) -> Iterator[Iterator]:
+    """Close the session's event stream however its consumer stops (Stop, page closed, error).
+
+    Closing it rewinds the session's cache to its last complete turn, so the session stays usable.
+    """
+    try:
+        yield events
+    finally:
+        cancel.set()
+        events.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Handlers
+
+
+def make_handlers(state: AppState) -> dict[str, Any]:
+    """The event handlers, bound to ``state``. Plain functions: no inference logic in the layout."""
+    options = state.options
+
+    def on_video(video: str | None, fps: float, auto: bool, context: float, prompt: str, request: gr.Request):
+        """New upload: show its facts and plan. Yields the cleared view first so a bad file leaves none."""
+        sid = _sid(request)
+        entry = state.sessions.get(sid)
+        if entry is not None and entry.key[0] != video:
+            state.sessions.drop(sid)  # a new video: free the old one's cache now
+        if not video:
+            yield "", "", None
+            return
+        try:
+            info = probe(video)
+        except SummarizerError as e:
+            yield "", "", None
+            raise gr.Error(_message(e, video)) from None
+        yield video_line(info), on_settings(info, fps, auto, context, prompt), info
+
+    def on_settings(info: VideoInfo | None, fps: float, auto: bool, context: float, prompt: str) -> str:
+        """The plan line, redrawn while the sliders move."""
+        if info is None:
+            return "*Upload a video to see how it will be read.*"
+        try:
+            opts = run_options(options, fps, auto, context)
+        except OptionsError as e:
+            return f"**Cannot plan:** {e}"
+        return plan_line(info, opts, prompt or "", state.models.engine)
+
+    def on_prompt_name(name: str) -> str:
+        return prompt_text(name)
+
+    def load_model(model_id: str, progress=gr.Progress()) -> str:  # noqa: B008 (Gradio's idiom)
+        progress(0.1, desc=f"Loading {model_id}…")
+        with _user_errors():
+            state.models.get(model_id)
+        return state.models.describe()
+
+    def summarize(
+        video: str | None,
+        prompt: str,
+        fps: float,
+        auto: bool,
+        context: float,
+        model_id: str,
+        request: gr.Request,
+    ):
+        """Stream the summary. Yields (summary, status, stats, chat, md and json downloads, chapter files)."""
+        sid = _sid(request)
+        if not video:
+            raise gr.Error("No video yet: upload one (drag and drop works), then press Summarize.")
+        if not (prompt or "").strip():
+            raise gr.Error("The prompt is empty: pick a template or write what you want.")
+        cancel = state.sessions.new_cancel(sid)
+        unchanged = (gr.skip(),) * 5
+        yield "", "Loading the model…", None, [], None, None, None
+        with _user_errors(video):
+            opts = run_options(options, fps, auto, context)
+            engine = state.models.get(model_id)
+            key = (video, opts.sampling.fps, opts.context.max_context)
+            entry, events = state.sessions.get(sid), None
+            if entry is not None and entry.key == key and entry.job.engine is engine:
+                with contextlib.suppress(RuntimeError):  # a session broken by an earlier failure
+                    events = entry.job.ask(prompt, branch=0, cancel=cancel)  # same video: new prompt only
+            if entry is None or entry.key != key or events is None:
+                state.sessions.drop(sid)
+                job = open_video(engine, video, opts, prompt)
+                entry = _Entry(job=job, key=key, bytes=job.plan.kv_cache_bytes)
+                state.sessions.put(sid, entry)
+                events = job.ask(prompt, cancel=cancel)
+            info, plan = entry.job.info, entry.job.plan
+            note = "" if plan.fits else f" ({len(plan.segments)} parts, then a merge)"
+            text, stages, started, read_video, final = "", {}, time.perf_counter(), False, None
+            try:
+                with _closing(events, cancel):
+                    for event in events:
+                        if isinstance(event, Progress):
+                            read_video = read_video or event.stage != "prefill"
+                            if event.stage == "segment":  # a new part: its own stages start over
+                                stages = {"segment": (min(event.done + 1, event.total), event.total)}
+                                started = time.perf_counter()
+                            else:
+                                stages[event.stage] = (event.done, event.total)
+                            yield (
+                                gr.skip(),
+                                progress_line(stages, started, "frames" in stages) + note,
+                                *unchanged,
+                            )
+                        elif isinstance(event, TextDelta):
+                            text += event.text
+                            yield (
+                                link_timestamps(text, info.duration),
+                                "Writing the summary…" + note,
+                                *unchanged,
+                            )
+                        elif isinstance(event, TurnStats):
+                            final = event
+            except Cancelled:
+                yield link_timestamps(text, info.duration), STOPPED, gr.skip(), [], None, None, None
+                return
+            if final is None:
+                raise RuntimeError("the answer stream ended without its statistics")
+            entry.summary = final.text
+            stats = stats_dict(final, "summary", read_video)
+            md, js, *tracks = write_downloads(state, sid, entry, prompt, engine.model_id, stats)
+            if entry.job.damage:
+                gr.Warning(
+                    f"The file is damaged; only the part before the damage was read: {entry.job.damage}"
+                )
+            done = (
+                f"Done: read {final.prefill_tokens:,} tokens, wrote {len(final.tokens):,} "
+                f"({final.decode_tokens_per_s:.1f} tokens/s)"
+            )
+            yield link_timestamps(final.text, info.duration), done + note, stats, [], md, js, tracks
+
+    def chat(message: str, history: list[dict], request: gr.Request):
+        """A follow-up about the summarised video, answered from its cache. Yields (box, chat, stats)."""
+        sid = _sid(request)
+        message = (message or "").strip()
+        if not message:
+            raise gr.Error("Type a question first.")
+        entry = state.sessions.get(sid)
+        if entry is None:
+            raise gr.Error(
+                "No video is loaded for this page (none yet, or it was unloaded to make room): "
+                "upload a video and press Summarize, then ask."
+            )
+        duration = entry.job.info.duration
+        history = [*(history or []), {"role": "user", "content": link_timestamps(message, duration)}]
+        cancel = state.sessions.new_cancel(sid)
+        text, read_video = "", False
+        try:
+            events = entry.job.ask(message, cancel=cancel)
+        except RuntimeError:
+            state.sessions.drop(sid)
+            raise gr.Error(
+                "This video could not be read earlier: press Summarize to read it again."
+            ) from None
+        yield "", history, gr.skip()  # show the question now; the box is free for the next one
+        with _user_errors():
+            try:
+                with _closing(events, cancel):
+                    for event in events:
+                        if isinstance(event, Progress):
+                            read_video = read_video or event.stage != "prefill"
+                        elif isinstance(event, TextDelta):
+                            text += event.text
+                            answer = {"role": "assistant", "content": link_timestamps(text, duration)}
+                            yield gr.skip(), [*history, answer], gr.skip()
+                        elif isinstance(event, TurnStats):
+                            answer = {"role": "assistant", "content": link_timestamps(event.text, duration)}
+                            yield gr.skip(), [*history, answer], stats_dict(event, "follow-up", read_video)
+            except Cancelled:
+                answer = {"role": "assistant", "content": link_timestamps(text, duration) + " *(stopped)*"}
+                yield gr.skip(), [*history, answer], gr.skip()
+
+    def describe_image(image: Any, prompt: str, model_id: str, request: gr.Request):
+        """Stream a description of one image with the same model."""
+        if image is None:
+            raise gr.Error("No image yet: upload one, then press Describe.")
+        cancel = state.sessions.new_cancel(_sid(request))
+        text = ""
+        yield "Loading the model…"
+        with _user_errors():
+            engine = state.models.get(model_id)
+            session = VideoSession(
+                engine, None, image=image, context=options.context, generation=options.generation
+            )
+            events = session.ask((prompt or "").strip() or IMAGE_PROMPT, cancel=cancel)
+            try:
+                with _closing(events, cancel):
+                    for event in events:
+                        if isinstance(event, TextDelta):
+                            text += event.text
+                            yield text
+            except Cancelled:
+                yield text + " *(stopped)*"
+
+    def stop(request: gr.Request) -> str:
+        state.sessions.stop(_sid(request))
+        return STOPPED
+
+    def forget(request: gr.Request) -> None:
+        state.sessions.forget(_sid(request))
+
+    return {k: v for k, v in locals().items() if callable(v) and not k.startswith("_")}
+
+
+def write_downloads(
+    state: AppState, sid: str, entry: _Entry, prompt: str, model_id: str, stats: dict
+) -> list[str]:
+    """The finished summary in every export format: Markdown, JSON, then the chapter files."""
+    info = entry.job.info
+    summary = Summary(
+        markdown=entry.summary,
+        video=Path(info.path).name,
+        duration=info.duration,
+        model=model_id,
+        prompt=prompt,
+        stats={**stats, "plan": entry.job.plan.summary()},
+    )
+    folder = state.downloads / re.sub(r"[^A-Za-z0-9_-]", "_", sid)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^\w.-]", "_", Path(info.path).stem) or "video"
+    paths = []
+    for fmt in ("md", "json", "srt", "vtt", "chapters"):
+        writer = get_writer(fmt)
+        path = folder / f"{stem}.summary.{writer.extension}"
+        path.write_text(writer.to_string(summary), encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layout and wiring
+
+
+def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
+    """The web app for ``options`` (model id, sampling, context, server limits); no model is loaded."""
+    state = state or AppState(options)
+    h = make_handlers(state)
+    auto_default = options.context.max_context == "auto"
+    context_default = options.context.max_context_cap if auto_default else options.context.max_context
+    context_default = min(max(int(context_default), CONTEXT_MIN), CONTEXT_MAX)
+    models = list(HUB_MODELS) if options.model.id in HUB_MODELS else [options.model.id, *HUB_MODELS]
+    gpu = {"concurrency_id": "gpu", "concurrency_limit": options.server.concurrency_limit}
+    cheap = {"concurrency_limit": None, "api_visibility": "private"}  # UI plumbing, outside the GPU pool
+
+    with gr.Blocks(title="Qwen3-VL video summarizer") as demo:
+        demo.app_state = state  # for tests and embedding
+        gr.Markdown(
+            "# Qwen3-VL video summarizer\nUpload a video, get a timestamped summary, then ask about it."
+        )
+        with gr.Row(equal_height=True):
+            model_id = gr.Dropdown(
+                models,
+                value=options.model.id,
+                label="Model",
+                allow_custom_value=True,
+                scale=3,
+                info="A Qwen3-VL Instruct checkpoint: hub id, local folder or quantized checkpoint",
+            )
+            load_btn = gr.Button("Load model", scale=0, min_width=140)
+            model_status = gr.Markdown(state.models.describe())
+
+        with gr.Tab("Video"), gr.Row():
+            with gr.Column(scale=1):
+                video = gr.Video(
+                    label="Video (MP4, MKV, AVI, WebM, MOV)", sources=["upload"], elem_id="player"
+                )
+                video_md = gr.Markdown(elem_id="video-info")
+                info_state = gr.State(None)  # this page's VideoInfo
+                prompt_name = gr.Dropdown(prompt_choices(), value=DEFAULT_PROMPT, label="Prompt template")
+                prompt = gr.Textbox(prompt_text(DEFAULT_PROMPT), label="Prompt", lines=4, max_lines=8)
+                fps = gr.Slider(
+                    FPS_MIN,
+                    FPS_MAX,
+                    value=options.sampling.fps,
+                    step=FPS_STEP,
+                    label="Frames per second",
+                    elem_id="fps",
+                )
+                with gr.Row():
+                    auto = gr.Checkbox(auto_default, label="Auto context (what fits the device)")
+                    context = gr.Slider(
+                        CONTEXT_MIN,
+                        CONTEXT_MAX,
+                        value=context_default,
+                        step=CONTEXT_STEP,
+                        label="Context length (tokens)",
+                        interactive=not auto_default,
+                    )
+                plan_md = gr.Markdown("*Upload a video to see how it will be read.*", elem_id="plan")
+                with gr.Row():
+                    summarize_btn = gr.Button("Summarize", variant="primary")
+                    stop_btn = gr.Button("Stop", variant="stop")
+            with gr.Column(scale=1):
+                status = gr.Markdown(elem_id="status")
+                summary = gr.Markdown(
+                    "*The summary appears here, with every time a link into the video.*",
+                    label="Summary",
+                    elem_id="summary",
+                    min_height=120,
+                )
+                with gr.Row():
+                    download_md = gr.DownloadButton("Download Markdown", value=None, size="sm")
+                    download_json = gr.DownloadButton("Download JSON", value=None, size="sm")
+                chapter_files = gr.File(
+                    label="Chapters: SRT, WebVTT, YouTube chapter lines", file_count="multiple", height=90
+                )
+                chatbot = gr.Chatbot(label="Follow-up questions", elem_id="chat", height=320)
+                with gr.Row(equal_height=True):
+                    question = gr.Textbox(
+                        placeholder="Ask about the video…", show_label=False, elem_id="question", scale=4
+                    )
+                    ask_btn = gr.Button("Ask", scale=1)
+                with gr.Accordion("Last turn statistics", open=False):
+                    stats = gr.JSON(label="Statistics", elem_id="stats")
+
+        with gr.Tab("Image"), gr.Row():
+            with gr.Column():
+                image = gr.Image(label="Image", type="numpy", sources=["upload"])
+                image_prompt = gr.Textbox(IMAGE_PROMPT, label="Prompt", lines=2)
+                describe_btn = gr.Button("Describe", variant="primary")
+            image_md = gr.Markdown(elem_id="image-description")
+
+        # Cheap events run outside the GPU pool so the plan line stays live during a summary.
+        settings = [info_state, fps, auto, context, prompt]
+        load_btn.click(h["load_model"], model_id, model_status, api_name="load_model", **gpu).then(
+            h["on_settings"], settings, plan_md, **cheap
+        )
+        video.change(
+            h["on_video"],
+            [video, fps, auto, context, prompt],
+            [video_md, plan_md, info_state],
+            concurrency_limit=None,
+            api_name="video",
+        )
+        prompt_name.change(h["on_prompt_name"], prompt_name, prompt, **cheap)
+        auto.change(lambda a: gr.update(interactive=not a), auto, context, **cheap)
+        for component in (fps, auto, context, prompt):
+            component.change(h["on_settings"], settings, plan_md, show_progress="hidden", **cheap)
+        summarizing = (
+            summarize_btn.click(
+                h["summarize"],
+                [video, prompt, fps, auto, context, model_id],
+                [summary, status, stats, chatbot, download_md, download_json, chapter_files],
+                api_name="summarize",
+                **gpu,
+            )
+            .then(state.models.describe, None, model_status, **cheap)
+            .then(
+                h["on_settings"],
+                settings,
+                plan_md,
+                **cheap,  # the loaded model fixes the auto context
+            )
+        )
+        ask_inputs, ask_outputs = [question, chatbot], [question, chatbot, stats]
+        asking = [
+            question.submit(h["chat"], ask_inputs, ask_outputs, api_name="chat", **gpu),
+            ask_btn.click(h["chat"], ask_inputs, ask_outputs, api_visibility="private", **gpu),
+        ]
+        describing = describe_btn.click(
+            h["describe_image"], [image, image_prompt, model_id], image_md, api_name="describe_image", **gpu
+        )
+        stop_btn.click(
+            h["stop"],
+            None,
+            status,
+            cancels=[summarizing, *asking, describing],
+            concurrency_limit=None,
+            api_name="stop",
+        )
+        demo.load(None, js=SEEK_JS)
+        demo.unload(h["forget"])  # the page closed: stop its work, free its cached video
+    demo.queue(default_concurrency_limit=options.server.concurrency_limit)
+    return demo
+
+
+def launch(demo: gr.Blocks, options: Options, **kwargs: Any) -> Any:
+    """Serve ``demo`` with the server options: local only unless asked, upload size capped."""
+    server = options.server
+    settings = {
+        "server_name": server.host,
+        "server_port": server.port,
+        "share": server.share,
+        "max_file_size": f"{server.max_upload_mb}mb",
+        **kwargs,
+    }
+    return demo.launch(**settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Web app: summarize a video with Qwen3-VL, then chat about it."
+    )
+    parser.add_argument(
+        "--model", help="hub id or local folder of a Qwen3-VL model (default: from the config)"
+    )
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 7860)")
+    parser.add_argument(
+        "--share", action="store_true", default=None, help="also open a public gradio.live link"
+    )
+    parser.add_argument("--config", help="TOML config file (default: configs/default.toml)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        options = load_options(
+            args.config,
+            overrides={
+                "model": {"id": args.model},
+                "server": {"host": args.host, "port": args.port, "share": args.share},
+            },
+        )
+    except OptionsError as e:
+        parser.error(str(e))
+    launch(build_demo(options), options)
+
+
+if __name__ == "__main__":
+    main()

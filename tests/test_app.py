@@ -1,0 +1,263 @@
+"""The web app through its API (gradio_client), on the tiny random model: mechanics, never wording."""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+import app
+from qwen3vl_summarizer.options import Options, load_options
+from qwen3vl_summarizer.video import probe
+from tests.videos import write_video
+
+PROMPT = "Summarize this video."
+MAX_NEW_TOKENS = 64  # long enough to press Stop mid-answer, short enough to keep tests quick
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_options(model_dir: Path, **server) -> Options:
+    return load_options(
+        overrides={
+            "model": {"id": str(model_dir)},
+            "generation": {"max_new_tokens": MAX_NEW_TOKENS},
+            "server": {"port": free_port(), **server},
+        },
+        environ={},
+    )
+
+
+@dataclass
+class Served:
+    url: str
+    state: app.AppState
+    options: Options
+
+    def client(self) -> Client:
+        return Client(self.url, verbose=False)
+
+    def summarize(
+        self, client: Client, video: Path, prompt: str = PROMPT, fps: float = 1.0, model: str | None = None
+    ):
+        args = (handle_file(str(video)), prompt, fps, True, 8192, model or self.options.model.id)
+        return client.submit(*args, api_name="/summarize")
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir: Path):
+    options = tiny_options(tiny_model_dir)
+    state = app.AppState(options)
+    demo = app.build_demo(options, state)
+    app.launch(demo, options, prevent_thread_lock=True, quiet=True)
+    yield Served(f"http://127.0.0.1:{options.server.port}/", state, options)
+    demo.close()
+
+
+def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        stream.layout = "mono"
+        samples = (0.1 * np.sin(np.arange(int(seconds * 16000)) / 10.0)).astype(np.float32)[None, :]
+        for i in range(0, samples.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(samples[:, i : i + 1024], format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    folder = tmp_path_factory.mktemp("app-media")
+    short, other = folder / "short.mp4", folder / "other.mp4"
+    write_video(short, [i * 0.5 for i in range(8)])  # 4 s: 4 frames at 1 fps
+    write_video(other, [float(i) for i in range(6)], size=(160, 96))
+    broken = folder / "broken.mp4"
+    broken.write_bytes(b"this is not a video, just some text " * 50)
+    image = folder / "picture.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 96, 3), 200, np.uint8)).save(image)
+    return SimpleNamespace(
+        short=short, other=other, broken=broken, audio=write_audio_only(folder / "voice.m4a"), image=image
+    )
+
+
+def test_summary_streams_then_follow_ups_reuse_the_cached_video(served: Served, media) -> None:
+    client = served.client()
+    outputs = list(served.summarize(client, media.short))
+    texts = [o[0] for o in outputs if o[0]]
+    assert len(texts) >= 3, "the summary should arrive in several streamed updates"
+    assert all(len(a) <= len(b) for a, b in zip(texts, texts[1:], strict=False))
+    assert any("frames" in o[1] for o in outputs), "progress through the stages is shown"
+    summary, status, stats, chat, md_path, json_path, tracks = outputs[-1]
+    assert sorted(Path(t).suffix for t in tracks) == [".srt", ".txt", ".vtt"]
+    assert status.startswith("Done") and stats["read_video"] is True
+    entry = served.state.sessions.get(client.session_hash)
+    video_tokens = entry.job.session.media_tokens
+    assert stats["prefill_tokens"] > video_tokens > 0
+    frames_read = entry.job.session.frames_read
+
+    # Downloads: the same summary as Markdown and JSON.
+    assert Path(md_path).read_text(encoding="utf-8").strip()
+    data = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    assert data["video"] == "short.mp4" and data["stats"]["prefill_tokens"] == stats["prefill_tokens"]
+
+    # A follow-up prefills only its own tokens: no frame is decoded or encoded again.
+    job = client.submit("What happens at 0:02?", [], api_name="/chat")
+    outputs = list(job)
+    _, history, stats2 = job.result()
+    assert outputs[0][0] == "", "the question box is cleared as soon as the question is shown"
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert "[00:02](#t=2)" in _text(history[0]), "times in the question become seek links"
+    assert stats2["read_video"] is False and 0 < stats2["prefill_tokens"] < video_tokens
+    assert entry.job.session.frames_read == frames_read and len(entry.job.session.turns) == 2
+
+    # A second follow-up carries the history; the cache still holds the video.
+    _, history, stats3 = client.predict("And then?", history, api_name="/chat")
+    assert len(history) == 4 and stats3["read_video"] is False and len(entry.job.session.turns) == 3
+
+    # Summarize again with another prompt: the cached video is reused (branch from the prompt).
+    outputs = list(served.summarize(client, media.short, prompt="List the key moments."))
+    stats4 = outputs[-1][2]
+    assert stats4["read_video"] is False and stats4["prefill_tokens"] < video_tokens
+    assert outputs[-1][3] == [] and len(entry.job.session.turns) == 1
+
+
+def test_stop_cancels_and_leaves_the_session_usable(served: Served, media) -> None:
+    client = served.client()
+    job = served.summarize(client, media.short)
+    for output in job:
+        if output[0]:  # the first streamed text: the model is writing
+            assert client.predict(api_name="/stop") == app.STOPPED
+            break
+    final = job.result()
+    assert final[1] == app.STOPPED, "the handler saw the cancel and said so"
+    session = served.state.sessions.get(client.session_hash).job.session
+    assert session.turns == [], "the stopped summary turn was dropped"
+
+    # The video stays cached: a question after Stop reads no frame again.
+    _, history, stats = client.predict("What is shown?", [], api_name="/chat")
+    assert stats["read_video"] is False and len(session.turns) == 1
+
+    # Cancelling the event itself (what the Stop button's cancels=[...] does) rewinds cleanly too.
+    job = client.submit("Describe it again.", history, api_name="/chat")
+    for output in job:
+        if len(output[1]) == 4:  # the answer started streaming
+            job.cancel()
+            break
+    _, _, stats = client.predict("One more question.", history, api_name="/chat")
+    assert stats["read_video"] is False
+    assert len(session.turns) == 2, "the cancelled turn left nothing behind"
+
+
+def test_bad_input_is_a_message_and_the_app_keeps_serving(served: Served, media, tmp_path: Path) -> None:
+    client = served.client()
+    with pytest.raises(AppError, match="No video yet"):
+        client.predict(None, PROMPT, 1.0, True, 8192, served.options.model.id, api_name="/summarize")
+    with pytest.raises(AppError, match="broken.mp4 is not a video") as caught:
+        served.summarize(client, media.broken).result()
+    assert "/gradio/" not in str(caught.value), "the server-side upload path is not shown"
+    with pytest.raises(AppError, match="no video stream"):
+        served.summarize(client, media.audio).result()
+    with pytest.raises(AppError, match="is not a video"):
+        client.predict(handle_file(str(media.broken)), 1.0, True, 8192, PROMPT, api_name="/video")
+    with pytest.raises(AppError, match="No video is loaded"):
+        client.predict("What happens?", [], api_name="/chat")
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    with pytest.raises(AppError, match="not a model folder"):
+        served.summarize(client, media.short, model=str(empty)).result()
+    # Still serving, with the configured model loaded again on demand.
+    outputs = list(served.summarize(client, media.short))
+    assert outputs[-1][1].startswith("Done")
+
+
+def test_two_clients_never_see_each_other(served: Served, media) -> None:
+    alice, bob = served.client(), served.client()
+    jobs = [served.summarize(alice, media.short), served.summarize(bob, media.other)]
+    results = [job.result() for job in jobs]
+    assert all(r[1].startswith("Done") for r in results)
+    a = served.state.sessions.get(alice.session_hash)
+    b = served.state.sessions.get(bob.session_hash)
+    assert Path(a.job.info.path).name == "short.mp4" and Path(b.job.info.path).name == "other.mp4"
+    assert a.job.session is not b.job.session
+    _, history_a, _ = alice.predict("What is in my video?", [], api_name="/chat")
+    assert len(history_a) == 2 and len(a.job.session.turns) == 2 and len(b.job.session.turns) == 1
+    # Bob's Stop does not touch Alice's session; a fresh page has no video at all.
+    bob.predict(api_name="/stop")
+    _, _, stats = alice.predict("And now?", history_a, api_name="/chat")
+    assert stats["read_video"] is False and len(a.job.session.turns) == 3
+    with pytest.raises(AppError, match="No video is loaded"):
+        served.client().predict("Whose video is this?", [], api_name="/chat")
+
+
+def test_plan_line_and_image_description(served: Served, media) -> None:
+    client = served.client()
+    info_line, plan, *_ = client.predict(
+        handle_file(str(media.short)), 1.0, True, 8192, PROMPT, api_name="/video"
+    )
+    assert "128×96" in info_line and "00:03" in info_line
+    assert "4 frames at" in plan
+    # The plan needs no model (the sliders redraw it live; the browser test moves one).
+    faster = served.options.replace(sampling={"fps": 2.0})
+    assert "8 frames at" in app.plan_line(probe(media.short), faster, PROMPT, None)
+    text = client.predict(
+        handle_file(str(media.image)), "Describe it.", served.options.model.id, api_name="/describe_image"
+    )
+    assert text and not text.startswith("Loading")
+
+
+def test_uploads_over_the_size_limit_are_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    options = tiny_options(tiny_model_dir, max_upload_mb=1)
+    demo = app.build_demo(options)
+    app.launch(demo, options, prevent_thread_lock=True, quiet=True)
+    try:
+        big = tmp_path / "big.mp4"
+        big.write_bytes(b"x" * (2 * 2**20))
+        client = Client(f"http://127.0.0.1:{options.server.port}/", verbose=False)
+        with pytest.raises(Exception, match="exceeds the maximum file size"):
+            client.predict(handle_file(str(big)), 1.0, True, 8192, PROMPT, api_name="/video")
+    finally:
+        demo.close()
+
+
+def test_sessions_are_evicted_least_recently_used() -> None:
+    sessions = app.Sessions(budget_bytes=100)
+    entry = lambda n: app._Entry(job=SimpleNamespace(), key=(n,), bytes=60)  # noqa: E731
+    sessions.put("a", entry("a"))
+    sessions.put("b", entry("b"))
+    assert "a" not in sessions and "b" in sessions, "over budget: the oldest goes"
+    sessions.put("c", app._Entry(job=SimpleNamespace(), key=("c",), bytes=30))
+    assert "b" in sessions and "c" in sessions
+    sessions.forget("b")
+    assert "b" not in sessions and len(sessions) == 1
+
+
+def test_main_reads_flags_over_the_config(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> None:
+    seen = {}
+    monkeypatch.setattr(app, "launch", lambda demo, options: seen.update(options=options))
+    app.main(["--model", str(tiny_model_dir), "--port", "7999"])
+    options = seen["options"]
+    assert options.model.id == str(tiny_model_dir) and options.server.port == 7999
+    assert options.server.host == "127.0.0.1" and options.server.share is False
+
+
+def _text(message: dict) -> str:
+    content = message["content"]
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content)
+    return content

@@ -1,0 +1,148 @@
+"""What a person sees, in a real headless Chromium (Debian's) driving the app on the tiny random model.
+
+The tiny model writes noise, never a timestamp, so the seek test clicks a link the app made from a time
+the *person* typed: the question "What happens at 0:02?" is passed through the same ``link_timestamps``
+as the model's answers, rendered by the chat, and clicked with the mouse. That exercises the real link
+rendering and the page's seek JavaScript; it does not pretend the model wrote the time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import app
+from tests.test_app import tiny_options
+from tests.videos import write_video
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+TIMEOUT_MS = 120_000  # the first summary loads the model (cold imports take ~15 s on 2 cores)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir: Path):
+    options = tiny_options(tiny_model_dir)
+    state = app.AppState(options)
+    demo = app.build_demo(options, state)
+    app.launch(demo, options, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{options.server.port}/", state
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(TIMEOUT_MS)
+    yield page
+    page.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def test_upload_summarize_chat_and_seek(page, served, tmp_path: Path) -> None:
+    url, state = served
+    video = tmp_path / "walk.mp4"
+    write_video(video, [i * 0.5 for i in range(8)])  # 3.5 s, frames every 0.5 s
+    page.goto(url)
+    page.locator("#player input[type=file]").set_input_files(str(video))
+    page.wait_for_selector("#player video")
+    page.wait_for_function("document.querySelector('#video-info').innerText.includes('Duration')")
+    assert "128×96" in page.inner_text("#video-info")
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('4 frames at')")
+
+    # The plan line follows the sliders.
+    fps = page.locator("#fps input[type=number]")
+    fps.fill("2")
+    fps.press("Enter")
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('8 frames at')")
+
+    # Summarize: record what the summary shows at each change, with the status beside it.
+    page.evaluate(
+        """() => {
+        window.__seen = [];
+        const summary = document.querySelector('#summary');
+        const status = document.querySelector('#status');
+        new MutationObserver(() => window.__seen.push([status.innerText, summary.innerText.trim()]))
+            .observe(summary, {subtree: true, childList: true, characterData: true});
+    }"""
+    )
+    page.get_by_role("button", name="Summarize").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Done')")
+    final = page.inner_text("#summary").strip()
+    partial = [text for status, text in page.evaluate("window.__seen") if "Writing" in status and text]
+    assert final and partial, "text appeared while the summary was still being written"
+    assert all(len(text) <= len(final) for text in partial) and len(partial[0]) < len(final)
+    shot(page, "browser-summary.png")
+
+    # A follow-up with a time in it: the time becomes a link; clicking it seeks the player.
+    question = page.locator("#question textarea")
+    question.fill("What happens at 0:02?")
+    question.press("Enter")
+    link = page.locator('#chat a[href="#t=2"]')
+    link.wait_for()
+    page.wait_for_function("document.querySelector('#question textarea').value === ''")
+    page.wait_for_function("document.querySelector('#chat').innerText.split('What happens at').length > 1")
+    assert page.evaluate("document.querySelector('#player video').currentTime") == 0
+    page.evaluate(  # where the seek lands (the player then plays on from there)
+        """() => { const v = document.querySelector('#player video');
+        v.addEventListener('seeking', () => { window.__seekedTo = v.currentTime; }, {once: true}); }"""
+    )
+    link.click()
+    page.wait_for_function("window.__seekedTo !== undefined")
+    assert abs(page.evaluate("window.__seekedTo") - 2.0) < 0.25, "the player moved to 00:02"
+    assert question.input_value() == "What is happening at 00:02?", "the chat box is pre-filled"
+    page.evaluate("document.querySelector('#player video').pause()")
+    shot(page, "browser-chat-seek.png")
+
+    # Stop while the summary is being written: the status says so and the video stays loaded.
+    page.get_by_role("button", name="Summarize").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Writing')")
+    page.get_by_role("button", name="Stop").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Stopped')")
+    shot(page, "browser-stopped.png")
+
+    # Closing the tab frees this page's cached video.
+    assert len(state.sessions) == 1
+    page.close()
+    deadline = time.monotonic() + 60
+    while len(state.sessions) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(state.sessions) == 0, "the unload handler freed the session"
+
+
+def test_broken_file_shows_an_error(page, served, tmp_path: Path) -> None:
+    url, _ = served
+    broken = tmp_path / "holiday.mp4"
+    broken.write_bytes(b"not a video at all " * 100)
+    page.goto(url)
+    page.locator("#player input[type=file]").set_input_files(str(broken))
+    message = page.get_by_text("holiday.mp4 is not a video FFmpeg can read")
+    message.wait_for()
+    assert "/gradio/" not in message.inner_text()
+    shot(page, "browser-broken-file.png")
+    # Summarize on it says the same, and the page keeps working.
+    page.get_by_role("button", name="Summarize").click()
+    page.wait_for_function(
+        "document.body.innerText.split('holiday.mp4 is not a video FFmpeg can read').length > 2"
+    )
