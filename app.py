@@ -280,7 +280,12 @@ def plan_line(info: VideoInfo, options: Options, prompt: str, engine: Engine | N
 
 def progress_line(stages: dict[str, tuple[int, int]], started: float, reading: bool) -> str:
     """``Decoding frames 4/8 · Encoding vision 4/8 · Prefill 43/51 tokens · about 3 s left``."""
-    names = {"segment": "Part", "frames": "Decoding frames", "vision": "Encoding vision", "prefill": "Prefill"}
+    names = {
+        "segment": "Part",
+        "frames": "Decoding frames",
+        "vision": "Encoding vision",
+        "prefill": "Prefill",
+    }
     parts = []
     for stage in ("segment", "frames", "vision", "prefill"):
         if stage in stages:
