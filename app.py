@@ -25,7 +25,7 @@ from typing import Any
 import gradio as gr
 
 from qwen3vl_summarizer.engine import Engine, Progress, TextDelta, TurnStats, VideoSession
-from qwen3vl_summarizer.errors import Cancelled, OptionsError, SummarizerError
+from qwen3vl_summarizer.errors import Cancelled, OptionsError, SessionBrokenError, SummarizerError
 from qwen3vl_summarizer.export import Summary, get_writer
 from qwen3vl_summarizer.options import Options, load_options
 from qwen3vl_summarizer.plan import plan_video
@@ -395,7 +395,7 @@ def make_handlers(state: AppState) -> dict[str, Any]:
             key = (video, opts.sampling.fps, opts.context.max_context)
             entry, events = state.sessions.get(sid), None
             if entry is not None and entry.key == key and entry.job.engine is engine:
-                with contextlib.suppress(RuntimeError):  # a session broken by an earlier failure
+                with contextlib.suppress(SessionBrokenError):  # a session broken by an earlier failure
                     events = entry.job.ask(prompt, branch=0, cancel=cancel)  # same video: new prompt only
             if entry is None or entry.key != key or events is None:
                 state.sessions.drop(sid)
@@ -466,7 +466,7 @@ def make_handlers(state: AppState) -> dict[str, Any]:
         text, read_video = "", False
         try:
             events = entry.job.ask(message, cancel=cancel)
-        except RuntimeError:
+        except SessionBrokenError:
             state.sessions.drop(sid)
             raise gr.Error(
                 "This video could not be read earlier: press Summarize to read it again."

@@ -35,7 +35,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import Cancelled, DamagedVideoError, ModelLoadError, OptionsError, OutOfMemoryError
+from .errors import (
+    Cancelled,
+    DamagedVideoError,
+    ModelLoadError,
+    OptionsError,
+    OutOfMemoryError,
+    SessionBrokenError,
+)
 from .feature_cache import CachedFeatures, FeatureCache
 from .options import ContextOptions, GenerationOptions, ModelOptions
 from .plan import Geometry
@@ -437,14 +444,12 @@ class VideoSession:
         if branch is not None and not 0 <= branch <= len(self.turns):
             raise ValueError(f"branch must be in 0..{len(self.turns)}, got {branch}")
         if self._broken:
-            raise RuntimeError(f"this session can no longer be used ({self._broken}); open the video again")
+            raise SessionBrokenError(
+                f"this session can no longer be used ({self._broken}); open the video again"
+            )
         kept = self.turns if branch is None else self.turns[:branch]
         turn = Turn(question, self.engine._template.turn_ids(self.engine.tokenizer, question, first=not kept))
         return self._run_turn(kept, turn, cancel)
-
-    def reset_cache(self) -> None:
-        """Drop the cached conversation but keep the video (re-prefills it on the next ask)."""
-        self._rewind(self._media_len if self.cache_reuse else 0)
 
     # -- the turn -----------------------------------------------------------------------------------
 

@@ -51,3 +51,7 @@ class OutOfMemoryError(SummarizerError):
 
 class Cancelled(SummarizerError):
     """The work was cancelled by the person (Stop button, Ctrl-C)."""
+
+
+class SessionBrokenError(SummarizerError):
+    """A session whose video read failed midway; open the video again."""
