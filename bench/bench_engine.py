@@ -67,8 +67,9 @@ def load_engine(arch: str, work: Path):
         tie_word_embeddings=True,
     )  # fmt: skip
     config._attn_implementation = "sdpa"
-    with torch.device("cuda"):
-        model = Qwen3VLForConditionalGeneration(config).to(torch.bfloat16)
+    device, dtype = ("cuda", torch.bfloat16) if torch.cuda.is_available() else ("cpu", torch.float32)
+    with torch.device(device):  # random init in place: no download, no 4 GB copy from the CPU
+        model = Qwen3VLForConditionalGeneration(config).to(dtype)
     return Engine(model, AutoProcessor.from_pretrained(folder), "qwen3-vl-2b-random")
 
 
