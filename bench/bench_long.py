@@ -40,6 +40,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=10)
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "qwen3vl-bench"))
+    p.add_argument("--skip-segments", action="store_true", help="only the feature-cache comparison")
     args = p.parse_args()
     video = make_video(args.minutes, Path(args.cache))
     with tempfile.TemporaryDirectory() as work:
@@ -60,6 +61,8 @@ def main() -> None:
             "speedup": round(cold_s / warm_s, 2),
         }), flush=True)  # fmt: skip
 
+        if args.skip_segments:
+            return
         tokens = one_job.plan.tokens
         split = load_options(overrides={**base, "context": {"max_context": tokens // 2 + 4096}})
         seg_job, seg, seg_s = summarize(engine, video, split, "Summarize the video.")

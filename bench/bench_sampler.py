@@ -7,6 +7,12 @@ times, per video:
 - ``ffmpeg -i X -vf fps=1 -f null -`` and ``ffmpeg -i X -vf fps=1,scale=448:252 -f null -``
 - ``qwen3vl_summarizer.video.sample(X, fps=1, size=(448, 256), strategy=S)`` for every strategy S,
   checking that every returned time is at or before its target and within one source frame interval.
+- with ``--skip-loop-filter V,...``: ``auto`` with the decoder option ``skip_loop_filter=V`` (an
+  experiment, not a strategy: it changes pixels), with the PSNR of its frames against ``auto``'s.
+
+``--end S`` times only the first S seconds (``ffmpeg -t S``); ``--rounds N`` repeats every method N times,
+interleaved, alternating the order, and reports the mean (the machine is shared, so compare rows of one
+run only).
 
 Usage: ``.venv/bin/python bench/bench_sampler.py [--cache /tmp/qwen3vl_bench] [--minutes 10]``.
 """
@@ -21,6 +27,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -48,31 +56,72 @@ def make_video(cache: Path, minutes: float, keyint: int) -> Path:
     return path
 
 
-def time_ffmpeg(path: Path, vf: str) -> float:
+def time_ffmpeg(path: Path, vf: str, end: float | None) -> float:
+    window = ["-t", str(end)] if end is not None else []
     started = time.perf_counter()
     subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", str(path), "-vf", vf, "-f", "null", "-"],
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            *window,
+            "-i",
+            str(path),
+            "-vf",
+            vf,
+            "-f",
+            "null",
+            "-",
+        ],
         check=True,
     )
     return time.perf_counter() - started
 
 
-def time_sampler(path: Path, strategy: str) -> tuple[float, int, float]:
-    """Wall seconds, frames returned, worst |t - target| in seconds; asserts the tolerance."""
+def with_decoder_options(options: dict[str, str] | None):
+    """Make the sampler open its decoders with ``options`` (codec options, read when the decoder opens)."""
+    plain = (
+        video._video_stream.__wrapped__
+        if hasattr(video._video_stream, "__wrapped__")
+        else video._video_stream
+    )
+
+    def opened(container, path):
+        stream = plain(container, path)
+        if options:
+            stream.codec_context.options = dict(options)
+        return stream
+
+    opened.__wrapped__ = plain
+    video._video_stream = opened
+
+
+def time_sampler(
+    path: Path, strategy: str, end: float | None, options: dict[str, str] | None = None
+) -> tuple[float, int, float, list]:
+    """Wall seconds, frames returned, worst |t - target| in seconds, the frames; asserts the tolerance."""
+    with_decoder_options(options)
     started = time.perf_counter()
-    frames = video.sample(path, fps=FPS, size=SIZE, strategy=strategy)
+    frames = video.sample(path, fps=FPS, size=SIZE, strategy=strategy, end=end)
     interval = 1.0 / frames.info.fps
-    n, worst = 0, 0.0
+    out, worst = [], 0.0
     for frame in frames:
         assert frame.image.shape == (SIZE[1], SIZE[0], 3)
         error = frame.target - frame.t
         assert -1e-6 <= error < interval + 1e-6, (strategy, frame.target, frame.t)
         worst = max(worst, error)
-        n += 1
+        out.append(frame)
     elapsed = time.perf_counter() - started
-    expected = len(video.target_times(frames.info.duration, FPS))
-    assert n == expected and frames.damage is None, (n, expected, frames.damage)
-    return elapsed, n, worst
+    with_decoder_options(None)
+    expected = len(video.target_times(frames.info.duration, FPS, end=end))
+    assert len(out) == expected and frames.damage is None, (len(out), expected, frames.damage)
+    return elapsed, len(out), worst, out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
 
 
 def main() -> None:
@@ -81,27 +130,56 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--strategies", default=",".join(video.STRATEGIES))
     parser.add_argument("--keyints", default=",".join(map(str, KEYINTS)), help="x264 -g values, frames")
+    parser.add_argument("--end", type=float, default=None, help="time only the first END seconds")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of every method")
+    parser.add_argument("--skip-loop-filter", default="", help="e.g. all,noref: auto + that decoder option")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, PyAV {video.av.__version__}")  # fmt: skip
+    methods: list[tuple[str, str, str, dict[str, str] | None]] = [  # (name, kind, strategy/vf, options)
+        (f"ffmpeg -vf {vf}", "ffmpeg", vf, None) for vf in ("fps=1", "fps=1,scale=448:252")
+    ]
+    methods += [(f"sample(strategy={s!r})", "sample", s, None) for s in args.strategies.split(",")]
+    for value in filter(None, args.skip_loop_filter.split(",")):
+        methods.append((f"auto + skip_loop_filter={value}", "sample", "auto", {"skip_loop_filter": value}))
     for keyint in map(int, args.keyints.split(",")):
         path = make_video(args.cache, args.minutes, keyint)
-        seconds = video.probe(path).duration
-        print(f"\n{path.name}: {seconds:.0f} s, keyframe every {keyint} frames")
-        rows = []
-        for vf in ("fps=1", "fps=1,scale=448:252"):
-            elapsed = time_ffmpeg(path, vf)
-            rows.append((f"ffmpeg -vf {vf}", elapsed, "", ""))
-        baseline = rows[0][1]
-        for strategy in args.strategies.split(","):
-            elapsed, n, worst = time_sampler(path, strategy)
-            rows.append((f"sample(strategy={strategy!r})", elapsed, n, f"{worst * 1000:.1f}"))
-        print(f"| {'method':34} | wall s | video s / wall s | vs ffmpeg fps=1 | frames | worst t error ms |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for name, elapsed, n, worst in rows:
+        seconds = (
+            video.probe(path).duration if args.end is None else min(args.end, video.probe(path).duration)
+        )
+        print(f"\n{path.name}: {seconds:.0f} s timed, keyframe every {keyint} frames", flush=True)
+        walls: dict[str, list[float]] = {name: [] for name, *_ in methods}
+        result: dict[str, tuple[int, float, list]] = {}
+        for r in range(args.rounds):
+            for name, kind, what, options in methods if r % 2 == 0 else methods[::-1]:
+                if kind == "ffmpeg":
+                    walls[name].append(time_ffmpeg(path, what, args.end))
+                else:
+                    elapsed, n, worst, frames = time_sampler(path, what, args.end, options)
+                    walls[name].append(elapsed)
+                    result[name] = (n, worst, [f.image for f in frames] if what == "auto" else [])
+        exact = result.get("sample(strategy='auto')", (0, 0.0, []))[2]
+        baseline = float(np.mean(walls[methods[0][0]]))
+        print(f"| {'method':34} | wall s | video s / wall s | vs ffmpeg fps=1 | frames | worst t error ms "
+              "| PSNR vs auto, min / mean dB |")  # fmt: skip
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name, _, _, options in methods:
+            elapsed = float(np.mean(walls[name]))
+            n, worst, images = result.get(name, ("", None, []))
+            error = f"{worst * 1000:.1f}" if worst is not None else ""
+            quality = ""
+            if options and exact and images:
+                scores = [psnr(a, b) for a, b in zip(images, exact, strict=True)]
+                finite = [x for x in scores if np.isfinite(x)] or [float("inf")]
+                quality = f"{min(scores):.1f} / {np.mean(finite):.1f}"
             print(f"| {name:34} | {elapsed:6.1f} | {seconds / elapsed:6.1f} | {baseline / elapsed:5.2f}x "
-                  f"| {n} | {worst} |")  # fmt: skip
+                  f"| {n} | {error} | {quality} |")  # fmt: skip
+        if args.rounds > 1:
+            print(
+                "rounds, wall s: "
+                + "; ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)}" for k, v in walls.items())
+            )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of this process (sampler only): {peak_mb:.0f} MB")
 
