@@ -34,7 +34,7 @@ class ModelOptions:
 @dataclass(frozen=True)
 class SamplingOptions:
     fps: float = 1.0  # frames per second sampled from the video, (0, 30]
-    min_pixels: int = 128 * 128  # smallest frame area the plan may choose, pixels
+    min_pixels: int = 256 * 256  # smallest frame area before a long video is split into parts, pixels
     max_pixels: int = 512 * 512  # largest frame area the plan may choose, pixels
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import ContextTooSmallError, OptionsError
-from .options import Options
+from .options import Options, SamplingOptions
 from .video import MAX_FPS, VideoInfo, target_times
 
 # Qwen3-VL-2B-Instruct, used when no model is loaded (the engine reads the real values from it).
@@ -135,8 +135,8 @@ def make_plan(
     *,
     reserve: int = 2048,
     prompt: str = "",
-    min_pixels: int = 256 * 256,
-    max_pixels: int = 512 * 512,
+    min_pixels: int = SamplingOptions.min_pixels,
+    max_pixels: int = SamplingOptions.max_pixels,
     geometry: Geometry | None = None,
 ) -> Plan:
     """Plan how ``info``'s video is fed to the model at ``fps`` within ``context`` tokens.
