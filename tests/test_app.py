@@ -267,13 +267,12 @@ def test_a_video_longer_than_the_context_is_summarised_in_parts(served: Served, 
     video = tmp_path / "long.mp4"
     write_video(video, [i / 4 for i in range(200)], size=(320, 240))  # 50 s at 4 fps
     client = served.client()
-    info = served.state  # the server's registry, to look at the job it made
     args = (handle_file(str(video)), PROMPT, 4.0, False, 8192, served.options.model.id)
     outputs = list(client.submit(*args, api_name="/summarize"))
     summary, status = outputs[-1][0], outputs[-1][1]
     assert status.startswith("Done") and "parts, then a merge" in status
     assert any(o[1].startswith("Part 1/") for o in outputs), "progress names the part being read"
-    job = info.sessions.get(client.session_hash).job
+    job = served.state.sessions.get(client.session_hash).job  # the job the server made for this client
     assert len(job.parts) >= 2 and job.merged
     assert "Notes by part" in summary and "Part 2 of" in summary
     # A follow-up that names a time is answered by the part that holds it.
