@@ -124,11 +124,14 @@ class _Entry:
     key: tuple  # (video path, fps, max_context) the job was planned for
     bytes: int  # estimated memory held (KV cache), for eviction
     summary: str = ""  # the last finished summary, Markdown as the model wrote it
+    released: bool = False  # its KV cache was freed; the next question rebuilds it
 
 
 @dataclass
 class Sessions:
-    """Per-browser-session cached videos, evicted least-recently-used beyond ``budget_bytes``."""
+    """Per-browser-session cached videos. Beyond ``budget_bytes`` the least recently used give their
+    KV caches back (``VideoJob.release``): the conversation stays, and the next question rebuilds the
+    cache from the on-disk vision features, without decoding or encoding the video again."""
 
     budget_bytes: int
     _entries: OrderedDict = field(default_factory=OrderedDict)  # session hash -> _Entry
@@ -136,22 +139,33 @@ class Sessions:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, sid: str) -> _Entry | None:
+        """The session's entry, about to be used: it counts against the budget again."""
         with self._lock:
             entry = self._entries.get(sid)
             if entry is not None:
                 self._entries.move_to_end(sid)
+                entry.released = False
+                self._evict(sid)
             return entry
 
     def put(self, sid: str, entry: _Entry) -> None:
         with self._lock:
             self._entries[sid] = entry
             self._entries.move_to_end(sid)
-            total = sum(e.bytes for e in self._entries.values())
-            for other in list(self._entries):
-                if total <= self.budget_bytes or other == sid:
-                    continue
-                total -= self._entries.pop(other).bytes
-                log.info("evicted the cached video of session %s (memory budget)", other)
+            self._evict(sid)
+
+    def _evict(self, keep: str) -> None:
+        held = {sid: e for sid, e in self._entries.items() if not e.released}
+        total = sum(e.bytes for e in held.values())
+        for sid, entry in held.items():  # oldest first
+            if total <= self.budget_bytes:
+                break
+            if sid == keep:
+                continue
+            entry.job.release()
+            entry.released = True
+            total -= entry.bytes
+            log.info("released the KV cache of session %s (memory budget)", sid)
 
     def drop(self, sid: str) -> None:
         with self._lock:

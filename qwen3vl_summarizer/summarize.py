@@ -103,6 +103,14 @@ class VideoJob:
             )
         return self._follow_up(question, cancel)
 
+    def release(self) -> None:
+        """Free every KV cache. The conversation is kept as token ids and rebuilt on the next ask, from
+        the feature cache when one is configured (else by reading the video again)."""
+        for part in self.parts:
+            if part.session is not None:
+                part.turns, part.session = list(part.session.turns), None
+        self._merge_session = None
+
     # -- segmented videos ---------------------------------------------------------------------------
 
     def _session(self, part: _Part) -> VideoSession:

@@ -235,16 +235,24 @@ def test_uploads_over_the_size_limit_are_refused(tiny_model_dir: Path, tmp_path:
         demo.close()
 
 
-def test_sessions_are_evicted_least_recently_used() -> None:
+def test_sessions_release_their_caches_least_recently_used() -> None:
+    released = []
+
+    def entry(name: str, size: int) -> app._Entry:
+        job = SimpleNamespace(release=lambda: released.append(name))
+        return app._Entry(job=job, key=(name,), bytes=size)
+
     sessions = app.Sessions(budget_bytes=100)
-    entry = lambda n: app._Entry(job=SimpleNamespace(), key=(n,), bytes=60)  # noqa: E731
-    sessions.put("a", entry("a"))
-    sessions.put("b", entry("b"))
-    assert "a" not in sessions and "b" in sessions, "over budget: the oldest goes"
-    sessions.put("c", app._Entry(job=SimpleNamespace(), key=("c",), bytes=30))
-    assert "b" in sessions and "c" in sessions
+    sessions.put("a", entry("a", 60))
+    sessions.put("b", entry("b", 60))
+    assert released == ["a"], "over budget: the oldest gives its cache back"
+    assert "a" in sessions, "its conversation stays"
+    sessions.put("c", entry("c", 30))
+    assert released == ["a"]
+    sessions.get("a")  # used again: counts again, so the least recent other one is released
+    assert released == ["a", "b"]
     sessions.forget("b")
-    assert "b" not in sessions and len(sessions) == 1
+    assert "b" not in sessions and len(sessions) == 2
 
 
 def test_main_reads_flags_over_the_config(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> None:

@@ -143,3 +143,26 @@ def test_feature_cache_key_follows_sampling_settings(engine, long_video, tmp_pat
     b = open_video(engine, long_video, opts.replace(sampling={"fps": 1.0}), PROMPT).parts[0].feature_key
     c = open_video(engine, long_video, opts.replace(cache={"enabled": False}), PROMPT).parts[0].feature_key
     assert a != b and c is None
+
+
+def test_a_released_job_rebuilds_its_conversation_from_the_feature_cache(engine, long_video, tmp_path):
+    from qwen3vl_summarizer import engine as engine_module
+
+    opts = options(8192).replace(cache={"dir": str(tmp_path / "features")})
+    job = open_video(engine, long_video, opts, PROMPT)
+    list(job.ask(PROMPT))
+    reference = open_video(engine, long_video, opts, PROMPT)
+    list(reference.ask(PROMPT))
+    follow = list(reference.ask("And then?"))[-1]
+
+    job.release()
+    assert job.parts[0].session is None and len(job.parts[0].turns) == 1
+    encoded = []
+    real = engine_module.Engine.encode_frames
+    engine_module.Engine.encode_frames = lambda self, frames: encoded.append(len(frames)) or real(self, frames)
+    try:
+        again = list(job.ask("And then?"))[-1]
+    finally:
+        engine_module.Engine.encode_frames = real
+    assert encoded == [] and job.session.features_from_cache
+    assert again.tokens == follow.tokens and len(job.session.turns) == 2
