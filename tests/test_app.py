@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ def tiny_options(model_dir: Path, **server) -> Options:
             "model": {"id": str(model_dir)},
             "generation": {"max_new_tokens": MAX_NEW_TOKENS},
             "server": {"port": free_port(), **server},
+            "cache": {"dir": os.environ["QWEN3VL_CACHE__DIR"]},  # conftest's per-run folder
         },
         environ={},
     )
