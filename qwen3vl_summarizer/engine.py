@@ -347,6 +347,8 @@ class _Rows:
     @staticmethod
     def concat(parts: list[_Rows]) -> _Rows:
         parts = [p for p in parts if len(p)]
+        if len(parts) == 1:
+            return parts[0]  # no copy: a whole video read from the feature cache is one part
         with_media = [p for p in parts if p.embeds is not None and len(p.embeds)]
         rows = _Rows(torch.cat([p.ids for p in parts]), torch.cat([p.positions for p in parts], dim=1))
         if with_media:
@@ -575,7 +577,7 @@ class VideoSession:
         batch_frames = self.context.vision_batch_groups * group
         frames = self._frames or iter(())
         if self.feature_cache is not None and self.frames_read == 0 and self._load_features():
-            frames = iter(())
+            frames = self._frames = iter(())  # a resumed read (after a cancel) must not decode either
             yield Progress("frames", self.frames_read, self.frames_read)
         while True:
             _check(cancel)

@@ -159,10 +159,35 @@ def test_a_released_job_rebuilds_its_conversation_from_the_feature_cache(engine,
     assert job.parts[0].session is None and len(job.parts[0].turns) == 1
     encoded = []
     real = engine_module.Engine.encode_frames
-    engine_module.Engine.encode_frames = lambda self, frames: encoded.append(len(frames)) or real(self, frames)
+    engine_module.Engine.encode_frames = lambda self, frames: (
+        encoded.append(len(frames)) or real(self, frames)
+    )
     try:
         again = list(job.ask("And then?"))[-1]
     finally:
         engine_module.Engine.encode_frames = real
     assert encoded == [] and job.session.features_from_cache
     assert again.tokens == follow.tokens and len(job.session.turns) == 2
+
+
+def test_a_cancelled_read_from_the_feature_cache_resumes_without_decoding(engine, long_video, tmp_path):
+    import threading
+
+    from qwen3vl_summarizer.errors import Cancelled
+
+    opts = options(8192).replace(
+        cache={"dir": str(tmp_path / "features")}, context={"prefill_chunk_size": 64}
+    )
+    cold = list(open_video(engine, long_video, opts, PROMPT).ask(PROMPT))[-1]
+    job = open_video(engine, long_video, opts, PROMPT)
+    cancel = threading.Event()
+    with pytest.raises(Cancelled):
+        for event in job.ask(PROMPT, cancel=cancel):
+            if isinstance(event, Progress) and event.stage == "prefill":
+                cancel.set()
+    assert job.session.features_from_cache and job.session.media_tokens == 0
+    frames = job.session.frames_read
+    cancel.clear()
+    resumed = list(job.ask(PROMPT, cancel=cancel))[-1]
+    assert job.session.frames_read == frames
+    assert resumed.tokens == cold.tokens
