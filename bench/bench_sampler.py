@@ -7,6 +7,8 @@ times, per video:
 - ``ffmpeg -i X -vf fps=1 -f null -`` and ``ffmpeg -i X -vf fps=1,scale=448:252 -f null -``
 - ``qwen3vl_summarizer.video.sample(X, fps=1, size=(448, 256), strategy=S)`` for every strategy S,
   checking that every returned time is at or before its target and within one source frame interval.
+  ``auto`` runs its chunks on one worker thread per free core; ``--workers 1`` adds a row for ``auto``
+  on a single pass (frame-threaded decoder), whose frames must be identical.
 - with ``--skip-loop-filter V,...``: ``auto`` with the decoder option ``skip_loop_filter=V`` (an
   experiment, not a strategy: it changes pixels), with the PSNR of its frames against ``auto``'s.
 
@@ -87,8 +89,8 @@ def with_decoder_options(options: dict[str, str] | None):
         else video._video_stream
     )
 
-    def opened(container, path):
-        stream = plain(container, path)
+    def opened(container, path, threads=0):
+        stream = plain(container, path, threads)
         if options:
             stream.codec_context.options = dict(options)
         return stream
@@ -98,12 +100,16 @@ def with_decoder_options(options: dict[str, str] | None):
 
 
 def time_sampler(
-    path: Path, strategy: str, end: float | None, options: dict[str, str] | None = None
+    path: Path,
+    strategy: str,
+    end: float | None,
+    options: dict[str, str] | None = None,
+    workers: int | None = None,
 ) -> tuple[float, int, float, list]:
     """Wall seconds, frames returned, worst |t - target| in seconds, the frames; asserts the tolerance."""
     with_decoder_options(options)
     started = time.perf_counter()
-    frames = video.sample(path, fps=FPS, size=SIZE, strategy=strategy, end=end)
+    frames = video.sample(path, fps=FPS, size=SIZE, strategy=strategy, end=end, workers=workers)
     interval = 1.0 / frames.info.fps
     out, worst = [], 0.0
     for frame in frames:
@@ -133,16 +139,23 @@ def main() -> None:
     parser.add_argument("--end", type=float, default=None, help="time only the first END seconds")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of every method")
     parser.add_argument("--skip-loop-filter", default="", help="e.g. all,noref: auto + that decoder option")
+    parser.add_argument("--workers", default="1", help="e.g. 1,2: rows for auto with that many workers")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, PyAV {video.av.__version__}")  # fmt: skip
-    methods: list[tuple[str, str, str, dict[str, str] | None]] = [  # (name, kind, strategy/vf, options)
-        (f"ffmpeg -vf {vf}", "ffmpeg", vf, None) for vf in ("fps=1", "fps=1,scale=448:252")
+    methods: list[
+        tuple[str, str, str, dict | None, int | None]
+    ] = [  # name, kind, strategy/vf, options, workers
+        (f"ffmpeg -vf {vf}", "ffmpeg", vf, None, None) for vf in ("fps=1", "fps=1,scale=448:252")
     ]
-    methods += [(f"sample(strategy={s!r})", "sample", s, None) for s in args.strategies.split(",")]
+    methods += [(f"sample(strategy={s!r})", "sample", s, None, None) for s in args.strategies.split(",")]
+    for n in filter(None, args.workers.split(",")):
+        methods.append((f"auto, workers={n}", "sample", "auto", None, int(n)))
     for value in filter(None, args.skip_loop_filter.split(",")):
-        methods.append((f"auto + skip_loop_filter={value}", "sample", "auto", {"skip_loop_filter": value}))
+        methods.append(
+            (f"auto + skip_loop_filter={value}", "sample", "auto", {"skip_loop_filter": value}, None)
+        )
     for keyint in map(int, args.keyints.split(",")):
         path = make_video(args.cache, args.minutes, keyint)
         seconds = (
@@ -152,27 +165,32 @@ def main() -> None:
         walls: dict[str, list[float]] = {name: [] for name, *_ in methods}
         result: dict[str, tuple[int, float, list]] = {}
         for r in range(args.rounds):
-            for name, kind, what, options in methods if r % 2 == 0 else methods[::-1]:
+            for name, kind, what, options, workers in methods if r % 2 == 0 else methods[::-1]:
                 if kind == "ffmpeg":
                     walls[name].append(time_ffmpeg(path, what, args.end))
                 else:
-                    elapsed, n, worst, frames = time_sampler(path, what, args.end, options)
+                    elapsed, n, worst, frames = time_sampler(path, what, args.end, options, workers)
                     walls[name].append(elapsed)
                     result[name] = (n, worst, [f.image for f in frames] if what == "auto" else [])
+                    del frames
         exact = result.get("sample(strategy='auto')", (0, 0.0, []))[2]
         baseline = float(np.mean(walls[methods[0][0]]))
         print(f"| {'method':34} | wall s | video s / wall s | vs ffmpeg fps=1 | frames | worst t error ms "
               "| PSNR vs auto, min / mean dB |")  # fmt: skip
         print("|---|---:|---:|---:|---:|---:|---:|")
-        for name, _, _, options in methods:
+        for name, *_ in methods:
             elapsed = float(np.mean(walls[name]))
             n, worst, images = result.get(name, ("", None, []))
             error = f"{worst * 1000:.1f}" if worst is not None else ""
             quality = ""
-            if options and exact and images:
+            if name != "sample(strategy='auto')" and exact and images:
                 scores = [psnr(a, b) for a, b in zip(images, exact, strict=True)]
                 finite = [x for x in scores if np.isfinite(x)] or [float("inf")]
-                quality = f"{min(scores):.1f} / {np.mean(finite):.1f}"
+                quality = (
+                    "identical"
+                    if not any(map(np.isfinite, scores))
+                    else f"{min(scores):.1f} / {np.mean(finite):.1f}"
+                )
             print(f"| {name:34} | {elapsed:6.1f} | {seconds / elapsed:6.1f} | {baseline / elapsed:5.2f}x "
                   f"| {n} | {error} | {quality} |")  # fmt: skip
         if args.rounds > 1:
@@ -181,7 +199,7 @@ def main() -> None:
                 + "; ".join(f"{k}: {', '.join(f'{x:.1f}' for x in v)}" for k, v in walls.items())
             )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\npeak RSS of this process (sampler only): {peak_mb:.0f} MB")
+    print(f"\npeak RSS of this process (it keeps auto's frames for the comparison): {peak_mb:.0f} MB")
 
 
 if __name__ == "__main__":

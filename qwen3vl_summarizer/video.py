@@ -14,7 +14,12 @@ Strategies (``sample(..., strategy=)``), all exact (same frames, same times):
 - ``"seek"``: seek to the keyframe before every target (re-decoding from it each time).
 - ``"auto"`` (default): the hybrid. Decode in order with non-reference skipping, and seek ahead whenever
   the container's index shows a keyframe between the current position and the next target (keyframes
-  dense relative to the target spacing); with sparse keyframes it simply decodes on.
+  dense relative to the target spacing); with sparse keyframes it simply decodes on. When the index lists
+  keyframes and more than one core is free, the targets are cut at keyframes into chunks of about
+  ``CHUNK_S`` seconds that worker threads decode at once, each with its own demuxer and decoder; frames
+  still come out in order. Decoding each chunk from its keyframe gives the same pixels as decoding
+  through, so this is exact too. It beats FFmpeg's own frame threading here because the frames left
+  after skipping form one chain of references, which frame threads cannot spread over cores.
 
 Skipping the H.264/HEVC deblocking filter (FFmpeg ``skip_loop_filter``) was measured and left out: about
 10-15% faster, but its pixel error grows along each GOP without bound (see ``bench/RESULTS_sampler.md``).
@@ -25,6 +30,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue
+import threading
 from bisect import bisect_right, insort
 from collections import deque
 from collections.abc import Iterator
@@ -56,6 +63,10 @@ LOOKAHEAD_PACKETS = 24  # demuxed ahead of the decoder to know every packet's su
 BLIND_SEEK_GAP_S = 20.0  # without a keyframe index, seek when the next target is this far ahead, seconds
 DAMAGE_SLACK_S = 1.0  # the last frame may end this much before the stream's stated end, seconds
 MAX_SEEK_RETRIES = 8  # times a seek that landed after its target backs off further
+CHUNK_S = 10.0  # auto: video seconds per chunk decoded by one worker (cut at the next keyframe)
+CUT_MARGIN_S = 0.5  # a chunk starts at the first target this far after its keyframe (> any reorder delay)
+MAX_WORKERS = 4  # auto: decoding threads at most (each holds a decoder's reference frames)
+BUFFER_BYTES = 32 << 20  # auto: decoded frames a worker may hold for the reader, bytes (a chunk at 1 fps)
 
 
 @dataclass(frozen=True)
@@ -115,15 +126,18 @@ def sample(
     start: float = 0.0,
     end: float | None = None,
     strategy: str = "auto",
+    workers: int | None = None,
 ) -> FrameStream:
     """Frames on screen at ``k / fps`` for every target in ``[start, end)``, as a lazy stream.
 
     ``size`` is ``(width, height)`` of the output frames in upright orientation; ``None`` keeps the display
-    size. The file and the options are checked now; frames are decoded while iterating.
+    size. ``workers`` caps the decoding threads of ``"auto"`` (``None``: one per free core, at most
+    ``MAX_WORKERS``; 1: a single pass). The file and the options are checked now; frames are decoded
+    while iterating.
     """
-    _verify_options(fps, size, start, end, strategy)
+    _verify_options(fps, size, start, end, strategy, workers)
     info = probe(path)
-    return FrameStream(info, float(fps), size, float(start), end, strategy)
+    return FrameStream(info, float(fps), size, float(start), end, strategy, workers)
 
 
 class FrameStream:
@@ -137,6 +151,7 @@ class FrameStream:
         start: float,
         end: float | None,
         strategy: str,
+        workers: int | None = None,
     ) -> None:
         self.info = info
         self.fps = fps
@@ -144,18 +159,24 @@ class FrameStream:
         self.start = start
         self.end = end
         self.strategy = strategy
+        self.workers = workers
         self.damage: str | None = None  # one line when the file stopped decoding early, else None
 
     def __iter__(self) -> Iterator[Frame]:
         self.damage = None
-        return _Sampler(self).frames()
+        return _frames(self)
 
 
 # --- validation ------------------------------------------------------------------------------------------
 
 
 def _verify_options(
-    fps: float, size: tuple[int, int] | None, start: float, end: float | None, strategy: str
+    fps: float,
+    size: tuple[int, int] | None,
+    start: float,
+    end: float | None,
+    strategy: str,
+    workers: int | None = None,
 ) -> None:
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= MAX_FPS:
         raise OptionsError(f"fps must be a number in (0, {MAX_FPS:g}], got {fps!r}; try 1 or 2")
@@ -170,6 +191,8 @@ def _verify_options(
         raise OptionsError(f"end must be a time in seconds after start ({start!r}), got {end!r}")
     if strategy not in STRATEGIES:
         raise OptionsError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise OptionsError(f"workers must be a whole number >= 1 or None (automatic), got {workers!r}")
 
 
 def _check_path(path: str | os.PathLike) -> str:
@@ -206,7 +229,9 @@ def _reason(e: BaseException) -> str:
     return message.splitlines()[0] if message else type(e).__name__
 
 
-def _video_stream(container: av.container.InputContainer, path: str) -> av.video.stream.VideoStream:
+def _video_stream(
+    container: av.container.InputContainer, path: str, threads: int = 0
+) -> av.video.stream.VideoStream:
     streams = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
     if not streams:
         kinds = ", ".join(sorted({s.type for s in container.streams})) or "no streams"
@@ -222,6 +247,7 @@ def _video_stream(container: av.container.InputContainer, path: str) -> av.video
             "convert it to H.264, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4"
         )
     stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = threads  # 0: FFmpeg picks one per core
     return stream
 
 
@@ -324,34 +350,197 @@ def _stream_end(stream, start_time: float) -> float | None:
 # --- sampling --------------------------------------------------------------------------------------------
 
 
-class _Sampler:
-    """One pass over the file: decodes frames and answers the targets in order."""
+def _frames(out: FrameStream) -> Iterator[Frame]:
+    """One pass over the targets of ``out``: in one thread, or in chunks over several (``auto``)."""
+    ks = _target_range(out.info.duration, out.fps, out.start, out.end)
+    if not ks:
+        return
+    container = _open(out.info.path)
+    try:
+        stream = _video_stream(container, out.info.path)
+        _load_index(container, stream)
+        chunks = _chunks(ks, out, stream, float(Fraction(container.start_time or 0, av.time_base)))
+        workers = min(out.workers or min(MAX_WORKERS, _free_cores()), len(chunks))
+        if workers > 1:
+            container.close()  # each worker opens its own
+            yield from _parallel(out, chunks, workers)
+            return
+        sampler = _Sampler(out, ks)
+        yield from sampler.answer(container, stream)
+    finally:
+        container.close()
+    if sampler.stopped is not None:
+        _stopped_early(out, sampler.reached, sampler.stopped, ks.start / out.fps)
 
-    def __init__(self, frames: FrameStream) -> None:
+
+def _stopped_early(out: FrameStream, reached: float | None, reason: str, target: float) -> None:
+    """Decoding stopped before the last target: note the damage, or raise if no frame came out at all."""
+    path = out.info.path
+    if reached is None:
+        raise DamagedVideoError(
+            f"{path} is damaged: no frame could be decoded after {target:.2f} s ({reason}); "
+            "re-download or re-encode it"
+        )
+    out.damage = (
+        f"{path} is damaged: frames stop at {reached:.2f} s of {out.info.duration:.2f} s "
+        f"({reason}); re-download or re-encode it to read the rest"
+    )
+    logger.warning("%s", out.damage)
+
+
+def _free_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _load_index(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> None:
+    """Matroska/WebM read their keyframe index (Cues) at the first seek: seek to the start to read it now."""
+    if len(stream.index_entries) < 2 and "matroska" in container.format.name:
+        try:
+            container.seek(0, stream=stream)
+        except av.FFmpegError as e:
+            logger.debug("no keyframe index: %s", e)
+
+
+def _chunks(ks: range, out: FrameStream, stream: av.video.stream.VideoStream, t0: float) -> list[range]:
+    """``ks`` cut into runs of about ``CHUNK_S`` seconds that each start just after an indexed keyframe.
+
+    The index gives decode times, and a keyframe may be shown a few frames later (B-frames), after
+    the leading pictures of an open GOP. A target in that gap would make the chunk's seek land after it
+    and back off to the keyframe before, decoding a whole GOP twice. So a chunk starts at the first
+    target ``CUT_MARGIN_S`` after its keyframe; the chunk before decodes through the gap instead.
+    Without an index (or with another strategy) the whole range is one chunk.
+    """
+    entries = stream.index_entries
+    if out.strategy != "auto" or len(ks) < 2 or len(entries) == 0:
+        return [ks]
+    tb = stream.time_base
+    chunks, first, since = [], ks.start, ks.start / out.fps
+    while True:
+        i = entries.search_timestamp(math.ceil((since + CHUNK_S + t0) / tb), backward=False)
+        if i < 0:
+            break
+        keyframe = float(entries[i].timestamp * tb) - t0
+        cut = math.ceil((keyframe + CUT_MARGIN_S) * out.fps - TARGET_EPS)
+        if cut >= ks.stop:
+            break
+        if cut > first:
+            chunks.append(range(first, cut))
+            first = cut
+        since = max(keyframe, since + CHUNK_S)
+    chunks.append(range(first, ks.stop))
+    return chunks
+
+
+@dataclass
+class _ChunkEnd:
+    """A worker's last word on a chunk: why it stopped early and its last frame's time, or an exception."""
+
+    stopped: str | None = None
+    reached: float | None = None
+    error: BaseException | None = None
+
+
+def _parallel(out: FrameStream, chunks: list[range], workers: int) -> Iterator[Frame]:
+    """Chunks decoded by ``workers`` threads, yielded in order; each holds ``BUFFER_BYTES`` of frames at most.
+
+    A worker whose chunk is ahead of the reader keeps decoding until its buffer is full, so with a fast
+    reader no worker waits for another as long as a chunk's frames fit in the buffer.
+    """
+    stop = threading.Event()
+    width, height = out.size
+    held = max(2, BUFFER_BYTES // (width * height * 3))
+    queues = [queue.Queue(maxsize=held) for _ in chunks]
+    todo = iter(range(len(chunks)))
+    lock = threading.Lock()
+    threads = max(1, _free_cores() // workers)  # decoder threads per worker
+
+    def put(q: queue.Queue, item: Frame | _ChunkEnd) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        container = None
+        try:
+            while not stop.is_set():
+                with lock:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                try:
+                    if container is None:
+                        container = _open(out.info.path)
+                        stream = _video_stream(container, out.info.path, threads)
+                    sampler = _Sampler(out, chunks[i], stop)
+                    for frame in sampler.answer(container, stream):
+                        if not put(queues[i], frame):
+                            return
+                    put(queues[i], _ChunkEnd(sampler.stopped, sampler.reached))
+                except Exception as e:  # handed to the reader, in order
+                    put(queues[i], _ChunkEnd(error=e))
+                    return
+        finally:
+            if container is not None:
+                container.close()
+
+    pool = [threading.Thread(target=work, name=f"video-sampler-{n}", daemon=True) for n in range(workers)]
+    for thread in pool:
+        thread.start()
+    reached: float | None = None
+    try:
+        for i, chunk in enumerate(chunks):
+            while not isinstance(item := queues[i].get(), _ChunkEnd):
+                reached = item.t
+                yield item
+            if isinstance(item.error, DamagedVideoError) and reached is not None:
+                _stopped_early(out, reached, _reason(item.error), chunk.start / out.fps)
+                return
+            if item.error is not None:
+                raise item.error
+            if item.stopped is not None:
+                last = item.reached if item.reached is not None else reached
+                _stopped_early(out, last, item.stopped, chunk.start / out.fps)
+                return
+    finally:
+        stop.set()
+        for thread in pool:
+            thread.join()
+
+
+class _Sampler:
+    """Answers the targets ``ks`` in order from one demuxer and decoder, seeking where it pays."""
+
+    def __init__(self, frames: FrameStream, ks: range, stop: threading.Event | None = None) -> None:
         self.out = frames
         self.info = frames.info
         self.fps = frames.fps
-        self.ks = _target_range(self.info.duration, frames.fps, frames.start, frames.end)
+        self.ks = ks
+        self.stop = stop  # set by the reader of a parallel pass to end it early
         self.skip_nonref = frames.strategy in ("auto", "nonref")
         self.seek_each = frames.strategy == "seek"
         self.use_index = frames.strategy == "auto"
         self.error: str | None = None  # why decoding stopped early
         self.last: tuple[av.VideoFrame, np.ndarray] | None = None  # the last converted frame and its image
+        self.stopped: str | None = None  # after answer(): why frames stopped before the last target
+        self.reached: float | None = None  # the time of the last frame answered
 
     # frames ----------------------------------------------------------------------------------------------
 
-    def frames(self) -> Iterator[Frame]:
-        if not self.ks:
-            return
-        container = _open(self.info.path)
-        try:
-            self.container = container
-            self.stream = _video_stream(container, self.info.path)
-            self.tb = self.stream.time_base
-            self.t0 = Fraction(container.start_time or 0, av.time_base)
-            yield from self._answer()
-        finally:
-            container.close()
+    def answer(self, container: av.container.InputContainer, stream) -> Iterator[Frame]:
+        self.container = container
+        self.stream = stream
+        self.tb = stream.time_base
+        self.t0 = Fraction(container.start_time or 0, av.time_base)
+        for frame in self._answer():
+            self.reached = frame.t
+            yield frame
 
     def _answer(self) -> Iterator[Frame]:
         ks = iter(self.ks)
@@ -380,26 +569,24 @@ class _Sampler:
                     break
             if not restart:
                 prev = (frame, t)
+        if self.stop is not None and self.stop.is_set():
+            return
         # end of the stream: the last frame stays on screen until the end, unless the file is damaged
-        if prev is None:
-            if self.error is not None:
-                raise DamagedVideoError(
-                    f"{self.info.path} is damaged: no frame could be decoded after {target:.2f} s "
-                    f"({self.error}); re-download or re-encode it"
-                )
+        if prev is None:  # nothing decoded since the start or the last seek
+            self.stopped = self.error or "the data ends early"
             return
         frame, t = prev
         reached = t + (1.0 / self.info.fps if self.info.fps else 0.0)
         damaged = self.error is not None or self._ends_early(t)
         while k is not None:
             if damaged and target >= reached - TIME_EPS:
-                self._report_damage(t)
-                return
+                break
             yield Frame(t=t, target=target, image=self._image(frame))
             k = next(ks, None)
             target = k / self.fps if k is not None else target
         if damaged:
-            self._report_damage(t)
+            self.reached = t
+            self.stopped = self.error or "the data ends early"
 
     def _ends_early(self, last_t: float) -> bool:
         end = _stream_end(self.stream, float(self.t0))
@@ -409,14 +596,6 @@ class _Sampler:
             return False
         interval = 1.0 / self.info.fps if self.info.fps else 0.0
         return last_t + interval < end - max(DAMAGE_SLACK_S, 2 * interval)
-
-    def _report_damage(self, last_t: float) -> None:
-        reason = self.error or "the data ends early"
-        self.out.damage = (
-            f"{self.info.path} is damaged: frames stop at {last_t:.2f} s of {self.info.duration:.2f} s "
-            f"({reason}); re-download or re-encode it to read the rest"
-        )
-        logger.warning("%s", self.out.damage)
 
     def _image(self, frame: av.VideoFrame) -> np.ndarray:
         """Scale + RGB in one swscale pass, then rotate upright; a repeated frame is copied, not redone."""
@@ -505,6 +684,8 @@ class _Sampler:
         packets = self._packets()
         try:
             for packet, needed in packets:
+                if self.stop is not None and self.stop.is_set():
+                    return
                 if self.skip_nonref:
                     stream.codec_context.skip_frame = "DEFAULT" if needed else "NONREF"
                 for frame in _decode(stream, packet):

@@ -6,6 +6,7 @@ import logging
 import math
 import random
 import re
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -390,6 +391,8 @@ def test_fps_out_of_range(bframes_mp4, fps):
         ({"start": -1.0}, "start"),
         ({"start": 2.0, "end": 1.0}, "end"),
         ({"strategy": "fastest"}, "strategy"),
+        ({"workers": 0}, "workers"),
+        ({"workers": 1.5}, "workers"),
     ],
 )
 def test_other_options_are_checked(bframes_mp4, kwargs, word):
@@ -419,3 +422,171 @@ def test_strategies_agree_on_sparse_and_dense_keyframes(folder):
             out = check_exact(video.sample(path, fps=0.7, size=(64, 48), strategy=strategy), times)
             results[strategy] = [(f.t, read_index(f.image)) for f in out]
         assert len({tuple(r) for r in results.values()}) == 1
+
+
+# --- parallel chunks (auto) ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_chunks(monkeypatch) -> list[list[range]]:
+    """Cut even these few-second videos into chunks; returns the chunk lists of the parallel passes run."""
+    monkeypatch.setattr(video, "CHUNK_S", 0.3)
+    passes: list[list[range]] = []
+    parallel = video._parallel
+
+    def spy(out, chunks, workers):
+        passes.append(chunks)
+        yield from parallel(out, chunks, workers)
+
+    monkeypatch.setattr(video, "_parallel", spy)
+    return passes
+
+
+def sampler_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("video-sampler-")]
+
+
+def single_and_parallel(path: Path, passes: list, **kwargs) -> tuple[list, video.FrameStream]:
+    """Sample on one pass and on three workers; asserts both give the same frames, returns the latter."""
+    single = list(video.sample(path, workers=1, **kwargs))
+    assert passes == []
+    stream = video.sample(path, workers=3, **kwargs)
+    parallel = list(stream)
+    assert len(passes) == 1 and len(passes[0]) > 1, passes
+    ks = [k for chunk in passes[0] for k in chunk]
+    assert ks == list(range(ks[0], ks[0] + len(ks)))  # the targets, each once, in order
+    assert [(f.t, f.target) for f in parallel] == [(f.t, f.target) for f in single]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(parallel, single, strict=True))
+    assert sampler_threads() == []
+    return parallel, stream
+
+
+PARALLEL_CASES = [
+    ("g12_bframes.mp4", "libx264", {"bframes": "3", "b-pyramid": "normal", "g": "12"}),
+    ("g25_bframes.mp4", "libx264", {"bframes": "3", "g": "25", "sc_threshold": "0"}),
+    ("g8.mkv", "libx264", {"bframes": "2", "g": "8"}),
+    ("g8.avi", "mpeg4", {"g": "8"}),
+    ("hevc_g8.mp4", "libx265", {"x265-params": "log-level=error:keyint=8:bframes=3"}),
+    ("vp9_g8.webm", "libvpx-vp9", {"deadline": "realtime", "cpu-used": "8", "g": "8"}),
+]
+
+
+@pytest.mark.parametrize("name,codec,options", PARALLEL_CASES, ids=[c[0] for c in PARALLEL_CASES])
+def test_parallel_chunks_equal_one_pass(folder, small_chunks, name, codec, options):
+    if codec not in av.codecs_available:
+        pytest.skip(f"PyAV's FFmpeg cannot encode {codec}")
+    path = folder / f"par_{name}"
+    times = [i / 10 for i in range(62)]
+    if not path.exists():
+        times = write_video(path, times, codec=codec, options=options, size=(64, 48))
+    for fps in (1.0, 3.0, 10.0):
+        parallel, stream = single_and_parallel(path, small_chunks, fps=fps)
+        small_chunks.clear()
+        assert [f.target for f in parallel] == video.target_times(stream.info.duration, fps)
+        for f in parallel:
+            assert f.t == pytest.approx(on_screen(times, f.target), abs=1e-3), f
+            assert times[read_index(f.image)] == pytest.approx(f.t, abs=1e-3), f
+
+
+def test_parallel_chunks_with_variable_frame_rate_and_a_window(folder, small_chunks):
+    rng = random.Random(11)
+    times, t = [], 0.0
+    for _ in range(90):
+        times.append(round(t, 3))
+        t += rng.choice([0.02, 0.033, 0.05, 0.1, 0.3, 0.7])
+    path = folder / "par_vfr.mp4"
+    times = write_video(path, times, options={"bframes": "2", "g": "15"}, size=(64, 48))
+    parallel, stream = single_and_parallel(path, small_chunks, fps=2.0, start=1.3, end=t - 2.0)
+    assert [f.target for f in parallel] == video.target_times(stream.info.duration, 2.0, 1.3, t - 2.0)
+    for f in parallel:
+        assert f.t == pytest.approx(on_screen(times, f.target), abs=1e-6), f
+        assert times[read_index(f.image)] == pytest.approx(f.t, abs=1e-6), f
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_parallel_chunks_with_open_gops(folder, small_chunks, ext):
+    """Leading B-frames of an open GOP reference the GOP before; a chunk must not start among them."""
+    source = folder / "par_source.mkv"
+    times = write_video(source, [i / 10 for i in range(80)], size=(64, 48))
+    path = folder / f"par_open_gop.{ext}"
+    ffmpeg(
+        "-i", str(source), "-c:v", "libx264", "-x264-params", "open-gop=1:keyint=9:min-keyint=9:bframes=3",
+        "-an", str(path),
+    )  # fmt: skip
+    truth, _ = ffprobe_frame_times(path)
+    parallel, _ = single_and_parallel(path, small_chunks, fps=10.0)
+    for f in parallel:
+        assert f.t == pytest.approx(on_screen(truth, f.target), abs=1e-3), f
+        assert times[read_index(f.image)] == pytest.approx(f.t, abs=1e-3), f
+
+
+@needs_ffmpeg
+def test_without_a_keyframe_index_one_pass_is_used(folder, small_chunks):
+    path = folder / "par_noindex.ts"
+    write_video(path, [i / 10 for i in range(40)], options={"g": "5"}, size=(64, 48))
+    with av.open(str(path)) as container:
+        assert len(container.streams.video[0].index_entries) == 0
+    truth, _ = ffprobe_frame_times(path)
+    check_exact(video.sample(path, fps=2.0, workers=3), truth)
+    assert small_chunks == []
+
+
+@needs_ffmpeg
+def test_parallel_pass_keeps_the_frames_before_the_damage(folder, tmp_path, small_chunks):
+    source = folder / "par_long.mp4"
+    times = write_video(source, [i / 10 for i in range(100)], options={"g": "10"}, size=(64, 48))
+    indexed = tmp_path / "faststart.mp4"
+    ffmpeg("-i", str(source), "-c", "copy", "-movflags", "+faststart", str(indexed))
+    data = indexed.read_bytes()
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(data[: len(data) * 6 // 10])  # the index survives and lists the frames past the cut
+
+    single = video.sample(path, fps=2.0, workers=1)
+    expected = list(single)
+    assert single.damage is not None and 2 <= len(expected) < len(
+        video.target_times(single.info.duration, 2.0)
+    )
+    stream = video.sample(path, fps=2.0, workers=3)
+    out = list(stream)
+    assert len(small_chunks) == 1 and len(small_chunks[0]) > 1
+    assert stream.damage is not None and "frames stop at" in stream.damage
+    # Where a truncated packet ends the frames depends on the decoder's threads, by a frame or so
+    assert abs(len(out) - len(expected)) <= 1
+    n = min(len(out), len(expected))
+    assert [(f.t, f.target) for f in out[:n]] == [(f.t, f.target) for f in expected[:n]]
+    for f in out:
+        assert times[read_index(f.image)] == pytest.approx(f.t)
+    assert sampler_threads() == []
+
+
+def test_closing_a_parallel_pass_early_stops_its_workers(folder, small_chunks):
+    path = folder / "par_close.mp4"
+    write_video(path, [i / 10 for i in range(60)], options={"g": "5"}, size=(64, 48))
+    frames = iter(video.sample(path, fps=10.0, workers=2))
+    next(frames)
+    next(frames)
+    assert len(sampler_threads()) == 2
+    frames.close()
+    assert sampler_threads() == []
+
+
+def test_an_error_in_a_worker_reaches_the_reader_in_order(folder, small_chunks, monkeypatch):
+    path = folder / "par_error.mp4"
+    times = write_video(path, [i / 10 for i in range(60)], options={"g": "5"}, size=(64, 48))
+    image = video._Sampler._image
+
+    def broken(self, frame):
+        if self.ks.start > 0:
+            raise RuntimeError("boom")
+        return image(self, frame)
+
+    monkeypatch.setattr(video._Sampler, "_image", broken)
+    got = []
+    with pytest.raises(RuntimeError, match="boom"):
+        for f in video.sample(path, fps=2.0, workers=2):
+            got.append(f)
+    first_chunk = small_chunks[0][0]
+    assert [f.target for f in got] == [k / 2.0 for k in first_chunk]
+    assert all(times[read_index(f.image)] == f.t for f in got)
+    assert sampler_threads() == []
