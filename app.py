@@ -11,6 +11,7 @@ session (:class:`Sessions`, keyed by ``request.session_hash``, freed on unload, 
 import argparse
 import contextlib
 import gc
+import json
 import logging
 import re
 import tempfile
@@ -77,6 +78,38 @@ SEEK_JS = """
   }, true);
 }
 """
+
+# Only the browser knows what it can play: Chromium plays H.264, VP9 and AV1 in MP4, MOV and MKV, but not
+# AVI or MPEG-TS files, MPEG-4 Part 2, or HEVC without a hardware decoder. When the player fails (an error,
+# or a picture 0 pixels wide) the page says so under it; the summary reads the file itself and still works.
+CANNOT_PLAY = (
+    "Your browser cannot play this file, so the player stays blank and clicking a time will not move "
+    "it. The summary and the questions still work. To watch along, convert it to H.264 MP4, e.g. "
+    "ffmpeg -i IN -c:v libx264 -c:a aac OUT.mp4, and upload that."
+)
+PLAYER_NOTE_JS = """
+() => {
+  if (window.__qwen3vlPlayerNote) return;
+  window.__qwen3vlPlayerNote = true;
+  const note = (text) => {
+    const el = document.querySelector("#player-note-text");
+    if (el) el.innerText = text;
+  };
+  const inPlayer = (event) => event.target.closest && event.target.closest("#player video");
+  // media events do not bubble, so listen while they descend (capture)
+  document.addEventListener("loadstart", (event) => { if (inPlayer(event)) note(""); }, true);
+  document.addEventListener("error", (event) => { if (inPlayer(event)) note(CANNOT_PLAY); }, true);
+  document.addEventListener("loadedmetadata", (event) => {
+    const video = inPlayer(event);
+    if (video) note(video.videoWidth ? "" : CANNOT_PLAY);
+  }, true);
+  const player = document.querySelector("#player");
+  if (player) {  // the video was cleared: no note about it
+    new MutationObserver(() => { if (!player.querySelector("video")) note(""); })
+      .observe(player, { childList: true, subtree: true });
+  }
+}
+""".replace("CANNOT_PLAY", json.dumps(CANNOT_PLAY))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -264,7 +297,7 @@ def video_line(info: VideoInfo) -> str:
     parts = [
         f"**Duration** {format_timestamp(info.duration)}",
         f"**Resolution** {info.width}×{info.height}",
-        f"**Frame rate** {info.fps:.3g} fps",
+        f"**Frame rate** {info.fps:.4g} fps",
         f"**Codec** {info.codec}",
     ]
     if not info.has_audio:
@@ -597,6 +630,7 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                 video = gr.Video(
                     label="Video (MP4, MKV, AVI, WebM, MOV)", sources=["upload"], elem_id="player"
                 )
+                gr.HTML('<p id="player-note-text" role="status"></p>', elem_id="player-note", padding=False)
                 video_md = gr.Markdown(elem_id="video-info")
                 info_state = gr.State(None)  # this page's VideoInfo
                 prompt_name = gr.Dropdown(prompt_choices(), value=DEFAULT_PROMPT, label="Prompt template")
@@ -702,6 +736,7 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
             api_name="stop",
         )
         demo.load(None, js=SEEK_JS)
+        demo.load(None, js=PLAYER_NOTE_JS)
         demo.unload(h["forget"])  # the page closed: stop its work, free its cached video
     demo.queue(default_concurrency_limit=options.server.concurrency_limit)
     return demo

@@ -146,3 +146,22 @@ def test_broken_file_shows_an_error(page, served, tmp_path: Path) -> None:
     page.wait_for_function(
         "document.body.innerText.split('holiday.mp4 is not a video FFmpeg can read').length > 2"
     )
+
+
+def test_a_file_the_browser_cannot_play_gets_a_note(page, served, tmp_path: Path) -> None:
+    url, _ = served
+    old = tmp_path / "old.avi"
+    write_video(old, [i * 0.5 for i in range(8)], codec="mpeg4")  # MPEG-4 Part 2 in AVI: no browser plays it
+    page.goto(url)
+    page.locator("#player input[type=file]").set_input_files(str(old))
+    page.wait_for_function("document.querySelector('#player-note-text').innerText.includes('cannot play')")
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('4 frames at')")  # still read
+    shot(page, "browser-cannot-play.png")
+
+    page.locator("#player button[aria-label='Clear']").click()
+    page.wait_for_function("document.querySelector('#player-note-text').innerText === ''")
+    new = tmp_path / "new.mp4"
+    write_video(new, [i * 0.5 for i in range(8)])
+    page.locator("#player input[type=file]").set_input_files(str(new))
+    page.wait_for_function("document.querySelector('#player video')?.readyState >= 1")
+    assert page.inner_text("#player-note-text") == ""
