@@ -82,6 +82,10 @@ def run_one(args: argparse.Namespace) -> dict:
 
     minutes = args.minutes[0]
     video = make_video(minutes, Path(args.cache))
+    if args.attention == "sdpa":  # the plain masked sdpa path, for comparison (the CPU default is split)
+        import qwen3vl_summarizer.engine
+
+        qwen3vl_summarizer.engine.use_split_attention = lambda model: False
     with tempfile.TemporaryDirectory() as work:
         engine = load_engine(args.arch, Path(work))
     options = load_options(
@@ -91,7 +95,9 @@ def run_one(args: argparse.Namespace) -> dict:
             "generation": {"max_new_tokens": args.new_tokens, "temperature": 0.0},
         }
     )
+    attention = engine.config.text_config._attn_implementation
     result = {"arch": args.arch, "minutes": minutes, "device": str(engine.device), "chunk": args.chunk}
+    result["attention"] = attention
 
     def turn(session, question):
         t0 = time.perf_counter()
@@ -137,6 +143,12 @@ def main() -> None:
         "--skip-no-reuse", action="store_true", help="skip the slow recompute-everything comparison"
     )
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "qwen3vl-bench"))
+    p.add_argument(
+        "--attention",
+        choices=["split", "sdpa"],
+        default="split",
+        help="CPU prefill attention: split past/chunk (default) or one masked sdpa call",
+    )
     args = p.parse_args()
     if len(args.minutes) == 1:
         print(json.dumps(run_one(args)), flush=True)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .attention import use_split_attention
 from .errors import (
     Cancelled,
     DamagedVideoError,
@@ -199,6 +200,8 @@ class Engine:
             raise ModelLoadError(f"could not load {model_id}: {_first_line(e)}") from None
         if target.type != "cuda":
             model = model.to(target)
+        if use_split_attention(model):
+            log.info("CPU: chunked prefill attends to the past without a mask (attention.py)")
         log.info("loaded %s on %s as %s in %.1f s", model_id, target, torch_dtype, time.perf_counter() - t0)
         return cls(model, processor, model_id)
 

@@ -50,13 +50,19 @@ def bframes_mp4(folder) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def vfr_mkv(folder) -> tuple[Path, list[float]]:
-    rng = random.Random(7)
+def vfr_times(count: int, seed: int) -> list[float]:
+    """Frame times (s) with gaps from 20 ms to 0.7 s, as a phone or a screen recorder writes them."""
+    rng = random.Random(seed)
     times, t = [], 0.0
-    for _ in range(60):
+    for _ in range(count):
         times.append(round(t, 3))
         t += rng.choice([0.02, 0.033, 0.05, 0.1, 0.3, 0.7])
+    return times
+
+
+@pytest.fixture(scope="module")
+def vfr_mkv(folder) -> tuple[Path, list[float]]:
+    times = vfr_times(60, seed=7)
     path = folder / "vfr.mkv"
     stored = write_video(path, times, options={"bframes": "2", "g": "15"})
     return path, stored
@@ -489,15 +495,11 @@ def test_parallel_chunks_equal_one_pass(folder, small_chunks, name, codec, optio
 
 
 def test_parallel_chunks_with_variable_frame_rate_and_a_window(folder, small_chunks):
-    rng = random.Random(11)
-    times, t = [], 0.0
-    for _ in range(90):
-        times.append(round(t, 3))
-        t += rng.choice([0.02, 0.033, 0.05, 0.1, 0.3, 0.7])
     path = folder / "par_vfr.mp4"
-    times = write_video(path, times, options={"bframes": "2", "g": "15"}, size=(64, 48))
-    parallel, stream = single_and_parallel(path, small_chunks, fps=2.0, start=1.3, end=t - 2.0)
-    assert [f.target for f in parallel] == video.target_times(stream.info.duration, 2.0, 1.3, t - 2.0)
+    times = write_video(path, vfr_times(90, seed=11), options={"bframes": "2", "g": "15"}, size=(64, 48))
+    end = times[-1] - 2.0
+    parallel, stream = single_and_parallel(path, small_chunks, fps=2.0, start=1.3, end=end)
+    assert [f.target for f in parallel] == video.target_times(stream.info.duration, 2.0, 1.3, end)
     for f in parallel:
         assert f.t == pytest.approx(on_screen(times, f.target), abs=1e-6), f
         assert times[read_index(f.image)] == pytest.approx(f.t, abs=1e-6), f
