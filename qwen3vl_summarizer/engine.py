@@ -897,9 +897,10 @@ def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
 
 
 def _attention_backends(device: torch.device) -> contextlib.AbstractContextManager:
-    """On the CPU, prefer sdpa's flash kernel: with the causal mask that chunks after the first need,
-    PyTorch otherwise picks its math kernel, measured 3x slower in prefill and 5x in decode (tiny model,
-    13K tokens, identical tokens out). GPUs keep PyTorch's own choice, which handles masks well."""
+    """On the CPU, prefer sdpa's flash kernel. Given a mask (chunks after the first, where attention.py's
+    split attention is unavailable) PyTorch otherwise picks its math kernel, measured 3x slower in
+    prefill and 5x in decode (tiny model, 13K tokens, identical tokens out). GPUs keep PyTorch's own
+    choice, which handles masks well."""
     if device.type != "cpu":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
