@@ -95,9 +95,8 @@ def run_one(args: argparse.Namespace) -> dict:
             "generation": {"max_new_tokens": args.new_tokens, "temperature": 0.0},
         }
     )
-    attention = engine.config.text_config._attn_implementation
     result = {"arch": args.arch, "minutes": minutes, "device": str(engine.device), "chunk": args.chunk}
-    result["attention"] = attention
+    result["attention"] = engine.config.text_config._attn_implementation
 
     def turn(session, question):
         t0 = time.perf_counter()

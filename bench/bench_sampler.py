@@ -144,9 +144,8 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, PyAV {video.av.__version__}")  # fmt: skip
-    methods: list[
-        tuple[str, str, str, dict | None, int | None]
-    ] = [  # name, kind, strategy/vf, options, workers
+    # (name, kind, strategy or filter, decoder options, workers)
+    methods: list[tuple[str, str, str, dict | None, int | None]] = [
         (f"ffmpeg -vf {vf}", "ffmpeg", vf, None, None) for vf in ("fps=1", "fps=1,scale=448:252")
     ]
     methods += [(f"sample(strategy={s!r})", "sample", s, None, None) for s in args.strategies.split(",")]
