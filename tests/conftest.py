@@ -36,3 +36,11 @@ def tiny_model(tiny_model_dir: Path):
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
     model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_model_dir, dtype=torch.float32)
     return model.eval(), processor
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir: Path):
+    """The web app on the tiny model, one per test module (tests/apps.py)."""
+    from tests.apps import serve
+
+    yield from serve(tiny_model_dir)

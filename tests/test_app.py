@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,56 +13,9 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 import app
-from qwen3vl_summarizer.options import Options, load_options
 from qwen3vl_summarizer.video import probe
+from tests.apps import PROMPT, Served, tiny_options
 from tests.videos import write_video
-
-PROMPT = "Summarize this video."
-MAX_NEW_TOKENS = 64  # long enough to press Stop mid-answer, short enough to keep tests quick
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tiny_options(model_dir: Path, **server) -> Options:
-    return load_options(
-        overrides={
-            "model": {"id": str(model_dir)},
-            "generation": {"max_new_tokens": MAX_NEW_TOKENS},
-            "server": {"port": free_port(), **server},
-            "cache": {"dir": os.environ["QWEN3VL_CACHE__DIR"]},  # conftest's per-run folder
-        },
-        environ={},
-    )
-
-
-@dataclass
-class Served:
-    url: str
-    state: app.AppState
-    options: Options
-
-    def client(self) -> Client:
-        return Client(self.url, verbose=False)
-
-    def summarize(
-        self, client: Client, video: Path, prompt: str = PROMPT, fps: float = 1.0, model: str | None = None
-    ):
-        args = (handle_file(str(video)), prompt, fps, True, 8192, model or self.options.model.id)
-        return client.submit(*args, api_name="/summarize")
-
-
-@pytest.fixture(scope="module")
-def served(tiny_model_dir: Path):
-    options = tiny_options(tiny_model_dir)
-    state = app.AppState(options)
-    demo = app.build_demo(options, state)
-    app.launch(demo, options, prevent_thread_lock=True, quiet=True)
-    yield Served(f"http://127.0.0.1:{options.server.port}/", state, options)
-    demo.close()
 
 
 def write_audio_only(path: Path, seconds: float = 1.0) -> Path:

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-import app
-from tests.test_app import tiny_options
 from tests.videos import write_video
 
 pytestmark = pytest.mark.browser
@@ -24,16 +22,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 TIMEOUT_MS = 120_000  # the first summary loads the model (cold imports take ~15 s on 2 cores)
-
-
-@pytest.fixture(scope="module")
-def served(tiny_model_dir: Path):
-    options = tiny_options(tiny_model_dir)
-    state = app.AppState(options)
-    demo = app.build_demo(options, state)
-    app.launch(demo, options, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{options.server.port}/", state
-    demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +49,7 @@ def shot(page, name: str) -> None:
 
 
 def test_upload_summarize_chat_and_seek(page, served, tmp_path: Path) -> None:
-    url, state = served
+    url, state = served.url, served.state
     video = tmp_path / "walk.mp4"
     write_video(video, [i * 0.5 for i in range(8)])  # 3.5 s, frames every 0.5 s
     page.goto(url)
@@ -132,7 +120,7 @@ def test_upload_summarize_chat_and_seek(page, served, tmp_path: Path) -> None:
 
 
 def test_broken_file_shows_an_error(page, served, tmp_path: Path) -> None:
-    url, _ = served
+    url = served.url
     broken = tmp_path / "holiday.mp4"
     broken.write_bytes(b"not a video at all " * 100)
     page.goto(url)
@@ -149,7 +137,7 @@ def test_broken_file_shows_an_error(page, served, tmp_path: Path) -> None:
 
 
 def test_a_file_the_browser_cannot_play_gets_a_note(page, served, tmp_path: Path) -> None:
-    url, _ = served
+    url = served.url
     old = tmp_path / "old.avi"
     write_video(old, [i * 0.5 for i in range(8)], codec="mpeg4")  # MPEG-4 Part 2 in AVI: no browser plays it
     page.goto(url)

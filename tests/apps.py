@@ -1,0 +1,62 @@
+"""The web app served on the tiny model for the API and browser tests (the fixture is ``served`` in conftest)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from gradio_client import Client, handle_file
+
+import app
+from qwen3vl_summarizer.options import Options, load_options
+
+PROMPT = "Summarize this video."
+MAX_NEW_TOKENS = 64  # long enough to press Stop mid-answer, short enough to keep tests quick
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_options(model_dir: Path, **server) -> Options:
+    return load_options(
+        overrides={
+            "model": {"id": str(model_dir)},
+            "generation": {"max_new_tokens": MAX_NEW_TOKENS},
+            "server": {"port": free_port(), **server},
+            "cache": {"dir": os.environ["QWEN3VL_CACHE__DIR"]},  # conftest's per-run folder
+        },
+        environ={},
+    )
+
+
+@dataclass
+class Served:
+    url: str
+    state: app.AppState
+    options: Options
+
+    def client(self) -> Client:
+        return Client(self.url, verbose=False)
+
+    def summarize(
+        self, client: Client, video: Path, prompt: str = PROMPT, fps: float = 1.0, model: str | None = None
+    ):
+        args = (handle_file(str(video)), prompt, fps, True, 8192, model or self.options.model.id)
+        return client.submit(*args, api_name="/summarize")
+
+
+def serve(model_dir: Path):
+    """Start the app on a free port; yields a :class:`Served`, closes the app after."""
+    options = tiny_options(model_dir)
+    state = app.AppState(options)
+    demo = app.build_demo(options, state)
+    app.launch(demo, options, prevent_thread_lock=True, quiet=True)
+    try:
+        yield Served(f"http://127.0.0.1:{options.server.port}/", state, options)
+    finally:
+        demo.close()
