@@ -19,9 +19,12 @@ tower, any padded batch) goes to transformers' own sdpa path unchanged.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 NAME = "sdpa_split_prefill"  # the name registered with transformers' attention and mask interfaces
 
@@ -32,8 +35,11 @@ def use_split_attention(model: Any) -> bool:
         return False
     if model.config.text_config._attn_implementation != "sdpa" or model.device.type != "cpu":
         return False
-    _register()
-    model.set_attn_implementation({"text_config": NAME})
+    try:
+        _register()
+        model.set_attn_implementation({"text_config": NAME})
+    except (ImportError, AttributeError, TypeError, ValueError, KeyError) as e:  # another transformers
+        log.warning("chunked prefill keeps sdpa with masks: %s", e)
     return model.config.text_config._attn_implementation == NAME
 
 

@@ -94,3 +94,12 @@ def test_the_engine_uses_it_on_the_cpu_for_text_only(tiny_model_dir):
     assert engine.config.vision_config._attn_implementation == "sdpa"
     eager = Engine.load(str(tiny_model_dir), device="cpu", dtype="float32", attn_implementation="eager")
     assert eager.config.text_config._attn_implementation == "eager"
+
+
+def test_an_incompatible_transformers_keeps_plain_sdpa(tiny_model_dir, monkeypatch):
+    def missing():
+        raise ImportError("no AttentionMaskInterface in this transformers")
+
+    monkeypatch.setattr(attention, "_register", missing)
+    engine = Engine.load(str(tiny_model_dir), device="cpu", dtype="float32")
+    assert engine.config.text_config._attn_implementation == "sdpa"
