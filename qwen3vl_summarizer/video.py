@@ -359,8 +359,10 @@ def _frames(out: FrameStream) -> Iterator[Frame]:
     try:
         stream = _video_stream(container, out.info.path)
         _load_index(container, stream)
-        chunks = _chunks(ks, out, stream, float(Fraction(container.start_time or 0, av.time_base)))
-        workers = min(out.workers or min(MAX_WORKERS, _free_cores()), len(chunks))
+        wanted = out.workers or min(MAX_WORKERS, _free_cores())
+        t0 = float(Fraction(container.start_time or 0, av.time_base))
+        chunks = _chunks(ks, out, stream, t0) if wanted > 1 else [ks]
+        workers = min(wanted, len(chunks))
         if workers > 1:
             container.close()  # each worker opens its own
             yield from _parallel(out, chunks, workers)
