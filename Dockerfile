@@ -37,10 +37,9 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
         --extra-index-url https://download.pytorch.org/whl/cu128 -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# The package reads configs/ and prompts/ from the folder next to it, so it stays in /app
-# (editable install) instead of being copied into site-packages.
+# The package carries its default config and prompts; app.py stays in /app.
 COPY . .
-RUN pip install --no-cache-dir --no-deps -e .
+RUN pip install --no-cache-dir --no-deps .
 
 RUN groupadd --gid 10001 app \
     && useradd --uid 10001 --gid app --create-home --shell /usr/sbin/nologin app \

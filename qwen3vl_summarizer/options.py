@@ -1,6 +1,6 @@
-"""Run settings: frozen dataclasses read from ``configs/*.toml``.
+"""Run settings: frozen dataclasses read from a TOML file.
 
-``load_options()`` reads ``configs/default.toml`` (or the file given), then ``QWEN3VL_<SECTION>__<KEY>``
+``load_options()`` reads the package's ``configs/default.toml`` (or the file given), then ``QWEN3VL_<SECTION>__<KEY>``
 environment variables, then explicit overrides (the CLI's flags). Unknown sections or keys, wrong types
 and out-of-range values raise :class:`OptionsError` naming the offending key.
 """
@@ -12,12 +12,14 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from .errors import OptionsError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.toml"
+# Shipped inside the package, so an installed wheel has its defaults too.
+DEFAULT_CONFIG = Path(str(resources.files(__package__) / "configs" / "default.toml"))
 ENV_PREFIX = "QWEN3VL_"
 MAX_FPS = 30.0
 MAX_CONTEXT = 262_144  # Qwen3-VL's trained context length, tokens

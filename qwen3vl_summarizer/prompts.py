@@ -1,4 +1,4 @@
-"""Prompt templates: Markdown files in ``prompts/`` with a small front matter block.
+"""Prompt templates: Markdown files in the package's ``prompts/`` folder with a small front matter block.
 
 A file ``prompts/lecture.zh.md`` is the template named ``lecture.zh``::
 
@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from .errors import OptionsError
 
 logger = logging.getLogger(__name__)
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+# Shipped inside the package, so an installed wheel has its prompts too.
+PROMPTS_DIR = Path(str(resources.files(__package__) / "prompts"))
 PROMPT_SUFFIX = ".md"
 FRONT_MATTER_FENCE = "---"
 
@@ -76,7 +78,7 @@ def _files(prompts_dir: Path | str | None) -> dict[str, Path]:
 
 
 def list_prompts(prompts_dir: Path | str | None = None) -> list[PromptTemplate]:
-    """Every template in ``prompts_dir`` (default: the repository's ``prompts/``), sorted by name.
+    """Every template in ``prompts_dir`` (default: the package's ``prompts/``), sorted by name.
 
     The merge templates (``merge``, ``merge.zh``) are included; they contain ``{segments}``.
     """
