@@ -1,37 +1,41 @@
 """Web app: upload a video, get a timestamped Markdown summary from Qwen3-VL, then ask follow-ups.
 
 Thin front end over ``qwen3vl_summarizer``: handler functions first, then the ``gr.Blocks`` layout that
-wires them, then ``main()``. One model per process (:class:`ModelHolder`), one cached video per browser
-session (:class:`Sessions`, keyed by ``request.session_hash``, freed on unload, LRU-evicted under
-``server.session_memory_gb``). GPU work shares one queue slot pool (``concurrency_id="gpu"``).
+wires them (binding the app state), then ``main()``. The model (:class:`~qwen3vl_summarizer.loading.EngineSlot`)
+and each browser session's open video (:class:`~qwen3vl_summarizer.jobs.JobStore`, keyed by
+``request.session_hash``, freed on unload, caches released least recently used under
+``server.session_memory_gb``) live in the library; the page keeps only its per-browser cancel events and
+components. GPU work shares one queue slot pool (``concurrency_id="gpu"``).
 
     python app.py --model Qwen/Qwen3-VL-2B-Instruct --host 127.0.0.1 --port 7860
 """
 
 import argparse
 import contextlib
-import gc
+import functools
+import inspect
 import json
 import logging
 import re
 import tempfile
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from qwen3vl_summarizer.engine import Engine, Progress, TextDelta, TurnStats, VideoSession
+from qwen3vl_summarizer.engine import Engine, VideoSession
 from qwen3vl_summarizer.errors import Cancelled, OptionsError, SessionBrokenError, SummarizerError
-from qwen3vl_summarizer.export import Summary, get_writer
+from qwen3vl_summarizer.events import Progress, Response, TextDelta
+from qwen3vl_summarizer.export import FORMATS, get_writer
+from qwen3vl_summarizer.jobs import JobStore
+from qwen3vl_summarizer.loading import EngineSlot
 from qwen3vl_summarizer.options import Options, load_options
 from qwen3vl_summarizer.plan import plan_video
 from qwen3vl_summarizer.prompts import list_prompts
-from qwen3vl_summarizer.summarize import VideoJob, open_video
+from qwen3vl_summarizer.summarize import VideoJob
 from qwen3vl_summarizer.timestamps import format_timestamp, link_timestamps
 from qwen3vl_summarizer.video import VideoInfo, probe
 
@@ -113,145 +117,51 @@ PLAYER_NOTE_JS = """
 
 
 # ----------------------------------------------------------------------------------------------------
-# Server-side state: the model, and each browser session's cached video
+# Server-side state: the model and the open videos live in the library; the page keeps its cancel events
 
 
-class ModelHolder:
-    """The one model of this process. ``get(model_id)`` loads it on first use; another id replaces it."""
+class Cancels:
+    """Each browser session's cancel event for the work it runs now (its Stop button sets it)."""
 
-    def __init__(self, options: Options, on_switch: Any = None):
-        self.options = options.model
-        self.engine: Engine | None = None
+    def __init__(self) -> None:
+        self._events: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
-        self._on_switch = on_switch  # called when a loaded model is replaced (its sessions are useless)
 
-    def get(self, model_id: str) -> Engine:
-        model_id = (model_id or "").strip() or self.options.id
-        with self._lock:
-            if self.engine is not None and self.engine.model_id == model_id:
-                return self.engine
-            if self.engine is not None:
-                log.info("replacing model %s with %s", self.engine.model_id, model_id)
-                self.engine = None
-                if self._on_switch is not None:
-                    self._on_switch()
-                _free_device_memory()
-            o = self.options
-            self.engine = Engine.load(model_id, o.device, o.dtype, o.attn_implementation)
-            return self.engine
-
-    def describe(self) -> str:
-        engine = self.engine
-        if engine is None:
-            return "**Model:** not loaded yet; it loads on first use, or press *Load model*."
-        return (
-            f"**Model:** `{engine.model_id}` on {engine.device}, {str(engine.dtype).removeprefix('torch.')}"
-        )
-
-
-@dataclass
-class _Entry:
-    """One browser session's opened video and what it was opened with."""
-
-    job: VideoJob
-    key: tuple  # (video path, fps, max_context) the job was planned for
-    bytes: int  # estimated memory held (KV cache), for eviction
-    summary: str = ""  # the last finished summary, Markdown as the model wrote it
-    released: bool = False  # its KV cache was freed; the next question rebuilds it
-
-
-@dataclass
-class Sessions:
-    """Per-browser-session cached videos. Beyond ``budget_bytes`` the least recently used give their
-    KV caches back (``VideoJob.release``): the conversation stays, and the next question rebuilds the
-    cache from the on-disk vision features, without decoding or encoding the video again."""
-
-    budget_bytes: int
-    _entries: OrderedDict = field(default_factory=OrderedDict)  # session hash -> _Entry
-    _cancels: dict = field(default_factory=dict)  # session hash -> Event of the work now running
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def get(self, sid: str) -> _Entry | None:
-        """The session's entry, about to be used: it counts against the budget again."""
-        with self._lock:
-            entry = self._entries.get(sid)
-            if entry is not None:
-                self._entries.move_to_end(sid)
-                entry.released = False
-                self._evict(sid)
-            return entry
-
-    def put(self, sid: str, entry: _Entry) -> None:
-        with self._lock:
-            self._entries[sid] = entry
-            self._entries.move_to_end(sid)
-            self._evict(sid)
-
-    def _evict(self, keep: str) -> None:
-        held = {sid: e for sid, e in self._entries.items() if not e.released}
-        total = sum(e.bytes for e in held.values())
-        for sid, entry in held.items():  # oldest first
-            if total <= self.budget_bytes:
-                break
-            if sid == keep:
-                continue
-            entry.job.release()
-            entry.released = True
-            total -= entry.bytes
-            log.info("released the KV cache of session %s (memory budget)", sid)
-
-    def drop(self, sid: str) -> None:
-        with self._lock:
-            self._entries.pop(sid, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def __contains__(self, sid: str) -> bool:
-        return sid in self._entries
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def new_cancel(self, sid: str) -> threading.Event:
-        """A fresh cancel event for the work this session starts now (Stop sets it)."""
+    def new(self, sid: str) -> threading.Event:
+        """A fresh event for the work this session starts now."""
         event = threading.Event()
         with self._lock:
-            self._cancels[sid] = event
+            self._events[sid] = event
         return event
 
     def stop(self, sid: str) -> None:
         with self._lock:
-            event = self._cancels.get(sid)
+            event = self._events.get(sid)
         if event is not None:
             event.set()
 
     def forget(self, sid: str) -> None:
-        """The browser session ended: stop its work and free its video."""
         self.stop(sid)
         with self._lock:
-            self._entries.pop(sid, None)
-            self._cancels.pop(sid, None)
+            self._events.pop(sid, None)
 
 
 class AppState:
-    """Everything the handlers share: options, the model holder, the sessions."""
+    """Everything the handlers share: options, the model, the open videos, cancel events, downloads."""
 
     def __init__(self, options: Options):
         self.options = options
-        self.sessions = Sessions(budget_bytes=int(options.server.session_memory_gb * 2**30))
-        self.models = ModelHolder(options, on_switch=self.sessions.clear)
+        self.jobs = JobStore(budget_bytes=int(options.server.session_memory_gb * 2**30))
+        self.engines = EngineSlot(options.model, on_switch=self.jobs.drop_engine)
+        self.cancels = Cancels()
         self.downloads = Path(tempfile.mkdtemp(prefix="qwen3vl-app-"))
 
 
-def _free_device_memory() -> None:
-    gc.collect()
-    with contextlib.suppress(Exception):
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+def describe_model(state: AppState) -> str:
+    engine = state.engines.engine
+    if engine is None:
+        return "**Model:** not loaded yet; it loads on first use, or press *Load model*."
+    return f"**Model:** `{engine.model_id}` on {engine.device}, {str(engine.dtype).removeprefix('torch.')}"
 
 
 def _message(e: SummarizerError, upload: str | None = None) -> str:
@@ -346,249 +256,204 @@ def progress_line(stages: dict[str, tuple[int, int]], started: float, reading: b
     return " · ".join(parts)
 
 
-def stats_dict(stats: TurnStats, kind: str, read_video: bool) -> dict[str, Any]:
-    return {
-        "turn": kind,
-        "read_video": read_video,  # whether this turn decoded and encoded the video
-        "prefill_tokens": stats.prefill_tokens,  # tokens computed before the first answer token
-        "answer_tokens": len(stats.tokens),
-        "ttft_s": round(stats.ttft_s, 3),
-        "decode_tokens_per_s": round(stats.decode_tokens_per_s, 1),
-        "timings_s": {k: round(v, 3) for k, v in stats.timings.items()},
-    }
-
-
 def _sid(request: gr.Request | None) -> str:
     return (request.session_hash if request is not None else None) or "local"
 
 
 @contextlib.contextmanager
-def _closing(events: Iterator, cancel: threading.Event) -> Iterator[Iterator]:
-    """Close the session's event stream however its consumer stops (Stop, page closed, error).
+def _closing(response: Response, cancel: threading.Event) -> Iterator[Response]:
+    """Close the answer's stream however its consumer stops (Stop, page closed, error).
 
     Closing it rewinds the session's cache to its last complete turn, so the session stays usable.
     """
     try:
-        yield events
+        yield response
     finally:
         cancel.set()
-        events.close()
+        response.close()
 
 
 # ----------------------------------------------------------------------------------------------------
-# Handlers
+# Handlers: plain functions of the app state and the event's inputs; build_demo binds the state.
 
 
-def make_handlers(state: AppState) -> dict[str, Any]:
-    """The event handlers, bound to ``state``. Plain functions: no inference logic in the layout."""
-    options = state.options
+def on_video(state: AppState, video: str | None, fps: float, auto: bool, context: float, prompt: str,
+             request: gr.Request):  # fmt: skip
+    """New upload: show its facts and plan. Yields the cleared view first so a bad file leaves none."""
+    sid = _sid(request)
+    job = state.jobs.get(sid)
+    if job is not None and job.info.path != video:
+        state.jobs.drop(sid)  # a new video: free the old one's cache now
+    if not video:
+        yield "", "", None
+        return
+    try:
+        info = probe(video)
+    except SummarizerError as e:
+        yield "", "", None
+        raise gr.Error(_message(e, video)) from None
+    yield video_line(info), on_settings(state, info, fps, auto, context, prompt), info
 
-    def on_video(video: str | None, fps: float, auto: bool, context: float, prompt: str, request: gr.Request):
-        """New upload: show its facts and plan. Yields the cleared view first so a bad file leaves none."""
-        sid = _sid(request)
-        entry = state.sessions.get(sid)
-        if entry is not None and entry.key[0] != video:
-            state.sessions.drop(sid)  # a new video: free the old one's cache now
-        if not video:
-            yield "", "", None
+
+def on_settings(state: AppState, info: VideoInfo | None, fps: float, auto: bool, context: float,
+                prompt: str) -> str:  # fmt: skip
+    """The plan line, redrawn while the sliders move."""
+    if info is None:
+        return "*Upload a video to see how it will be read.*"
+    try:
+        opts = run_options(state.options, fps, auto, context)
+    except OptionsError as e:
+        return f"**Cannot plan:** {e}"
+    return plan_line(info, opts, prompt or "", state.engines.engine)
+
+
+def on_prompt_name(name: str) -> str:
+    return prompt_text(name)
+
+
+def load_model(state: AppState, model_id: str, progress=gr.Progress()) -> str:  # noqa: B008 (Gradio's idiom)
+    progress(0.1, desc=f"Loading {model_id}…")
+    with _user_errors():
+        state.engines.get(model_id)
+    return describe_model(state)
+
+
+def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto: bool, context: float,
+              model_id: str, request: gr.Request):  # fmt: skip
+    """Stream the summary. Yields (summary, status, stats, chat, download files)."""
+    sid = _sid(request)
+    if not video:
+        raise gr.Error("No video yet: upload one (drag and drop works), then press Summarize.")
+    if not (prompt or "").strip():
+        raise gr.Error("The prompt is empty: pick a template or write what you want.")
+    cancel = state.cancels.new(sid)
+    unchanged = (gr.skip(),) * 3
+    yield "", "Loading the model…", None, [], None
+    with _user_errors(video):
+        opts = run_options(state.options, fps, auto, context)
+        engine = state.engines.get(model_id)
+        job, response = state.jobs.summarize(sid, engine, video, opts, prompt, cancel)
+        info, plan = job.info, job.plan
+        note = "" if plan.fits else f" ({len(plan.segments)} parts, then a merge)"
+        stages, started = {}, time.perf_counter()
+        try:
+            with _closing(response, cancel):
+                for event in response:
+                    if isinstance(event, Progress):
+                        if event.stage == "segment":  # a new part: its own stages start over
+                            stages = {"segment": (min(event.done + 1, event.total), event.total)}
+                            started = time.perf_counter()
+                        else:
+                            stages[event.stage] = (event.done, event.total)
+                        status = progress_line(stages, started, "frames" in stages) + note
+                        yield gr.skip(), status, *unchanged
+                    elif isinstance(event, TextDelta):
+                        yield (
+                            link_timestamps(response.streamed, info.duration),
+                            "Writing the summary…" + note,
+                            *unchanged,
+                        )
+        except Cancelled:
+            yield link_timestamps(response.streamed, info.duration), STOPPED, gr.skip(), [], None
             return
+        final = response.stats
+        files = write_downloads(state, sid, job)
+        if job.damage:
+            gr.Warning(f"The file is damaged; only the part before the damage was read: {job.damage}")
+        done = (
+            f"Done: read {final.prefill_tokens:,} tokens, wrote {len(final.tokens):,} "
+            f"({final.decode_tokens_per_s:.1f} tokens/s)"
+        )
+        stats = {"turn": "summary", **final.to_dict()}
+        yield link_timestamps(final.text, info.duration), done + note, stats, [], files
+
+
+def chat(state: AppState, message: str, history: list[dict], request: gr.Request):
+    """A follow-up about the summarised video, answered from its cache. Yields (box, chat, stats)."""
+    sid = _sid(request)
+    message = (message or "").strip()
+    if not message:
+        raise gr.Error("Type a question first.")
+    job = state.jobs.get(sid)
+    if job is None:
+        raise gr.Error(
+            "No video is loaded for this page (none yet, or it was unloaded to make room): "
+            "upload a video and press Summarize, then ask."
+        )
+    duration = job.info.duration
+    history = [*(history or []), {"role": "user", "content": link_timestamps(message, duration)}]
+    cancel = state.cancels.new(sid)
+    try:
+        response = job.ask(message, cancel=cancel)
+    except SessionBrokenError:
+        state.jobs.drop(sid)
+        raise gr.Error("This video could not be read earlier: press Summarize to read it again.") from None
+    yield "", history, gr.skip()  # show the question now; the box is free for the next one
+    with _user_errors():
         try:
-            info = probe(video)
-        except SummarizerError as e:
-            yield "", "", None
-            raise gr.Error(_message(e, video)) from None
-        yield video_line(info), on_settings(info, fps, auto, context, prompt), info
+            with _closing(response, cancel):
+                for event in response:
+                    if isinstance(event, TextDelta):
+                        answer = {
+                            "role": "assistant",
+                            "content": link_timestamps(response.streamed, duration),
+                        }
+                        yield gr.skip(), [*history, answer], gr.skip()
+            answer = {"role": "assistant", "content": link_timestamps(response.text, duration)}
+            yield gr.skip(), [*history, answer], {"turn": "follow-up", **response.stats.to_dict()}
+        except Cancelled:
+            answer = {
+                "role": "assistant",
+                "content": link_timestamps(response.streamed, duration) + " *(stopped)*",
+            }
+            yield gr.skip(), [*history, answer], gr.skip()
 
-    def on_settings(info: VideoInfo | None, fps: float, auto: bool, context: float, prompt: str) -> str:
-        """The plan line, redrawn while the sliders move."""
-        if info is None:
-            return "*Upload a video to see how it will be read.*"
+
+def describe_image(state: AppState, image: Any, prompt: str, model_id: str, request: gr.Request):
+    """Stream a description of one image with the same model."""
+    if image is None:
+        raise gr.Error("No image yet: upload one, then press Describe.")
+    cancel = state.cancels.new(_sid(request))
+    yield "Loading the model…"
+    with _user_errors():
+        engine = state.engines.get(model_id)
+        options = state.options
+        session = VideoSession(
+            engine, None, image=image, context=options.context, generation=options.generation
+        )
+        response = session.ask((prompt or "").strip() or IMAGE_PROMPT, cancel=cancel)
         try:
-            opts = run_options(options, fps, auto, context)
-        except OptionsError as e:
-            return f"**Cannot plan:** {e}"
-        return plan_line(info, opts, prompt or "", state.models.engine)
-
-    def on_prompt_name(name: str) -> str:
-        return prompt_text(name)
-
-    def load_model(model_id: str, progress=gr.Progress()) -> str:  # noqa: B008 (Gradio's idiom)
-        progress(0.1, desc=f"Loading {model_id}…")
-        with _user_errors():
-            state.models.get(model_id)
-        return state.models.describe()
-
-    def summarize(
-        video: str | None,
-        prompt: str,
-        fps: float,
-        auto: bool,
-        context: float,
-        model_id: str,
-        request: gr.Request,
-    ):
-        """Stream the summary. Yields (summary, status, stats, chat, md and json downloads, chapter files)."""
-        sid = _sid(request)
-        if not video:
-            raise gr.Error("No video yet: upload one (drag and drop works), then press Summarize.")
-        if not (prompt or "").strip():
-            raise gr.Error("The prompt is empty: pick a template or write what you want.")
-        cancel = state.sessions.new_cancel(sid)
-        unchanged = (gr.skip(),) * 5
-        yield "", "Loading the model…", None, [], None, None, None
-        with _user_errors(video):
-            opts = run_options(options, fps, auto, context)
-            engine = state.models.get(model_id)
-            key = (video, opts.sampling.fps, opts.context.max_context)
-            entry, events = state.sessions.get(sid), None
-            if entry is not None and entry.key == key and entry.job.engine is engine:
-                with contextlib.suppress(SessionBrokenError):  # a session broken by an earlier failure
-                    events = entry.job.ask(prompt, branch=0, cancel=cancel)  # same video: new prompt only
-            if entry is None or entry.key != key or events is None:
-                state.sessions.drop(sid)
-                job = open_video(engine, video, opts, prompt)
-                entry = _Entry(job=job, key=key, bytes=job.plan.kv_cache_bytes)
-                state.sessions.put(sid, entry)
-                events = job.ask(prompt, cancel=cancel)
-            info, plan = entry.job.info, entry.job.plan
-            note = "" if plan.fits else f" ({len(plan.segments)} parts, then a merge)"
-            text, stages, started, read_video, final = "", {}, time.perf_counter(), False, None
-            try:
-                with _closing(events, cancel):
-                    for event in events:
-                        if isinstance(event, Progress):
-                            read_video = read_video or event.stage != "prefill"
-                            if event.stage == "segment":  # a new part: its own stages start over
-                                stages = {"segment": (min(event.done + 1, event.total), event.total)}
-                                started = time.perf_counter()
-                            else:
-                                stages[event.stage] = (event.done, event.total)
-                            yield (
-                                gr.skip(),
-                                progress_line(stages, started, "frames" in stages) + note,
-                                *unchanged,
-                            )
-                        elif isinstance(event, TextDelta):
-                            text += event.text
-                            yield (
-                                link_timestamps(text, info.duration),
-                                "Writing the summary…" + note,
-                                *unchanged,
-                            )
-                        elif isinstance(event, TurnStats):
-                            final = event
-            except Cancelled:
-                yield link_timestamps(text, info.duration), STOPPED, gr.skip(), [], None, None, None
-                return
-            if final is None:
-                raise RuntimeError("the answer stream ended without its statistics")
-            entry.summary = final.text
-            stats = stats_dict(final, "summary", read_video)
-            md, js, *tracks = write_downloads(state, sid, entry, prompt, engine.model_id, stats)
-            if entry.job.damage:
-                gr.Warning(
-                    f"The file is damaged; only the part before the damage was read: {entry.job.damage}"
-                )
-            done = (
-                f"Done: read {final.prefill_tokens:,} tokens, wrote {len(final.tokens):,} "
-                f"({final.decode_tokens_per_s:.1f} tokens/s)"
-            )
-            yield link_timestamps(final.text, info.duration), done + note, stats, [], md, js, tracks
-
-    def chat(message: str, history: list[dict], request: gr.Request):
-        """A follow-up about the summarised video, answered from its cache. Yields (box, chat, stats)."""
-        sid = _sid(request)
-        message = (message or "").strip()
-        if not message:
-            raise gr.Error("Type a question first.")
-        entry = state.sessions.get(sid)
-        if entry is None:
-            raise gr.Error(
-                "No video is loaded for this page (none yet, or it was unloaded to make room): "
-                "upload a video and press Summarize, then ask."
-            )
-        duration = entry.job.info.duration
-        history = [*(history or []), {"role": "user", "content": link_timestamps(message, duration)}]
-        cancel = state.sessions.new_cancel(sid)
-        text, read_video = "", False
-        try:
-            events = entry.job.ask(message, cancel=cancel)
-        except SessionBrokenError:
-            state.sessions.drop(sid)
-            raise gr.Error(
-                "This video could not be read earlier: press Summarize to read it again."
-            ) from None
-        yield "", history, gr.skip()  # show the question now; the box is free for the next one
-        with _user_errors():
-            try:
-                with _closing(events, cancel):
-                    for event in events:
-                        if isinstance(event, Progress):
-                            read_video = read_video or event.stage != "prefill"
-                        elif isinstance(event, TextDelta):
-                            text += event.text
-                            answer = {"role": "assistant", "content": link_timestamps(text, duration)}
-                            yield gr.skip(), [*history, answer], gr.skip()
-                        elif isinstance(event, TurnStats):
-                            answer = {"role": "assistant", "content": link_timestamps(event.text, duration)}
-                            yield gr.skip(), [*history, answer], stats_dict(event, "follow-up", read_video)
-            except Cancelled:
-                answer = {"role": "assistant", "content": link_timestamps(text, duration) + " *(stopped)*"}
-                yield gr.skip(), [*history, answer], gr.skip()
-
-    def describe_image(image: Any, prompt: str, model_id: str, request: gr.Request):
-        """Stream a description of one image with the same model."""
-        if image is None:
-            raise gr.Error("No image yet: upload one, then press Describe.")
-        cancel = state.sessions.new_cancel(_sid(request))
-        text = ""
-        yield "Loading the model…"
-        with _user_errors():
-            engine = state.models.get(model_id)
-            session = VideoSession(
-                engine, None, image=image, context=options.context, generation=options.generation
-            )
-            events = session.ask((prompt or "").strip() or IMAGE_PROMPT, cancel=cancel)
-            try:
-                with _closing(events, cancel):
-                    for event in events:
-                        if isinstance(event, TextDelta):
-                            text += event.text
-                            yield text
-            except Cancelled:
-                yield text + " *(stopped)*"
-
-    def stop(request: gr.Request) -> str:
-        state.sessions.stop(_sid(request))
-        return STOPPED
-
-    def forget(request: gr.Request) -> None:
-        state.sessions.forget(_sid(request))
-
-    return {k: v for k, v in locals().items() if callable(v) and not k.startswith("_")}
+            with _closing(response, cancel):
+                for event in response:
+                    if isinstance(event, TextDelta):
+                        yield response.streamed
+        except Cancelled:
+            yield response.streamed + " *(stopped)*"
 
 
-def write_downloads(
-    state: AppState, sid: str, entry: _Entry, prompt: str, model_id: str, stats: dict
-) -> list[str]:
-    """The finished summary in every export format: Markdown, JSON, then the chapter files."""
-    info = entry.job.info
-    summary = Summary(
-        markdown=entry.summary,
-        video=Path(info.path).name,
-        duration=info.duration,
-        model=model_id,
-        prompt=prompt,
-        stats={**stats, "plan": entry.job.plan.summary()},
-    )
+def stop(state: AppState, request: gr.Request) -> str:
+    state.cancels.stop(_sid(request))
+    return STOPPED
+
+
+def forget(state: AppState, request: gr.Request) -> None:
+    """The page closed: stop its work and free its video."""
+    sid = _sid(request)
+    state.cancels.forget(sid)
+    state.jobs.drop(sid)
+
+
+def write_downloads(state: AppState, sid: str, job: VideoJob) -> list[str]:
+    """The finished summary in every registered export format, as files for the page to offer."""
+    summary = job.summary()
     folder = state.downloads / re.sub(r"[^A-Za-z0-9_-]", "_", sid)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = re.sub(r"[^\w.-]", "_", Path(info.path).stem) or "video"
+    stem = re.sub(r"[^\w.-]", "_", Path(job.info.path).stem) or "video"
     paths = []
-    for fmt in ("md", "json", "srt", "vtt", "chapters"):
+    for fmt in FORMATS:
         writer = get_writer(fmt)
         path = folder / f"{stem}.summary.{writer.extension}"
-        path.write_text(writer.to_string(summary), encoding="utf-8")
+        writer.write(summary, path)
         paths.append(str(path))
     return paths
 
@@ -597,10 +462,30 @@ def write_downloads(
 # Layout and wiring
 
 
+def bind(handler: Callable, state: AppState) -> Callable:
+    """``handler`` with ``state`` as its first argument, still a function (or generator function) whose
+    signature and type hints Gradio reads to pass ``gr.Request`` and ``gr.Progress`` and to stream.
+    (``functools.partial`` hides both from Gradio.)"""
+    if inspect.isgeneratorfunction(handler):
+
+        def bound(*args: Any, **kwargs: Any) -> Any:
+            yield from handler(state, *args, **kwargs)
+    else:
+
+        def bound(*args: Any, **kwargs: Any) -> Any:
+            return handler(state, *args, **kwargs)
+
+    functools.update_wrapper(bound, handler)
+    signature = inspect.signature(handler)
+    bound.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+    bound.__annotations__ = {k: v for k, v in handler.__annotations__.items() if k != "state"}
+    del bound.__wrapped__  # Gradio must see the bound signature, not the handler's
+    return bound
+
+
 def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
     """The web app for ``options`` (model id, sampling, context, server limits); no model is loaded."""
     state = state or AppState(options)
-    h = make_handlers(state)
     auto_default = options.context.max_context == "auto"
     context_default = options.context.max_context_cap if auto_default else options.context.max_context
     context_default = min(max(int(context_default), CONTEXT_MIN), CONTEXT_MAX)
@@ -623,7 +508,7 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                 info="A Qwen3-VL Instruct checkpoint: hub id, local folder or quantized checkpoint",
             )
             load_btn = gr.Button("Load model", scale=0, min_width=140)
-            model_status = gr.Markdown(state.models.describe())
+            model_status = gr.Markdown(describe_model(state))
 
         with gr.Tab("Video"), gr.Row():
             with gr.Column(scale=1):
@@ -665,11 +550,11 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                     elem_id="summary",
                     min_height=120,
                 )
-                with gr.Row():
-                    download_md = gr.DownloadButton("Download Markdown", value=None, size="sm")
-                    download_json = gr.DownloadButton("Download JSON", value=None, size="sm")
-                chapter_files = gr.File(
-                    label="Chapters: SRT, WebVTT, YouTube chapter lines", file_count="multiple", height=90
+                downloads = gr.File(
+                    label="Downloads: " + ", ".join(get_writer(f).description for f in FORMATS),
+                    file_count="multiple",
+                    elem_id="downloads",
+                    height=120,
                 )
                 chatbot = gr.Chatbot(label="Follow-up questions", elem_id="chat", height=320)
                 with gr.Row(equal_height=True):
@@ -689,31 +574,31 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
 
         # Cheap events run outside the GPU pool so the plan line stays live during a summary.
         settings = [info_state, fps, auto, context, prompt]
-        load_btn.click(h["load_model"], model_id, model_status, api_name="load_model", **gpu).then(
-            h["on_settings"], settings, plan_md, **cheap
+        load_btn.click(bind(load_model, state), model_id, model_status, api_name="load_model", **gpu).then(
+            bind(on_settings, state), settings, plan_md, **cheap
         )
         video.change(
-            h["on_video"],
+            bind(on_video, state),
             [video, fps, auto, context, prompt],
             [video_md, plan_md, info_state],
             concurrency_limit=None,
             api_name="video",
         )
-        prompt_name.change(h["on_prompt_name"], prompt_name, prompt, **cheap)
+        prompt_name.change(on_prompt_name, prompt_name, prompt, **cheap)
         auto.change(lambda a: gr.update(interactive=not a), auto, context, **cheap)
         for component in (fps, auto, context, prompt):
-            component.change(h["on_settings"], settings, plan_md, show_progress="hidden", **cheap)
+            component.change(bind(on_settings, state), settings, plan_md, show_progress="hidden", **cheap)
         summarizing = (
             summarize_btn.click(
-                h["summarize"],
+                bind(summarize, state),
                 [video, prompt, fps, auto, context, model_id],
-                [summary, status, stats, chatbot, download_md, download_json, chapter_files],
+                [summary, status, stats, chatbot, downloads],
                 api_name="summarize",
                 **gpu,
             )
-            .then(state.models.describe, None, model_status, **cheap)
+            .then(bind(describe_model, state), None, model_status, **cheap)
             .then(
-                h["on_settings"],
+                bind(on_settings, state),
                 settings,
                 plan_md,
                 **cheap,  # the loaded model fixes the auto context
@@ -721,14 +606,18 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
         )
         ask_inputs, ask_outputs = [question, chatbot], [question, chatbot, stats]
         asking = [
-            question.submit(h["chat"], ask_inputs, ask_outputs, api_name="chat", **gpu),
-            ask_btn.click(h["chat"], ask_inputs, ask_outputs, api_visibility="private", **gpu),
+            question.submit(bind(chat, state), ask_inputs, ask_outputs, api_name="chat", **gpu),
+            ask_btn.click(bind(chat, state), ask_inputs, ask_outputs, api_visibility="private", **gpu),
         ]
         describing = describe_btn.click(
-            h["describe_image"], [image, image_prompt, model_id], image_md, api_name="describe_image", **gpu
+            bind(describe_image, state),
+            [image, image_prompt, model_id],
+            image_md,
+            api_name="describe_image",
+            **gpu,
         )
         stop_btn.click(
-            h["stop"],
+            bind(stop, state),
             None,
             status,
             cancels=[summarizing, *asking, describing],
@@ -737,7 +626,7 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
         )
         demo.load(None, js=SEEK_JS)
         demo.load(None, js=PLAYER_NOTE_JS)
-        demo.unload(h["forget"])  # the page closed: stop its work, free its cached video
+        demo.unload(bind(forget, state))  # the page closed: stop its work, free its cached video
     demo.queue(default_concurrency_limit=options.server.concurrency_limit)
     return demo
 
@@ -767,7 +656,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--share", action="store_true", default=None, help="also open a public gradio.live link"
     )
-    parser.add_argument("--config", help="TOML config file (default: configs/default.toml)")
+    parser.add_argument("--config", help="TOML config file (default: the package's configs/default.toml)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -25,10 +25,13 @@ from typing import Any, TextIO
 
 from . import __version__
 from .errors import OptionsError, SummarizerError
-from .export import FORMATS, Summary, get_writer
+from .events import TurnStats
+from .export import FORMATS, QUESTION_HEADING, get_writer
 from .options import Options, load_options
 from .plan import Plan
 from .timestamps import format_timestamp
+
+QUESTION_SEPARATOR = QUESTION_HEADING  # printed before each --ask answer
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,6 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout closed early (e.g. piped into `head`)
 FRAME_NAME = "{t:010.3f}"  # JPEG file stem of a frame at t seconds: 000012.500
 JPEG_QUALITY = 90
-QUESTION_SEPARATOR = "\n\n---\n\n**Q: {question}**\n\n"  # printed before each --ask answer
 DEFAULT_FORMAT = "md"
 # What a folder given to `summarize` expands to (its files, not its subfolders), by extension.
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".avi", ".webm", ".mov", ".ts", ".m4v", ".mpg", ".mpeg"})
@@ -61,7 +63,10 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     """Global flags; on subcommands with SUPPRESS defaults so they don't clobber values given earlier."""
     default = argparse.SUPPRESS if suppress else None
     parser.add_argument(
-        "--config", metavar="FILE", default=default, help="TOML settings file (default: configs/default.toml)"
+        "--config",
+        metavar="FILE",
+        default=default,
+        help="TOML settings file (default: the package's configs/default.toml)",
     )
     parser.add_argument(
         "--debug", action="store_true", default=default if suppress else False,
@@ -400,92 +405,55 @@ def _prompt_label(args: argparse.Namespace) -> str:
     return getattr(args, "prompt_file", None) or getattr(args, "prompt", None) or DEFAULT_PROMPT
 
 
-def _ask_all(job, questions: list[str], progress: _Progress, stream: bool) -> list[Any]:
+def _ask_all(job, questions: list[str], progress: _Progress, stream: bool) -> list[TurnStats]:
     """Ask the summary prompt then each follow-up; print the answers to stdout as they come if ``stream``.
 
     Returns the TurnStats of each turn.
     """
-    from .engine import Progress, TextDelta, TurnStats
+    from .events import Progress, TextDelta
 
-    turns = []
     for i, question in enumerate(questions):
         if i and stream:
             sys.stdout.write(QUESTION_SEPARATOR.format(question=question))
             sys.stdout.flush()
-        stats = None
-        text = ""
-        for event in job.ask(question):
+        response = job.ask(question)
+        for event in response:
             if isinstance(event, Progress):
                 progress.update(event.stage, event.done, event.total)
             elif isinstance(event, TextDelta):
                 progress.clear()
-                text += event.text
                 if stream and event.text:
                     sys.stdout.write(event.text)
                     sys.stdout.flush()
-            elif isinstance(event, TurnStats):
-                stats = event
         progress.clear()
-        if stats is not None and stream and stats.text.startswith(text):
-            sys.stdout.write(stats.text[len(text) :])  # a character still incomplete at the last delta
-            text = stats.text
         if i == 0 and job.damage:
             log.warning("%s", job.damage)
-        if stream and not text.endswith("\n"):
+        if stream and not response.streamed.endswith("\n"):
             sys.stdout.write("\n")
             sys.stdout.flush()
-        if stats is None:
-            raise RuntimeError("the answer stream ended without its statistics")
-        turns.append(stats)
+        stats = response.stats
         log.debug("turn %d: %d prefill tokens, ttft %.2f s, %.1f tokens/s",
                   i, stats.prefill_tokens, stats.ttft_s, stats.decode_tokens_per_s)  # fmt: skip
-    return turns
+    return list(job.answers)
 
 
-def _summary(job, model: str, prompt: str, turns: list[Any]) -> Summary:
-    """What the writers get: the first answer plus a Q&A section per follow-up, and the run's numbers."""
-    markdown = turns[0].text + "".join(
-        QUESTION_SEPARATOR.format(question=t.question) + t.text for t in turns[1:]
-    )
-    stats = {
-        "frames": job.plan.frames,
-        "segments": len(job.plan.segments),
-        "prompt_tokens": job.plan.tokens,
-        "context": job.context,
-        "damage": job.damage,
-        "turns": [
-            {
-                "question": t.question,
-                "prefill_tokens": t.prefill_tokens,
-                "generated_tokens": len(t.tokens),
-                "ttft_s": t.ttft_s,
-                "decode_tokens_per_s": t.decode_tokens_per_s,
-                "timings": t.timings,
-            }
-            for t in turns
-        ],
-    }
-    return Summary(markdown, Path(job.info.path).name, job.info.duration, model, prompt, stats)
-
-
-def _run_json(job, model: str, turns: list[Any]) -> dict[str, Any]:
+def _run_json(job) -> dict[str, Any]:
     return {
         "video": job.info.path,
-        "model": model,
+        "model": job.engine.model_id,
         "context": job.context,
         "plan": _plan_dict(job.plan),
         "damage": job.damage,
-        "turns": [dataclasses.asdict(t) for t in turns],
+        "turns": [t.as_json() for t in job.answers],
     }
 
 
 def _load_engine(options: Options, progress: _Progress):
-    from .engine import Engine
+    from .loading import load_engine
 
-    m = options.model
-    progress.note(f"loading {m.id}")
+    progress.note(f"loading {options.model.id}")
     with _hf_progress_bars(progress.enabled):
-        return Engine.load(m.id, m.device, m.dtype, m.attn_implementation)
+        return load_engine(options.model)
 
 
 def cmd_summarize(args: argparse.Namespace, options: Options) -> int:
@@ -502,12 +470,11 @@ def cmd_summarize(args: argparse.Namespace, options: Options) -> int:
     job = open_video(engine, path, options, prompt, cache_reuse=not args.no_cache_reuse)
     progress.note(f"plan: {job.plan.summary()}")
     stream = not args.json and args.formats == [DEFAULT_FORMAT]
-    turns = _ask_all(job, [prompt, *args.ask], progress, stream)
+    _ask_all(job, [prompt, *args.ask], progress, stream)
     if args.json:
-        _print_json(_run_json(job, engine.model_id, turns))
+        _print_json(_run_json(job))
     elif not stream:
-        summary = _summary(job, engine.model_id, _prompt_label(args), turns)
-        sys.stdout.write(get_writer(args.formats[0]).to_string(summary))
+        sys.stdout.write(get_writer(args.formats[0]).to_string(job.summary(_prompt_label(args))))
         sys.stdout.flush()
     return 0
 
@@ -547,11 +514,11 @@ def _summarize_batch(args: argparse.Namespace, options: Options) -> int:
             progress.note(f"plan: {job.plan.summary()}")
             turns = _ask_all(job, [prompt, *args.ask], progress, stream=False)
             result.tokens = sum(t.prefill_tokens + len(t.tokens) for t in turns)
-            summary = _summary(job, engine.model_id, _prompt_label(args), turns)
+            summary = job.summary(_prompt_label(args))
             for writer in writers:
                 writer.write(summary, out / f"{path.stem}.{writer.extension}")
             if args.json:
-                _print_json(_run_json(job, engine.model_id, turns))
+                _print_json(_run_json(job))
             result.ok = True
         except Exception as e:
             _report_failure(path, e, args.debug, progress)

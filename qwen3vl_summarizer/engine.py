@@ -21,6 +21,7 @@ triple. ``tests/test_engine.py`` pins the exact token sequence.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -29,99 +30,35 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .attention import use_split_attention
+from .chat_template import ChatTemplate
 from .errors import (
     Cancelled,
     DamagedVideoError,
-    ModelLoadError,
     OptionsError,
     OutOfMemoryError,
     SessionBrokenError,
+    first_line,
 )
+from .events import Event, Progress, Response, TextDelta, TurnStats
 from .feature_cache import CachedFeatures, FeatureCache
+from .kv_cache import growing_cache
 from .options import ContextOptions, GenerationOptions, ModelOptions
 from .plan import Geometry
 from .video import Frame
 
 log = logging.getLogger(__name__)
 
-QWEN3VL_MODEL_TYPES = ("qwen3_vl", "qwen3_vl_moe")
-# Sentinels rendered through the chat template to find where the video, prompt and answers go.
-_PROMPT, _ANSWER, _QUESTION = "\x00PROMPT\x00", "\x00ANSWER\x00", "\x00QUESTION\x00"
 # Bytes kept free on the device beyond the KV cache when choosing the context length automatically.
 ACTIVATION_HEADROOM_BYTES = 3 * 2**30
 
 
 # ----------------------------------------------------------------------------------------------------
-# Events streamed by VideoSession.ask()
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Work under way: ``stage`` is "frames", "vision" or "prefill"; ``done`` of ``total`` units."""
-
-    stage: str
-    done: int
-    total: int
-
-
-@dataclass(frozen=True)
-class TextDelta:
-    """New answer text (may be empty when a token completes no character yet)."""
-
-    text: str
-    token_id: int | None  # None for the flush of an incomplete character at the end
-
-
-@dataclass(frozen=True)
-class TurnStats:
-    question: str
-    text: str
-    tokens: list[int]  # generated token ids (end-of-turn token excluded)
-    prefill_tokens: int  # tokens computed for this turn before the first answer token
-    ttft_s: float  # time to first token, seconds
-    decode_tokens_per_s: float
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage: frames, vision, prefill
-
-
-Event = Progress | TextDelta | TurnStats
-
-
-# ----------------------------------------------------------------------------------------------------
-# Loading
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` = CUDA, then MPS, then CPU."""
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto`` = bfloat16 on GPUs that support it, float16 on other GPUs, float32 on CPU."""
-    if dtype != "auto":
-        try:
-            return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
-        except KeyError:
-            raise OptionsError(
-                f"model.dtype must be auto, bfloat16, float16 or float32, got {dtype!r}"
-            ) from None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.float32
+# The model
 
 
 class Engine:
@@ -143,7 +80,7 @@ class Engine:
         eos = getattr(gen, "eos_token_id", None) or self.tokenizer.eos_token_id
         self.eos_token_ids = set(eos if isinstance(eos, list) else [eos])
         self.eos_token_ids.add(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
-        self._template = _ChatPieces.from_processor(processor)
+        self._template = ChatTemplate.from_processor(processor)
         self.lock = threading.Lock()  # one forward pass at a time on this model
 
     @classmethod
@@ -154,56 +91,10 @@ class Engine:
         dtype: str = "auto",
         attn_implementation: str = "sdpa",
     ) -> Engine:
-        """Load a Qwen3-VL checkpoint (hub id or local folder) with ``from_pretrained``.
+        """Load a Qwen3-VL checkpoint (hub id or local folder); see :func:`.loading.load_model`."""
+        from .loading import load_engine
 
-        Raises ModelLoadError with what was tried and what to do: no network, no such model, not a
-        Qwen3-VL model, or a quantized checkpoint whose backend package is not installed.
-        """
-        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
-        target = pick_device(device)
-        torch_dtype = pick_dtype(dtype, target)
-        where = "local folder" if Path(model_id).expanduser().is_dir() else "hub id"
-        try:
-            config = AutoConfig.from_pretrained(model_id)
-        except (OSError, ValueError) as e:
-            if Path(model_id).expanduser().exists() or where == "local folder":
-                raise ModelLoadError(f"{model_id} is not a model folder: {_first_line(e)}") from None
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-            raise ModelLoadError(
-                f"could not load model '{model_id}' ({where}): not in the local Hugging Face cache and "
-                f"{'offline mode is on' if offline else 'the hub could not be reached or has no such model'}. "
-                "Download it once with `hf download Qwen/Qwen3-VL-2B-Instruct`, or pass --model /path/to/folder"
-            ) from None
-        if config.model_type not in QWEN3VL_MODEL_TYPES:
-            raise ModelLoadError(
-                f"{model_id} is a '{config.model_type}' model; this app needs a Qwen3-VL model "
-                "(e.g. Qwen/Qwen3-VL-2B-Instruct)"
-            )
-        _check_quantization_backend(config, model_id)
-        kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": attn_implementation}
-        if target.type == "cuda":
-            kwargs["device_map"] = str(target) if target.index is not None else "cuda"
-        t0 = time.perf_counter()
-        try:
-            processor = AutoProcessor.from_pretrained(model_id)
-            model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs)
-        except ImportError as e:
-            raise ModelLoadError(
-                f"loading {model_id} needs a package that is not installed: {_first_line(e)}"
-            ) from None
-        except (OSError, ValueError) as e:
-            if "flash_attn" in str(e) or "FlashAttention" in str(e):
-                raise ModelLoadError(
-                    "FlashAttention is not installed: `pip install flash-attn`, or use attn_implementation=sdpa"
-                ) from None
-            raise ModelLoadError(f"could not load {model_id}: {_first_line(e)}") from None
-        if target.type != "cuda":
-            model = model.to(target)
-        if use_split_attention(model):
-            log.info("CPU: chunked prefill attends to the past without a mask (attention.py)")
-        log.info("loaded %s on %s as %s in %.1f s", model_id, target, torch_dtype, time.perf_counter() - t0)
-        return cls(model, processor, model_id)
+        return load_engine(ModelOptions(model_id, device, dtype, attn_implementation))
 
     # -- geometry and memory ------------------------------------------------------------------------
 
@@ -414,7 +305,7 @@ class VideoSession:
         self._image = image
         layers = engine.config.text_config.num_hidden_layers
         capacity = min(max_context or 32_768, expected_tokens or 32_768)
-        self._new_cache = lambda: _growing_cache(layers, capacity)
+        self._new_cache = lambda: growing_cache(layers, capacity)
         self.cache = self._new_cache()
         # What the cache holds: token ids, their MRoPE positions [3, L], and the next free position.
         self.ids: list[int] = []
@@ -444,8 +335,8 @@ class VideoSession:
 
     def ask(
         self, question: str, *, branch: int | None = None, cancel: threading.Event | None = None
-    ) -> Iterator[Event]:
-        """Stream the answer to ``question`` (a prompt or a follow-up) as events."""
+    ) -> Response:
+        """The answer to ``question`` (a prompt or a follow-up): iterate it to stream its events."""
         if branch is not None and not 0 <= branch <= len(self.turns):
             raise ValueError(f"branch must be in 0..{len(self.turns)}, got {branch}")
         if self._broken:
@@ -454,7 +345,7 @@ class VideoSession:
             )
         kept = self.turns if branch is None else self.turns[:branch]
         turn = Turn(question, self.engine._template.turn_ids(self.engine.tokenizer, question, first=not kept))
-        return self._run_turn(kept, turn, cancel)
+        return Response(self._run_turn(kept, turn, cancel))
 
     # -- the turn -----------------------------------------------------------------------------------
 
@@ -489,6 +380,7 @@ class VideoSession:
             computed += total
             timings["prefill"] += time.perf_counter() - t0
             stats = yield from self._decode(turn, logits, cancel, t_start, computed, timings)
+            stats = dataclasses.replace(stats, read_video=fresh and not self.features_from_cache)
         except BaseException as e:
             # Cancelled, failed or abandoned (GeneratorExit): drop this turn, keep the session usable.
             # An interrupted video read keeps what it read and resumes on the next ask.
@@ -497,7 +389,7 @@ class VideoSession:
                 self._pending = []
                 self._rewind(max(before[1], self._media_len))
             elif not isinstance(e, (Cancelled, GeneratorExit)):
-                self._broken = f"reading the video failed: {_first_line(e)}"
+                self._broken = f"reading the video failed: {first_line(e)}"
             if _is_oom(e):
                 _empty_device_cache(self.engine.device)
                 raise OutOfMemoryError(
@@ -705,7 +597,7 @@ class VideoSession:
             _check(cancel)
             head, tail = rows.split(min(chunk, len(rows)), self._media_mask(rows.ids))
             last = not len(tail) and final
-            logits = self._forward(head, logits=last)
+            logits = self._forward(head, start_pos=len(self.ids), logits=last)
             self._pending = [tail] if len(tail) else []
             yield len(head), logits
 
@@ -716,13 +608,17 @@ class VideoSession:
         return mask
 
     @torch.inference_mode()
-    def _forward(self, rows: _Rows, logits: bool) -> torch.Tensor | None:
-        """Run ``rows`` through the language model into the cache; logits of the last token if asked."""
+    def _forward(self, rows: _Rows, start_pos: int, logits: bool) -> torch.Tensor | None:
+        """Run ``rows`` through the language model into cache slots ``start_pos:start_pos + len(rows)``;
+        logits [1, V] of the last token if asked. Prefill and decode both come through here: prefill
+        with a chunk of the prompt, decode with one sampled token."""
+        if start_pos != len(self.ids):
+            raise ValueError(f"the cache holds {len(self.ids)} tokens; cannot write at {start_pos}")
         engine = self.engine
         inner = engine.model.model
         device = engine.device
-        ids = rows.ids.to(device)
-        n, start = len(rows), len(self.ids)
+        ids = rows.ids.to(device)  # [n]
+        n, start = len(rows), start_pos
         if self.max_context is not None and start + n > self.max_context:
             raise OptionsError(
                 f"the conversation would exceed the context length ({start + n:,} > {self.max_context:,} "
@@ -755,7 +651,7 @@ class VideoSession:
         return result
 
     def _step(self, token_id: int) -> torch.Tensor:
-        return self._forward(self._text_rows([token_id]), logits=True)
+        return self._forward(self._text_rows([token_id]), start_pos=len(self.ids), logits=True)
 
     def _rewind(self, length: int) -> None:
         """Crop the cache and its bookkeeping back to the first ``length`` tokens."""
@@ -767,100 +663,6 @@ class VideoSession:
             self.cache.crop(length - len(self.ids))  # a negative count removes that many tokens
         self.ids = self.ids[:length]
         self.next_position = int(self._positions[:, :length].max()) + 1 if length else 0
-
-
-# ----------------------------------------------------------------------------------------------------
-# KV cache
-
-
-def _growing_cache(num_layers: int, capacity: int) -> Any:
-    """A KV cache preallocated for ``capacity`` tokens that writes in place.
-
-    transformers' DynamicCache concatenates on every update: each decoded token copies the whole KV cache
-    (at 160K tokens that dominated decode time even on the tiny model). This one grows by half again when
-    full, and crops by moving its length back.
-    """
-    from transformers.cache_utils import Cache, DynamicLayer
-
-    class GrowingLayer(DynamicLayer):
-        def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-            self.device = key_states.device
-            self._k = self._v = None
-            self._length = 0
-            self.keys = key_states[..., :0, :]
-            self.values = value_states[..., :0, :]
-            self.is_initialized = True
-
-        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            end = self._length + key_states.shape[-2]
-            if self._k is None or end > self._k.shape[-2]:
-                size = max(end, capacity if self._k is None else self._k.shape[-2] * 3 // 2)
-                k = key_states.new_empty((*key_states.shape[:-2], size, key_states.shape[-1]))
-                v = value_states.new_empty((*value_states.shape[:-2], size, value_states.shape[-1]))
-                if self._length:
-                    k[..., : self._length, :] = self._k[..., : self._length, :]
-                    v[..., : self._length, :] = self._v[..., : self._length, :]
-                self._k, self._v = k, v
-            self._k[..., self._length : end, :] = key_states
-            self._v[..., self._length : end, :] = value_states
-            self._length = end
-            self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
-            return self.keys, self.values
-
-        def crop(self, tokens_to_remove: int) -> None:
-            if tokens_to_remove >= 0 or not self.is_initialized:
-                return
-            self._length = max(0, self._length + tokens_to_remove)
-            self.keys, self.values = self._k[..., : self._length, :], self._v[..., : self._length, :]
-
-        def reset(self) -> None:
-            self._k = self._v = None
-            super().reset()
-
-    return Cache(layers=[GrowingLayer() for _ in range(num_layers)])
-
-
-# ----------------------------------------------------------------------------------------------------
-# Chat template pieces
-
-
-@dataclass(frozen=True)
-class _ChatPieces:
-    """The model's chat template cut where the video, the prompt and later turns go."""
-
-    before_video: str  # "<|im_start|>user\n"
-    after_video: str  # text between the video and the prompt (usually empty)
-    after_prompt: str  # "<|im_end|>\n<|im_start|>assistant\n"
-    between_turns: str  # closes the answer and opens the next user turn: "<|im_end|>\n<|im_start|>user\n"
-
-    @classmethod
-    def from_processor(cls, processor: Any) -> _ChatPieces:
-        video = processor.vision_start_token + processor.video_token + processor.vision_end_token
-
-        def render(messages: list[dict]) -> str:
-            return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-        first = render([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": _PROMPT}]}])
-        before_video, rest = first.split(video, 1)
-        after_video, after_prompt = rest.split(_PROMPT, 1)
-        convo = render(
-            [
-                {"role": "user", "content": [{"type": "text", "text": _PROMPT}]},
-                {"role": "assistant", "content": [{"type": "text", "text": _ANSWER}]},
-                {"role": "user", "content": [{"type": "text", "text": _QUESTION}]},
-            ]
-        )
-        between = convo.split(_ANSWER, 1)[1].split(_QUESTION, 1)[0]
-        return cls(before_video, after_video, after_prompt, between)
-
-    def tokens_before_video(self, tokenizer: Any) -> list[int]:
-        return tokenizer(self.before_video, add_special_tokens=False)["input_ids"]
-
-    def turn_ids(self, tokenizer: Any, question: str, first: bool) -> list[int]:
-        text = (self.after_video if first else self.between_turns) + question + self.after_prompt
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -935,30 +737,3 @@ def _free_memory(device: torch.device) -> int:
     with contextlib.suppress(ValueError, OSError, AttributeError):
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     return 8 * 2**30
-
-
-def _check_quantization_backend(config: Any, model_id: str) -> None:
-    """Name the package a quantized checkpoint needs before transformers fails deep inside."""
-    import importlib.util
-
-    quant = getattr(config, "quantization_config", None)
-    if not quant:
-        return
-    method = (
-        quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
-    ) or ""
-    method = str(getattr(method, "value", method)).lower()
-    needs = {
-        "gptq": ("gptqmodel", "pip install 'qwen3vl-summarizer[gptq]'"),
-        "awq": ("awq", "pip install autoawq"),
-    }
-    if method in needs and importlib.util.find_spec(needs[method][0]) is None:
-        package, command = needs[method]
-        raise ModelLoadError(
-            f"{model_id} is a {method.upper()} checkpoint and needs the '{package}' package: {command}"
-        )
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

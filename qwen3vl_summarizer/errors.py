@@ -55,3 +55,29 @@ class Cancelled(SummarizerError):
 
 class SessionBrokenError(SummarizerError):
     """A session whose video read failed midway; open the video again."""
+
+
+class IncompleteAnswerError(SummarizerError):
+    """An answer stream ended without the statistics of its turn (a bug in a stream's producer)."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+class NoAudioStreamError(VideoError):
+    """The file holds no audio stream, so there is no speech to transcribe."""
+
+
+class DamagedAudioError(VideoError):
+    """The audio stream is damaged and not one second of it could be decoded."""
+
+
+class SubtitleError(SummarizerError):
+    """A subtitle file or a subtitle stream cannot be read; the message names the file and line."""
+
+
+class SpeechModelError(SummarizerError):
+    """The speech recognition model (or faster-whisper itself) is missing or cannot be loaded."""

@@ -35,6 +35,7 @@ YOUTUBE_MIN_CHAPTERS = 3  # YouTube ignores chapter lists shorter than this
 YOUTUBE_MIN_CHAPTER_SECONDS = 10.0  # ... or with a chapter shorter than this
 INTRO_TITLE = "Intro"
 JSON_SCHEMA_VERSION = 1
+QUESTION_HEADING = "\n\n---\n\n**Q: {question}**\n\n"  # before each follow-up's answer
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,7 @@ class Writer(ABC):
 
     format: str  # registry key, e.g. "srt"
     extension: str  # file name extension without the dot
+    description: str  # what a person is offered: "SRT subtitles"
 
     @abstractmethod
     def to_string(self, summary: Summary) -> str:
@@ -251,6 +253,7 @@ def _unlink_seek_links(markdown: str) -> str:
 class MarkdownWriter(Writer):
     format = "md"
     extension = "md"
+    description = "Markdown"
 
     def to_string(self, summary: Summary) -> str:
         text = normalize_timestamps(_unlink_seek_links(summary.markdown), summary.known_duration)
@@ -260,6 +263,7 @@ class MarkdownWriter(Writer):
 class JSONWriter(Writer):
     format = "json"
     extension = "json"
+    description = "JSON"
 
     def to_string(self, summary: Summary) -> str:
         chapters, warnings = summary_chapters(summary)
@@ -315,6 +319,7 @@ def _cues(summary: Summary, fmt: str) -> list[tuple[float, float, str]]:
 class SRTWriter(Writer):
     format = "srt"
     extension = "srt"
+    description = "SRT chapters"
 
     def to_string(self, summary: Summary) -> str:
         blocks = [
@@ -327,6 +332,7 @@ class SRTWriter(Writer):
 class VTTWriter(Writer):
     format = "vtt"
     extension = "vtt"
+    description = "WebVTT chapters"
 
     def to_string(self, summary: Summary) -> str:
         blocks = ["WEBVTT\n"]
@@ -341,6 +347,7 @@ class ChaptersWriter(Writer):
 
     format = "chapters"
     extension = "txt"
+    description = "YouTube chapter lines"
 
     def to_string(self, summary: Summary) -> str:
         chapters, warnings = summary_chapters(summary)

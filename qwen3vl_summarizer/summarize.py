@@ -1,7 +1,9 @@
 """Orchestration: probe, plan, sample and open sessions on one video; the CLI and the app share it.
 
 ``open_video`` does the cheap, checkable part (probe and plan: errors surface before any model work) and
-returns a :class:`VideoJob`. Its ``ask()`` streams the same events as :meth:`VideoSession.ask`.
+returns a :class:`VideoJob`. Its ``ask()`` returns a :class:`~.events.Response`, like
+:meth:`VideoSession.ask`; the job keeps the answers of its conversation and builds the exported
+:class:`~.export.Summary` from them (``job.summary()``), the same for the page and the command line.
 
 A video that fits the context is one session. A longer one is split along the plan's segments: each
 segment is summarised in its own session (its frames keep their absolute times, so its timestamps are the
@@ -23,7 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .engine import Engine, Event, Progress, TextDelta, Turn, TurnStats, VideoSession
+from .engine import Engine, Turn, VideoSession
+from .events import Event, Progress, Response, TextDelta, TurnStats
+from .export import QUESTION_HEADING, Summary
 from .feature_cache import FeatureCache
 from .options import Options
 from .plan import Plan, Segment, plan_video
@@ -71,6 +75,8 @@ class VideoJob:
     parts: list[_Part] = field(default_factory=list)
     feature_cache: FeatureCache | None = None
     merged: str = ""  # the merged summary of a segmented video
+    answers: list[TurnStats] = field(default_factory=list)  # the conversation: summary, then follow-ups
+    released: bool = False  # its KV caches were freed (release); the next ask rebuilds them
     _merge_session: VideoSession | None = None
     _prompt: str = ""
 
@@ -91,17 +97,67 @@ class VideoJob:
 
     def ask(
         self, question: str, *, branch: int | None = None, cancel: threading.Event | None = None
-    ) -> Iterator[Event]:
-        """Stream an answer. The first question is the summary prompt; ``branch=0`` replaces it."""
+    ) -> Response:
+        """The answer to ``question``. The first question is the summary prompt; ``branch=0`` replaces it
+        (and drops the follow-ups), ``branch=k`` replaces follow-up ``k``."""
+        self.released = False
         if len(self.parts) == 1:
-            return self.session.ask(question, branch=branch, cancel=cancel)
-        if branch == 0 or not self.merged:
-            return self._summarize_segments(question, cancel)
-        if branch is not None:
+            events = self.session.ask(question, branch=branch, cancel=cancel)
+        elif branch == 0 or not self.merged:
+            events = self._summarize_segments(question, cancel)
+        elif branch is not None:
             raise ValueError(
                 "a segmented video answers follow-ups one at a time; ask again instead of branching"
             )
-        return self._follow_up(question, cancel)
+        else:
+            events = self._follow_up(question, cancel)
+        kept = self.answers if branch is None else self.answers[:branch]
+        return Response(events, on_done=lambda stats: setattr(self, "answers", [*kept, stats]))
+
+    @property
+    def summary_text(self) -> str:
+        """The last finished summary (the first answer), "" before one."""
+        return self.answers[0].text if self.answers else ""
+
+    def summary(self, prompt: str = "") -> Summary:
+        """What the exporters write: the summary, a Q&A section per follow-up, and the run's numbers.
+
+        ``prompt`` names the prompt in the export (a template's name, a file, or the text itself); by
+        default the summary prompt's own text.
+        """
+        if not self.answers:
+            raise ValueError("nothing to export yet: the video has not been summarised")
+        first, *follow_ups = self.answers
+        markdown = first.text + "".join(
+            QUESTION_HEADING.format(question=t.question) + t.text for t in follow_ups
+        )
+        stats = {
+            "plan": self.plan.summary(),
+            "frames": self.plan.frames,
+            "segments": len(self.plan.segments),
+            "prompt_tokens": self.plan.tokens,
+            "context": self.context,
+            "damage": self.damage,
+            "turns": [t.to_dict() for t in self.answers],
+        }
+        return Summary(
+            markdown,
+            Path(self.info.path).name,
+            self.info.duration,
+            self.engine.model_id,
+            prompt or first.question,
+            stats,
+        )
+
+    def reads_as(self, path: str | os.PathLike, options: Options, engine: Engine) -> bool:
+        """Whether this job reads ``path`` as ``options`` would, with ``engine``: then a new prompt can
+        reuse its video (``ask(prompt, branch=0)``) instead of reading it again."""
+        return (
+            engine is self.engine
+            and str(Path(path)) == self.info.path
+            and options.sampling == self.options.sampling
+            and options.context.max_context == self.options.context.max_context
+        )
 
     def release(self) -> None:
         """Free every KV cache. The conversation is kept as token ids and rebuilt on the next ask, from
@@ -110,6 +166,7 @@ class VideoJob:
             if part.session is not None:
                 part.turns, part.session = list(part.session.turns), None
         self._merge_session = None
+        self.released = True
 
     # -- segmented videos ---------------------------------------------------------------------------
 
@@ -139,6 +196,7 @@ class VideoJob:
         note = SEGMENT_NOTE_ZH if chinese else SEGMENT_NOTE
         hours = self.info.duration >= 3600
         prefill = 0
+        read_video = False
         ttft = None
         texts = []
         for i, part in enumerate(self.parts):
@@ -149,21 +207,23 @@ class VideoJob:
             yield TextDelta(header, None)
             session = self._session(part)
             question = note.format(part=i + 1, parts=n, start=start, end=end) + "\n\n" + prompt
-            stats = yield from _relay(
-                session.ask(question, branch=0 if session.turns else None, cancel=cancel)
-            )
+            stats = yield from session.ask(
+                question, branch=0 if session.turns else None, cancel=cancel
+            ).relay()
             part.turns, part.summary = list(session.turns), stats.text
             texts.append(header + stats.text.strip())
             prefill += stats.prefill_tokens
+            read_video = read_video or stats.read_video
             ttft = stats.ttft_s if ttft is None else ttft
             yield TextDelta("\n\n", None)
         yield Progress("segment", n, n)
+        yield Progress("merge", 0, 1)
         yield TextDelta("---\n\n", None)
         merge = load_prompt("merge.zh" if chinese else "merge").render(segments="\n\n".join(texts))
         self._merge_session = VideoSession(
             self.engine, None, context=self.options.context, generation=self.options.generation
         )
-        merged = yield from _relay(self._merge_session.ask(merge, cancel=cancel))
+        merged = yield from self._merge_session.ask(merge, cancel=cancel).relay()
         self.merged = merged.text.strip()
         self._prompt = prompt
         yield TurnStats(
@@ -174,6 +234,7 @@ class VideoJob:
             ttft_s=ttft or 0.0,
             decode_tokens_per_s=merged.decode_tokens_per_s,
             timings={"total": time.perf_counter() - t0, "segments": n},
+            read_video=read_video,
         )
 
     def _follow_up(self, question: str, cancel: threading.Event | None) -> Iterator[Event]:
@@ -196,19 +257,6 @@ class VideoJob:
         words = {w.lower() for w in _WORD.findall(question)}
         scores = [len(words & {w.lower() for w in _WORD.findall(p.summary)}) for p in self.parts]
         return self.parts[max(range(len(scores)), key=scores.__getitem__)]
-
-
-def _relay(events: Iterator[Event]) -> Iterator[Event]:
-    """Pass events through; return the stream's TurnStats (``yield from`` gives it to the caller)."""
-    stats = None
-    for event in events:
-        if isinstance(event, TurnStats):
-            stats = event
-        else:
-            yield event
-    if stats is None:
-        raise RuntimeError("the answer stream ended without its statistics")
-    return stats
 
 
 def open_video(
@@ -249,13 +297,3 @@ def feature_cache(options: Options) -> FeatureCache | None:
     if not options.cache.enabled:
         return None
     return FeatureCache(Path(options.cache.dir).expanduser(), int(options.cache.max_gb * 2**30))
-
-
-def final_stats(events: Iterator[Event]) -> TurnStats:
-    """Run a stream to its end and return its TurnStats."""
-    last = None
-    for last in events:  # noqa: B007
-        pass
-    if not isinstance(last, TurnStats):
-        raise RuntimeError("the answer stream ended without its statistics")
-    return last

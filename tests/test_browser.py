@@ -111,12 +111,12 @@ def test_upload_summarize_chat_and_seek(page, served, tmp_path: Path) -> None:
     shot(page, "browser-stopped.png")
 
     # Closing the tab frees this page's cached video.
-    assert len(state.sessions) == 1
+    assert len(state.jobs) == 1
     page.close()
     deadline = time.monotonic() + 60
-    while len(state.sessions) and time.monotonic() < deadline:
+    while len(state.jobs) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert len(state.sessions) == 0, "the unload handler freed the session"
+    assert len(state.jobs) == 0, "the unload handler freed the session"
 
 
 def test_broken_file_shows_an_error(page, served, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from qwen3vl_summarizer import cli
-from qwen3vl_summarizer.engine import TextDelta, TurnStats
+from qwen3vl_summarizer.events import Response, TextDelta, TurnStats
 
 from .videos import write_video
 
@@ -110,10 +110,9 @@ def test_one_format_without_out_is_printed_after_the_run(capsys, monkeypatch, ti
     """A scripted answer with chapters, so the SRT on stdout has cues to check."""
 
     def scripted(self, question, **kwargs):
-        yield TextDelta(SCRIPTED, 1)
-        yield TurnStats(question, SCRIPTED, [1], 10, 0.1, 1.0)
+        return Response(iter([TextDelta(SCRIPTED, 1), TurnStats(question, SCRIPTED, [1], 10, 0.1, 1.0)]))
 
-    monkeypatch.setattr("qwen3vl_summarizer.summarize.VideoJob.ask", scripted)
+    monkeypatch.setattr("qwen3vl_summarizer.engine.VideoSession.ask", scripted)
     code, out, err = run(capsys, "summarize", videos["a"], "--format", "srt", *model_flags(tiny_model_dir))
     assert code == 0, err
     assert out == "1\n00:00:00,000 --> 00:00:01,000\nOpening\n\n2\n00:00:01,000 --> 00:00:02,000\nClosing\n"

@@ -18,7 +18,7 @@ from qwen3vl_summarizer import engine as engine_module
 from qwen3vl_summarizer.engine import Engine, Progress, TextDelta, TurnStats
 from qwen3vl_summarizer.errors import Cancelled, ModelLoadError
 from qwen3vl_summarizer.options import ContextOptions, GenerationOptions
-from qwen3vl_summarizer.plan import Geometry, group_times
+from qwen3vl_summarizer.plan import group_times
 from qwen3vl_summarizer.video import Frame
 
 PROMPT = "Summarize the video with timestamps."
@@ -266,7 +266,7 @@ def test_abandoned_stream_rewinds(engine, frames):
     run(s, PROMPT)
     length = len(s.ids)
     stream = s.ask("Follow-up?")
-    next(stream)
+    next(iter(stream))
     stream.close()
     assert len(s.ids) == length and len(s.turns) == 1
 
@@ -290,7 +290,12 @@ def test_geometry_is_read_from_the_model(engine):
     # The timestamp text costs what the tokenizer says, one token per digit.
     for t in (0.0, 9.9, 10.0, 123.4, 4567.8):
         assert g.timestamp_tokens(t) == len(engine.tokenizer(f"<{t:.1f} seconds>")["input_ids"])
-    assert g != Geometry()  # the tiny model differs from the 2B defaults (kv bytes)
+    # The chat template's own tokens around the video and the prompt, as the real template renders them.
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": ""}]}]
+    rendered = engine.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    vision_triple = 3  # <|vision_start|><|video_pad|><|vision_end|>
+    assert g.template_tokens == len(engine.tokenizer(rendered)["input_ids"]) - vision_triple
+    assert g.timestamp_base_tokens == len(engine.tokenizer("<0.0 seconds>")["input_ids"])
 
 
 def test_image_session(engine):

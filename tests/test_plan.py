@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -154,10 +155,15 @@ def test_too_short_to_sample_and_bad_pixels_are_options_errors():
 
 
 def test_plans_a_ten_hour_video_quickly():
-    # Pure arithmetic: a 10-hour video plans instantly (well under 100 ms), split or not.
+    # Pure arithmetic: a 10-hour video plans instantly, split or not. The page redraws the plan line on
+    # every slider move, so planning must stay interactive: 0.15-0.2 s measured on a busy 2-core machine;
+    # the bound leaves room for a slow CI run and still catches work that grows with frames times segments.
     for context in (262_144, 32_768):
+        t0 = time.perf_counter()
         plan = make_plan(info(duration=10 * 3600.0), fps=1.0, context=context)
+        elapsed = time.perf_counter() - t0
         assert plan.frames == 36_000 and sum(s.frames for s in plan.segments) == 36_000
+        assert elapsed < 2.0, f"planning a 10-hour video took {elapsed:.2f} s"
 
 
 # --- against the engine ----------------------------------------------------------------------------------
@@ -191,7 +197,7 @@ PROMPT = "Summarize the video in Markdown, citing times as [MM:SS]. 用中文回
 )
 def test_plan_tokens_equal_the_prompt_the_engine_builds(engine, folder, name, size, times, fps):
     from qwen3vl_summarizer.options import load_options
-    from qwen3vl_summarizer.summarize import final_stats, open_video
+    from qwen3vl_summarizer.summarize import open_video
 
     path = folder / name
     write_video(path, times, size=size)
@@ -215,7 +221,7 @@ def test_plan_tokens_equal_the_prompt_the_engine_builds(engine, folder, name, si
     )
     assert plan == job.plan
     session = job.session
-    final_stats(job.ask(PROMPT))
+    assert job.ask(PROMPT).stats.prefill_tokens == plan.tokens
     built = session.media_tokens + len(session.turns[0].prompt_ids)
     assert len(session.ids) == built  # with max_new_tokens=1 no answer token is fed back
     assert plan.tokens == built

@@ -1,0 +1,102 @@
+"""The videos a server keeps open: one :class:`~.summarize.VideoJob` per key (a browser session, an API
+caller), their KV caches released least recently used first beyond a byte budget.
+
+``JobStore.summarize(key, engine, path, options, prompt)`` holds the reuse rule: the same file read the
+same way (sampling, context, model) keeps its video and only the new prompt is computed; anything else
+opens the video afresh. A released job keeps its conversation as token ids, and its next question rebuilds
+the cache from the on-disk vision features, without decoding or encoding the video again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+
+from .engine import Engine
+from .errors import SessionBrokenError
+from .events import Response
+from .options import Options
+from .summarize import VideoJob, open_video
+
+log = logging.getLogger(__name__)
+
+
+class JobStore:
+    """Key -> open :class:`VideoJob`, with least-recently-used release of KV caches under ``budget_bytes``."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = budget_bytes
+        self._jobs: OrderedDict[str, VideoJob] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()
+
+    def summarize(
+        self,
+        key: str,
+        engine: Engine,
+        path: str | os.PathLike,
+        options: Options,
+        prompt: str,
+        cancel: threading.Event | None = None,
+    ) -> tuple[VideoJob, Response]:
+        """The summary of ``path`` for ``key``: a new prompt on the video already open when it is read the
+        same way, else the video opened afresh (probe and plan errors are raised here, before any work)."""
+        job = self.get(key)
+        if job is not None and job.reads_as(path, options, engine):
+            try:
+                return job, job.ask(prompt, branch=0, cancel=cancel)
+            except SessionBrokenError:  # an earlier read failed midway: read the video again
+                log.info("reopening the video of %s after a failed read", key)
+        self.drop(key)  # a new video, or read another way: free the old one's cache now
+        job = open_video(engine, path, options, prompt)
+        self.put(key, job)
+        return job, job.ask(prompt, cancel=cancel)
+
+    def get(self, key: str) -> VideoJob | None:
+        """The key's job, about to be used: it counts against the budget again."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None:
+                self._jobs.move_to_end(key)
+                job.released = False
+                self._release_over_budget(keep=key)
+            return job
+
+    def put(self, key: str, job: VideoJob) -> None:
+        with self._lock:
+            self._jobs[key] = job
+            self._jobs.move_to_end(key)
+            self._release_over_budget(keep=key)
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._jobs.pop(key, None)
+
+    def drop_engine(self, engine: Engine) -> None:
+        """Forget the jobs opened with ``engine`` (a model that was replaced)."""
+        with self._lock:
+            for key in [k for k, job in self._jobs.items() if job.engine is engine]:
+                del self._jobs[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._jobs.clear()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._jobs
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def _release_over_budget(self, keep: str) -> None:
+        held = {key: job for key, job in self._jobs.items() if not job.released}
+        total = sum(job.plan.kv_cache_bytes for job in held.values())
+        for key, job in held.items():  # oldest first
+            if total <= self.budget_bytes:
+                break
+            if key == keep:
+                continue
+            job.release()
+            total -= job.plan.kv_cache_bytes
+            log.info("released the KV cache of %s (memory budget)", key)

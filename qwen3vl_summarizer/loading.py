@@ -1,0 +1,187 @@
+"""Loading a Qwen3-VL checkpoint into an :class:`~.engine.Engine`, and the one engine a server holds.
+
+``load_engine(options.model)`` is the one way the page and the command line load a model: a hub id or a
+local folder through ``from_pretrained``, with the device and dtype picked for the machine, and every
+failure turned into one :class:`~.errors.ModelLoadError` line that says what was tried and what to do.
+:class:`EngineSlot` keeps a server's model: switching to another one loads it first and drops the current
+one only once the new one works, so a failed switch leaves the page as it was.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .attention import use_split_attention
+from .engine import Engine
+from .errors import ModelLoadError, OptionsError, first_line
+from .options import ModelOptions
+
+log = logging.getLogger(__name__)
+
+QWEN3VL_MODEL_TYPES = ("qwen3_vl", "qwen3_vl_moe")
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` = CUDA, then MPS, then CPU."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` = bfloat16 on GPUs that support it, float16 on other GPUs, float32 on CPU."""
+    if dtype != "auto":
+        try:
+            return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+        except KeyError:
+            raise OptionsError(
+                f"model.dtype must be auto, bfloat16, float16 or float32, got {dtype!r}"
+            ) from None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def load_model(
+    model_id: str = ModelOptions.id,
+    device: str = "auto",
+    dtype: str = "auto",
+    attn_implementation: str = "sdpa",
+) -> tuple[Any, Any]:
+    """(model, processor) of a Qwen3-VL checkpoint (hub id or local folder), via ``from_pretrained``.
+
+    Raises ModelLoadError with what was tried and what to do: no network, no such model or folder, not a
+    Qwen3-VL model, or a quantized checkpoint whose backend package is not installed.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    target = pick_device(device)
+    torch_dtype = pick_dtype(dtype, target)
+    where = "local folder" if Path(model_id).expanduser().is_dir() else "hub id"
+    try:
+        config = AutoConfig.from_pretrained(model_id)
+    except (OSError, ValueError) as e:
+        if Path(model_id).expanduser().exists() or where == "local folder":
+            raise ModelLoadError(f"{model_id} is not a model folder: {first_line(e)}") from None
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        if _looks_like_path(model_id):
+            raise ModelLoadError(f"model folder not found: {model_id}") from None
+        raise ModelLoadError(
+            f"could not load model '{model_id}' ({where}): not in the local Hugging Face cache and "
+            f"{'offline mode is on' if offline else 'the hub could not be reached or has no such model'}. "
+            f"Download it once with: hf download {model_id}, or give the path of a local folder that holds it"
+        ) from None
+    if config.model_type not in QWEN3VL_MODEL_TYPES:
+        raise ModelLoadError(
+            f"{model_id} is a '{config.model_type}' model; this app needs a Qwen3-VL model "
+            "(e.g. Qwen/Qwen3-VL-2B-Instruct)"
+        )
+    _check_quantization_backend(config, model_id)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": attn_implementation}
+    if target.type == "cuda":
+        kwargs["device_map"] = str(target) if target.index is not None else "cuda"
+    t0 = time.perf_counter()
+    try:
+        processor = AutoProcessor.from_pretrained(model_id)
+        model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs)
+    except ImportError as e:
+        raise ModelLoadError(
+            f"loading {model_id} needs a package that is not installed: {first_line(e)}"
+        ) from None
+    except (OSError, ValueError) as e:
+        if "flash_attn" in str(e) or "FlashAttention" in str(e):
+            raise ModelLoadError(
+                "FlashAttention is not installed: pip install flash-attn, or use attn_implementation=sdpa"
+            ) from None
+        raise ModelLoadError(f"could not load {model_id}: {first_line(e)}") from None
+    if target.type != "cuda":
+        model = model.to(target)
+    if use_split_attention(model):
+        log.info("CPU: chunked prefill attends to the past without a mask (attention.py)")
+    log.info("loaded %s on %s as %s in %.1f s", model_id, target, torch_dtype, time.perf_counter() - t0)
+    return model, processor
+
+
+def load_engine(options: ModelOptions, model_id: str | None = None) -> Engine:
+    """The engine for ``options`` (device, dtype, attention), on ``model_id`` or ``options.id``."""
+    model_id = (model_id if model_id is not None else options.id).strip()
+    if not model_id:
+        raise ModelLoadError("no model given: pass a hub id such as Qwen/Qwen3-VL-2B-Instruct or a folder")
+    model, processor = load_model(model_id, options.device, options.dtype, options.attn_implementation)
+    return Engine(model, processor, model_id)
+
+
+class EngineSlot:
+    """The one model of a server process. ``get(model_id)`` loads it on first use; another id replaces
+    it, but only once the new model has loaded: a model that fails to load leaves the current one (and
+    the videos opened with it) as they were. ``on_switch(old)`` is called after a replacement."""
+
+    def __init__(self, options: ModelOptions, on_switch: Callable[[Engine], None] | None = None):
+        self.options = options
+        self.engine: Engine | None = None
+        self._lock = threading.Lock()
+        self._on_switch = on_switch
+
+    def get(self, model_id: str | None = None) -> Engine:
+        model_id = (model_id or "").strip() or self.options.id
+        with self._lock:
+            if self.engine is not None and self.engine.model_id == model_id:
+                return self.engine
+            engine = load_engine(self.options, model_id)
+            old, self.engine = self.engine, engine
+        if old is not None:
+            log.info("replaced model %s with %s", old.model_id, model_id)
+            if self._on_switch is not None:
+                self._on_switch(old)
+            del old
+            free_device_memory()
+        return engine
+
+
+def free_device_memory() -> None:
+    """Give memory no longer referenced back (after a model or a KV cache was dropped)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _looks_like_path(model_id: str) -> bool:
+    """A hub id is ``org/name``; a name that starts like a path, or has more parts, is a folder."""
+    return model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1
+
+
+def _check_quantization_backend(config: Any, model_id: str) -> None:
+    """Name the package a quantized checkpoint needs before transformers fails deep inside."""
+    import importlib.util
+
+    quant = getattr(config, "quantization_config", None)
+    if not quant:
+        return
+    method = (
+        quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    ) or ""
+    method = str(getattr(method, "value", method)).lower()
+    needs = {
+        "gptq": ("gptqmodel", "pip install 'qwen3vl-summarizer[gptq]'"),
+        "awq": ("awq", "pip install autoawq"),
+    }
+    if method in needs and importlib.util.find_spec(needs[method][0]) is None:
+        package, command = needs[method]
+        raise ModelLoadError(
+            f"{model_id} is a {method.upper()} checkpoint and needs the '{package}' package: {command}"
+        )

@@ -1,0 +1,190 @@
+"""The job layer both front ends share: the answer object, the job store's reuse and release rules, the
+exported summary, and the server's model slot (tiny model where a model is needed)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from qwen3vl_summarizer.errors import IncompleteAnswerError, ModelLoadError
+from qwen3vl_summarizer.events import Progress, Response, TextDelta, TurnStats
+from qwen3vl_summarizer.jobs import JobStore
+from qwen3vl_summarizer.loading import EngineSlot, load_engine
+from qwen3vl_summarizer.options import load_options
+from tests.videos import write_video
+
+PROMPT = "Summarize the video."
+
+
+def stats(text: str = "ab") -> TurnStats:
+    return TurnStats("q", text, [1, 2], prefill_tokens=5, ttft_s=0.1, decode_tokens_per_s=2.0)
+
+
+# --- Response --------------------------------------------------------------------------------------------
+
+
+def test_a_response_streams_then_holds_its_answer_and_replays() -> None:
+    done = []
+    events = [Progress("prefill", 1, 2), TextDelta("a", 1), TextDelta("b", 2), stats()]
+    response = Response(iter(events), on_done=done.append)
+    assert not response.done
+    streamed = []
+    for event in response:
+        streamed.append(event)
+        if isinstance(event, TextDelta):
+            assert response.streamed.endswith(event.text)
+    assert streamed == events and done == [events[-1]]
+    assert response.text == "ab" and response.stats is events[-1]
+    assert list(response) == events, "a consumed response replays from memory"
+    assert done == [events[-1]], "on_done runs once"
+
+
+def test_stats_runs_an_unread_response_to_its_end() -> None:
+    assert Response(iter([TextDelta("x", 1), stats("x")])).text == "x"
+
+
+def test_a_stream_without_its_statistics_is_one_precise_error() -> None:
+    with pytest.raises(IncompleteAnswerError, match="without its statistics"):
+        list(Response(iter([TextDelta("a", 1)])))
+    with pytest.raises(IncompleteAnswerError):
+        Response(iter([])).stats  # noqa: B018
+
+
+def test_relay_passes_events_and_returns_the_stats() -> None:
+    final = stats()
+
+    def outer():
+        got = yield from Response(iter([TextDelta("a", 1), final])).relay()
+        assert got is final
+        yield "after"
+
+    assert [type(e).__name__ if not isinstance(e, str) else e for e in outer()] == ["TextDelta", "after"]
+
+
+def test_closing_a_response_closes_its_stream() -> None:
+    closed = []
+
+    def source():
+        try:
+            yield TextDelta("a", 1)
+            yield TextDelta("b", 2)
+            yield stats()
+        finally:
+            closed.append(True)
+
+    response = Response(source())
+    next(iter(response))
+    response.close()
+    assert closed == [True]
+    with pytest.raises(IncompleteAnswerError, match="stopped before it finished"):
+        response.stats  # noqa: B018
+
+    # Leaving a loop early (a consumer that breaks, a page that closed) stops the work at once too.
+    closed.clear()
+    response = Response(source())
+    for _ in response:
+        break
+    assert closed == [True]
+
+
+# --- JobStore ------------------------------------------------------------------------------------------
+
+
+def fake_job(name: str, size: int, released: list[str]) -> SimpleNamespace:
+    job = SimpleNamespace(plan=SimpleNamespace(kv_cache_bytes=size), released=False)
+
+    def release():
+        released.append(name)
+        job.released = True
+
+    job.release = release
+    return job
+
+
+def test_jobs_release_their_caches_least_recently_used() -> None:
+    released: list[str] = []
+    store = JobStore(budget_bytes=100)
+    store.put("a", fake_job("a", 60, released))
+    store.put("b", fake_job("b", 60, released))
+    assert released == ["a"], "over budget: the oldest gives its cache back"
+    assert "a" in store, "its conversation stays"
+    store.put("c", fake_job("c", 30, released))
+    assert released == ["a"]
+    store.get("a")  # used again: counts again, so the least recent other one is released
+    assert released == ["a", "b"]
+    store.drop("b")
+    assert "b" not in store and len(store) == 2
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    return load_engine(load_options(overrides={"model": {"device": "cpu", "dtype": "float32"}}, environ={}).model,
+                       str(tiny_model_dir))  # fmt: skip
+
+
+def options(fps: float = 2.0):
+    return load_options(
+        overrides={
+            "sampling": {"fps": fps},
+            "context": {"max_context": 8192},
+            "generation": {"max_new_tokens": 4, "repetition_penalty": 1.0},
+            "cache": {"enabled": False},  # so that reading the video again really reads it
+        },
+        environ={},
+    )
+
+
+def test_the_same_video_read_the_same_way_is_reused_for_a_new_prompt(engine, tmp_path) -> None:
+    video = tmp_path / "clip.mp4"
+    write_video(video, [i * 0.5 for i in range(6)])
+    store = JobStore(budget_bytes=2**30)
+    job, response = store.summarize("page", engine, video, options(), PROMPT)
+    first = response.stats
+    assert first.read_video and job.answers == [first]
+    follow_up = job.ask("And then?").stats
+    assert job.answers == [first, follow_up]
+
+    again, response = store.summarize("page", engine, video, options(), "List the key moments.")
+    second = response.stats
+    assert again is job and not second.read_video, "a new prompt only: the video stays in the cache"
+    assert second.prefill_tokens < job.session.media_tokens
+    assert job.answers == [second], "a new summary replaces the conversation"
+
+    other, response = store.summarize("page", engine, video, options(fps=1.0), PROMPT)
+    assert other is not job and response.stats.read_video, "another sampling rate reads the video again"
+    assert store.get("page") is other
+
+
+def test_the_exported_summary_is_built_from_the_jobs_answers(engine, tmp_path) -> None:
+    video = tmp_path / "clip.mp4"
+    write_video(video, [i * 0.5 for i in range(6)])
+    job, response = JobStore(budget_bytes=2**30).summarize("cli", engine, video, options(), PROMPT)
+    with pytest.raises(ValueError, match="not been summarised"):
+        job.summary()
+    response.stats  # noqa: B018
+    job.ask("q1").stats  # noqa: B018
+    summary = job.summary("general")
+    assert summary.markdown == job.answers[0].text + "\n\n---\n\n**Q: q1**\n\n" + job.answers[1].text
+    assert summary.video == "clip.mp4" and summary.model == engine.model_id and summary.prompt == "general"
+    assert [t["question"] for t in summary.stats["turns"]] == [PROMPT, "q1"]
+    assert summary.stats["prompt_tokens"] == job.plan.tokens and summary.stats["frames"] == job.plan.frames
+
+
+# --- EngineSlot ----------------------------------------------------------------------------------------
+
+
+def test_a_model_that_fails_to_load_leaves_the_current_one(tiny_model_dir, tmp_path) -> None:
+    model = load_options(overrides={"model": {"id": str(tiny_model_dir), "device": "cpu"}}, environ={}).model
+    switched = []
+    slot = EngineSlot(model, on_switch=switched.append)
+    engine = slot.get()
+    assert slot.get(str(tiny_model_dir)) is engine, "the same id is not loaded twice"
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match="not a model folder"):
+        slot.get(str(empty))
+    assert slot.engine is engine and switched == [], "a failed switch keeps the working model"
+    with pytest.raises(ModelLoadError, match="model folder not found: /no/such/folder"):
+        slot.get("/no/such/folder")
+    assert slot.engine is engine
