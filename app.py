@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ CONTEXT_MIN, CONTEXT_MAX, CONTEXT_STEP = 8 * 1024, 256 * 1024, 8 * 1024  # token
 DEFAULT_PROMPT = "general"
 IMAGE_PROMPT = "Describe this image in detail, in Markdown. Include any text you can read in it."
 STOPPED = "Stopped. The video stays loaded: ask again or press Summarize."
+NOTHING_TO_STOP = "Nothing is running."
+SUMMARY_PLACEHOLDER = "*The summary appears here, with every time a link into the video.*"
 GENERIC_ERROR = "Something went wrong on the server (details are in its log). Try again, or reload the page."
 
 # Clicking a seek link ``[03:25](#t=205)`` (made by link_timestamps) moves the player there and plays;
@@ -134,11 +137,14 @@ class Cancels:
             self._events[sid] = event
         return event
 
-    def stop(self, sid: str) -> None:
+    def stop(self, sid: str) -> bool:
+        """Set the session's event; False when none was running."""
         with self._lock:
             event = self._events.get(sid)
+        running = event is not None and not event.is_set()
         if event is not None:
             event.set()
+        return running
 
     def forget(self, sid: str) -> None:
         self.stop(sid)
@@ -170,18 +176,44 @@ def _message(e: SummarizerError, upload: str | None = None) -> str:
     return text.replace(upload, Path(upload).name) if upload else text
 
 
+def show_error(message: str) -> str:
+    """A failure: a toast now, and the status line to return, which stays until the next action.
+
+    Handlers never raise ``gr.Error``: Gradio would paint an error badge over every output of the event
+    (summary, chat, question box), blocking typing until each is closed."""
+    gr.Warning(message, title="Error")
+    return f"**Error:** {message}"
+
+
+def warn(message: str) -> str:
+    """A problem with the request itself: a toast, and the same words in the status line."""
+    gr.Warning(message)
+    return message
+
+
+@dataclass
+class _Failure:
+    message: str = ""
+
+    def show(self) -> str:
+        return show_error(self.message)
+
+    def __bool__(self) -> bool:
+        return bool(self.message)
+
+
 @contextlib.contextmanager
-def _user_errors(upload: str | None = None) -> Iterator[None]:
-    """Turn library errors into ``gr.Error`` (what happened, what to do); log anything unexpected."""
+def _status_errors(upload: str | None = None) -> Iterator[_Failure]:
+    """Catch a library error (what happened, what to do) or an unexpected one (logged) into the yielded
+    failure, for the handler to show (:func:`show_error`) after the block."""
+    failure = _Failure()
     try:
-        yield
-    except gr.Error:
-        raise
+        yield failure
     except SummarizerError as e:
-        raise gr.Error(_message(e, upload)) from None
+        failure.message = _message(e, upload)
     except Exception:
         log.exception("unexpected error in a request")
-        raise gr.Error(GENERIC_ERROR) from None
+        failure.message = GENERIC_ERROR
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -235,21 +267,28 @@ def plan_line(info: VideoInfo, options: Options, prompt: str, engine: Engine | N
     return line
 
 
-def progress_line(stages: dict[str, tuple[int, int]], started: float, reading: bool) -> str:
-    """``Decoding frames 4/8 · Encoding vision 4/8 · Prefill 43/51 tokens · about 3 s left``."""
+def progress_line(stages: dict[str, tuple[int, int]], started: float) -> str:
+    """``Decoding frames 4/8 · Encoding vision 4/8 · Prefill 43/51 tokens · about 3 s left``.
+
+    The estimate follows prefill, which trails decoding and vision and ends with the video's last
+    token, so it holds through all three stages; before the first prefill chunk it follows decoding."""
     names = {
         "segment": "Part",
         "frames": "Decoding frames",
         "vision": "Encoding vision",
         "prefill": "Prefill",
     }
-    parts = []
+    if "merge" in stages:
+        parts = ["Merging the parts"]
+        stages = {k: v for k, v in stages.items() if k == "prefill"}
+    else:
+        parts = []
     for stage in ("segment", "frames", "vision", "prefill"):
         if stage in stages:
             done, total = stages[stage]
             unit = " tokens" if stage == "prefill" else ""
             parts.append(f"{names[stage]} {done:,}/{total:,}{unit}")
-    done, total = stages.get("frames" if reading else "prefill", (0, 0))
+    done, total = stages.get("prefill", stages.get("frames", (0, 0)))
     elapsed = time.perf_counter() - started
     if 0 < done < total and elapsed > 1:
         parts.append(f"about {elapsed * (total - done) / done:.0f} s left")
@@ -279,20 +318,25 @@ def _closing(response: Response, cancel: threading.Event) -> Iterator[Response]:
 
 def on_video(state: AppState, video: str | None, fps: float, auto: bool, context: float, prompt: str,
              request: gr.Request):  # fmt: skip
-    """New upload: show its facts and plan. Yields the cleared view first so a bad file leaves none."""
+    """New upload: show its facts and plan, and clear what belonged to the previous video.
+
+    Yields (video facts, plan line, VideoInfo, status, summary, chat, stats, downloads); the cleared view
+    comes first, so a bad file leaves nothing of the old one behind."""
     sid = _sid(request)
     job = state.jobs.get(sid)
     if job is not None and job.info.path != video:
+        state.cancels.stop(sid)  # work on the old video has nothing more to show
         state.jobs.drop(sid)  # a new video: free the old one's cache now
+    cleared = ("", SUMMARY_PLACEHOLDER, [], None, None)  # status, summary, chat, stats, downloads
     if not video:
-        yield "", "", None
+        yield "", "", None, *cleared
         return
     try:
         info = probe(video)
     except SummarizerError as e:
-        yield "", "", None
-        raise gr.Error(_message(e, video)) from None
-    yield video_line(info), on_settings(state, info, fps, auto, context, prompt), info
+        yield "", "", None, show_error(_message(e, video)), *cleared[1:]
+        return
+    yield video_line(info), on_settings(state, info, fps, auto, context, prompt), info, *cleared
 
 
 def on_settings(state: AppState, info: VideoInfo | None, fps: float, auto: bool, context: float,
@@ -313,8 +357,10 @@ def on_prompt_name(name: str) -> str:
 
 def load_model(state: AppState, model_id: str, progress=gr.Progress()) -> str:  # noqa: B008 (Gradio's idiom)
     progress(0.1, desc=f"Loading {model_id}…")
-    with _user_errors():
+    with _status_errors() as failed:
         state.engines.get(model_id)
+    if failed:  # the model that was loaded (if any) stays loaded
+        return failed.show() + "  \n" + describe_model(state)
     return describe_model(state)
 
 
@@ -322,14 +368,16 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
               model_id: str, request: gr.Request):  # fmt: skip
     """Stream the summary. Yields (summary, status, stats, chat, download files)."""
     sid = _sid(request)
+    keep = (gr.skip(),) * 3  # stats, chat, downloads
     if not video:
-        raise gr.Error("No video yet: upload one (drag and drop works), then press Summarize.")
+        yield gr.skip(), warn("No video yet: upload one (drag and drop works), then press Summarize."), *keep
+        return
     if not (prompt or "").strip():
-        raise gr.Error("The prompt is empty: pick a template or write what you want.")
+        yield gr.skip(), warn("The prompt is empty: pick a template or write what you want."), *keep
+        return
     cancel = state.cancels.new(sid)
-    unchanged = (gr.skip(),) * 3
     yield "", "Loading the model…", None, [], None
-    with _user_errors(video):
+    with _status_errors(video) as failed:
         opts = run_options(state.options, fps, auto, context)
         engine = state.engines.get(model_id)
         job, response = state.jobs.summarize(sid, engine, video, opts, prompt, cancel)
@@ -340,46 +388,59 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
             with _closing(response, cancel):
                 for event in response:
                     if isinstance(event, Progress):
-                        if event.stage == "segment":  # a new part: its own stages start over
-                            stages = {"segment": (min(event.done + 1, event.total), event.total)}
+                        if event.stage in ("segment", "merge"):  # a new part: its own stages start over
+                            stages = {event.stage: (min(event.done + 1, event.total), event.total)}
                             started = time.perf_counter()
                         else:
                             stages[event.stage] = (event.done, event.total)
-                        status = progress_line(stages, started, "frames" in stages) + note
-                        yield gr.skip(), status, *unchanged
+                        yield gr.skip(), progress_line(stages, started) + note, *keep
                     elif isinstance(event, TextDelta):
-                        yield (
-                            link_timestamps(response.streamed, info.duration),
-                            "Writing the summary…" + note,
-                            *unchanged,
-                        )
+                        text = link_timestamps(response.streamed, info.duration)
+                        yield text, "Writing the summary…" + note, *keep
         except Cancelled:
             yield link_timestamps(response.streamed, info.duration), STOPPED, gr.skip(), [], None
             return
         final = response.stats
-        files = write_downloads(state, sid, job)
+        files, skipped = write_downloads(state, sid, job)
         if job.damage:
             gr.Warning(f"The file is damaged; only the part before the damage was read: {job.damage}")
-        done = (
-            f"Done: read {final.prefill_tokens:,} tokens, wrote {len(final.tokens):,} "
-            f"({final.decode_tokens_per_s:.1f} tokens/s)"
-        )
+        if final.text.strip():
+            done = (
+                f"Done: read {final.prefill_tokens:,} tokens, wrote {len(final.tokens):,} "
+                f"({final.decode_tokens_per_s:.1f} tokens/s)"
+            )
+            if skipped:
+                done += f" · no {', '.join(skipped)} to download: the summary has no chapter times"
+        else:
+            done = (
+                f"The model answered with no text ({len(final.tokens):,} tokens of white space or control "
+                "tokens). Try another prompt or template, or a higher frame rate."
+            )
         stats = {"turn": "summary", **final.to_dict()}
-        yield link_timestamps(final.text, info.duration), done + note, stats, [], files
+        summary = link_timestamps(final.text, info.duration) if final.text.strip() else SUMMARY_PLACEHOLDER
+        yield summary, done + note, stats, [], files
+    if failed:
+        yield gr.skip(), failed.show(), *keep
 
 
 def chat(state: AppState, message: str, history: list[dict], request: gr.Request):
-    """A follow-up about the summarised video, answered from its cache. Yields (box, chat, stats)."""
+    """A follow-up about the summarised video, answered from its cache.
+
+    Yields (question box, chat, stats, status)."""
     sid = _sid(request)
     message = (message or "").strip()
+    keep = (gr.skip(),) * 3
     if not message:
-        raise gr.Error("Type a question first.")
+        yield *keep, warn("Type a question first.")
+        return
     job = state.jobs.get(sid)
     if job is None:
-        raise gr.Error(
-            "No video is loaded for this page (none yet, or it was unloaded to make room): "
-            "upload a video and press Summarize, then ask."
+        text = (
+            "No video has been read for this page yet (or it was unloaded to make room): "
+            "upload a video if needed and press Summarize, then ask."
         )
+        yield *keep, show_error(text)
+        return
     duration = job.info.duration
     history = [*(history or []), {"role": "user", "content": link_timestamps(message, duration)}]
     cancel = state.cancels.new(sid)
@@ -387,9 +448,11 @@ def chat(state: AppState, message: str, history: list[dict], request: gr.Request
         response = job.ask(message, cancel=cancel)
     except SessionBrokenError:
         state.jobs.drop(sid)
-        raise gr.Error("This video could not be read earlier: press Summarize to read it again.") from None
-    yield "", history, gr.skip()  # show the question now; the box is free for the next one
-    with _user_errors():
+        text = "This video could not be read earlier: press Summarize to read it again."
+        yield *keep, show_error(text)
+        return
+    yield "", history, gr.skip(), ""  # show the question now; the box is free for the next one
+    with _status_errors() as failed:
         try:
             with _closing(response, cancel):
                 for event in response:
@@ -398,24 +461,29 @@ def chat(state: AppState, message: str, history: list[dict], request: gr.Request
                             "role": "assistant",
                             "content": link_timestamps(response.streamed, duration),
                         }
-                        yield gr.skip(), [*history, answer], gr.skip()
+                        yield gr.skip(), [*history, answer], gr.skip(), gr.skip()
             answer = {"role": "assistant", "content": link_timestamps(response.text, duration)}
-            yield gr.skip(), [*history, answer], {"turn": "follow-up", **response.stats.to_dict()}
+            if not response.text.strip():
+                answer["content"] = "*(the model answered with no text; try asking another way)*"
+            yield gr.skip(), [*history, answer], {"turn": "follow-up", **response.stats.to_dict()}, gr.skip()
         except Cancelled:
             answer = {
                 "role": "assistant",
                 "content": link_timestamps(response.streamed, duration) + " *(stopped)*",
             }
-            yield gr.skip(), [*history, answer], gr.skip()
+            yield gr.skip(), [*history, answer], gr.skip(), gr.skip()
+    if failed:
+        yield *keep, failed.show()
 
 
 def describe_image(state: AppState, image: Any, prompt: str, model_id: str, request: gr.Request):
     """Stream a description of one image with the same model."""
     if image is None:
-        raise gr.Error("No image yet: upload one, then press Describe.")
+        yield warn("No image yet: upload one, then press Describe.")
+        return
     cancel = state.cancels.new(_sid(request))
     yield "Loading the model…"
-    with _user_errors():
+    with _status_errors() as failed:
         engine = state.engines.get(model_id)
         options = state.options
         session = VideoSession(
@@ -429,11 +497,13 @@ def describe_image(state: AppState, image: Any, prompt: str, model_id: str, requ
                         yield response.streamed
         except Cancelled:
             yield response.streamed + " *(stopped)*"
+    if failed:
+        yield failed.show()
 
 
 def stop(state: AppState, request: gr.Request) -> str:
-    state.cancels.stop(_sid(request))
-    return STOPPED
+    """Stop this page's running work (its handler rewinds the unfinished turn)."""
+    return STOPPED if state.cancels.stop(_sid(request)) else NOTHING_TO_STOP
 
 
 def forget(state: AppState, request: gr.Request) -> None:
@@ -443,19 +513,24 @@ def forget(state: AppState, request: gr.Request) -> None:
     state.jobs.drop(sid)
 
 
-def write_downloads(state: AppState, sid: str, job: VideoJob) -> list[str]:
-    """The finished summary in every registered export format, as files for the page to offer."""
+def write_downloads(state: AppState, sid: str, job: VideoJob) -> tuple[list[str], list[str]]:
+    """The finished summary in every registered export format that has something to hold: (the files'
+    paths, the descriptions of the formats left out because they would be empty, e.g. no chapters)."""
     summary = job.summary()
     folder = state.downloads / re.sub(r"[^A-Za-z0-9_-]", "_", sid)
     folder.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^\w.-]", "_", Path(job.info.path).stem) or "video"
-    paths = []
+    paths, skipped = [], []
     for fmt in FORMATS:
         writer = get_writer(fmt)
+        text = writer.to_string(summary)
+        if not writer.has_content(text):
+            skipped.append(writer.description)
+            continue
         path = folder / f"{stem}.summary.{writer.extension}"
-        writer.write(summary, path)
+        path.write_text(text, encoding="utf-8")
         paths.append(str(path))
-    return paths
+    return paths, skipped
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -545,7 +620,7 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
             with gr.Column(scale=1):
                 status = gr.Markdown(elem_id="status")
                 summary = gr.Markdown(
-                    "*The summary appears here, with every time a link into the video.*",
+                    SUMMARY_PLACEHOLDER,
                     label="Summary",
                     elem_id="summary",
                     min_height=120,
@@ -580,8 +655,9 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
         video.change(
             bind(on_video, state),
             [video, fps, auto, context, prompt],
-            [video_md, plan_md, info_state],
+            [video_md, plan_md, info_state, status, summary, chatbot, stats, downloads],
             concurrency_limit=None,
+            show_progress="hidden",
             api_name="video",
         )
         prompt_name.change(on_prompt_name, prompt_name, prompt, **cheap)
@@ -594,6 +670,7 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                 [video, prompt, fps, auto, context, model_id],
                 [summary, status, stats, chatbot, downloads],
                 api_name="summarize",
+                show_progress="hidden",  # the status line shows progress and errors; no badges
                 **gpu,
             )
             .then(bind(describe_model, state), None, model_status, **cheap)
@@ -604,10 +681,16 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                 **cheap,  # the loaded model fixes the auto context
             )
         )
-        ask_inputs, ask_outputs = [question, chatbot], [question, chatbot, stats]
+        ask_inputs, ask_outputs = [question, chatbot], [question, chatbot, stats, status]
+        ask = {
+            "fn": bind(chat, state),
+            "inputs": ask_inputs,
+            "outputs": ask_outputs,
+            "show_progress": "hidden",
+        }
         asking = [
-            question.submit(bind(chat, state), ask_inputs, ask_outputs, api_name="chat", **gpu),
-            ask_btn.click(bind(chat, state), ask_inputs, ask_outputs, api_visibility="private", **gpu),
+            question.submit(**ask, api_name="chat", **gpu),
+            ask_btn.click(**ask, api_visibility="private", **gpu),
         ]
         describing = describe_btn.click(
             bind(describe_image, state),

@@ -35,6 +35,7 @@ YOUTUBE_MIN_CHAPTERS = 3  # YouTube ignores chapter lists shorter than this
 YOUTUBE_MIN_CHAPTER_SECONDS = 10.0  # ... or with a chapter shorter than this
 INTRO_TITLE = "Intro"
 JSON_SCHEMA_VERSION = 1
+VTT_HEADER = "WEBVTT"
 QUESTION_HEADING = "\n\n---\n\n**Q: {question}**\n\n"  # before each follow-up's answer
 
 
@@ -233,6 +234,10 @@ class Writer(ABC):
     def to_string(self, summary: Summary) -> str:
         """The whole file as text."""
 
+    def has_content(self, text: str) -> bool:
+        """Whether ``to_string``'s ``text`` holds anything for a person (a track may have no cue)."""
+        return bool(text.strip())
+
     def write(self, summary: Summary, file: str | os.PathLike[str] | IO[str]) -> None:
         """Write to a path (UTF-8, ``\\n`` line ends) or to an open text file."""
         text = self.to_string(summary)
@@ -334,8 +339,11 @@ class VTTWriter(Writer):
     extension = "vtt"
     description = "WebVTT chapters"
 
+    def has_content(self, text: str) -> bool:
+        return text.strip() != VTT_HEADER
+
     def to_string(self, summary: Summary) -> str:
-        blocks = ["WEBVTT\n"]
+        blocks = [VTT_HEADER + "\n"]
         for i, (start, end, title) in enumerate(_cues(summary, self.format), 1):
             text = title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             blocks.append(f"{i}\n{_cue_time(start, '.')} --> {_cue_time(end, '.')}\n{text}\n")

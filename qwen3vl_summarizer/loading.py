@@ -28,6 +28,10 @@ from .options import ModelOptions
 log = logging.getLogger(__name__)
 
 QWEN3VL_MODEL_TYPES = ("qwen3_vl", "qwen3_vl_moe")
+# Before 5.24 the Qwen3-VL text model took its cache as ``past_key_values`` (ours passes ``cache=``, which
+# 5.17 swallowed: every prefill chunk ran without its past, wrong tokens and no error) and returned DeepStack
+# features unsplit. Measured with transformers 5.17 and 5.24 on the test suite.
+MIN_TRANSFORMERS = (5, 24)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -68,8 +72,14 @@ def load_model(
     Raises ModelLoadError with what was tried and what to do: no network, no such model or folder, not a
     Qwen3-VL model, or a quantized checkpoint whose backend package is not installed.
     """
+    import transformers
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+    if tuple(int(part) for part in transformers.__version__.split(".")[:2]) < MIN_TRANSFORMERS:
+        wanted = ".".join(map(str, MIN_TRANSFORMERS))
+        raise ModelLoadError(
+            f"transformers {transformers.__version__} is too old for this engine: pip install 'transformers>={wanted}'"
+        )
     target = pick_device(device)
     torch_dtype = pick_dtype(dtype, target)
     where = "local folder" if Path(model_id).expanduser().is_dir() else "hub id"

@@ -10,7 +10,6 @@ import av
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
@@ -55,7 +54,12 @@ def test_summary_streams_then_follow_ups_reuse_the_cached_video(served: Served, 
     assert all(len(a) <= len(b) for a, b in zip(texts, texts[1:], strict=False))
     assert any("frames" in o[1] for o in outputs), "progress through the stages is shown"
     summary, status, stats, chat, files = outputs[-1]
-    assert sorted(Path(f).suffix for f in files) == [".json", ".md", ".srt", ".txt", ".vtt"]
+    # Every registered format that has something to hold; the chapter tracks only if the noise has times.
+    suffixes = {Path(f).suffix for f in files}
+    assert {".md", ".json"} <= suffixes <= {".md", ".json", ".srt", ".vtt", ".txt"}
+    assert all(Path(f).read_text(encoding="utf-8").strip() not in ("", "WEBVTT") for f in files)
+    if len(files) < 5:
+        assert "no SRT chapters" in status or "SRT" not in str(suffixes), "a format left out is named"
     assert status.startswith("Done") and stats["read_video"] is True
     opened = served.state.jobs.get(client.session_hash)
     video_tokens = opened.session.media_tokens
@@ -75,7 +79,7 @@ def test_summary_streams_then_follow_ups_reuse_the_cached_video(served: Served, 
     # A follow-up prefills only its own tokens: no frame is decoded or encoded again.
     job = client.submit("What happens at 0:02?", [], api_name="/chat")
     outputs = list(job)
-    _, history, stats2 = job.result()
+    _, history, stats2, _ = job.result()
     assert outputs[0][0] == "", "the question box is cleared as soon as the question is shown"
     assert [m["role"] for m in history] == ["user", "assistant"]
     assert "[00:02](#t=2)" in _text(history[0]), "times in the question become seek links"
@@ -83,7 +87,7 @@ def test_summary_streams_then_follow_ups_reuse_the_cached_video(served: Served, 
     assert opened.session.frames_read == frames_read and len(opened.session.turns) == 2
 
     # A second follow-up carries the history; the cache still holds the video.
-    _, history, stats3 = client.predict("And then?", history, api_name="/chat")
+    _, history, stats3, _ = client.predict("And then?", history, api_name="/chat")
     assert len(history) == 4 and stats3["read_video"] is False and len(opened.session.turns) == 3
 
     # Summarize again with another prompt: the cached video is reused (branch from the prompt).
@@ -106,7 +110,7 @@ def test_stop_cancels_and_leaves_the_session_usable(served: Served, media) -> No
     assert session.turns == [], "the stopped summary turn was dropped"
 
     # The video stays cached: a question after Stop reads no frame again.
-    _, history, stats = client.predict("What is shown?", [], api_name="/chat")
+    _, history, stats, _ = client.predict("What is shown?", [], api_name="/chat")
     assert stats["read_video"] is False and len(session.turns) == 1
 
     # Cancelling the event itself (what the Stop button's cancels=[...] does) rewinds cleanly too.
@@ -115,31 +119,33 @@ def test_stop_cancels_and_leaves_the_session_usable(served: Served, media) -> No
         if len(output[1]) == 4:  # the answer started streaming
             job.cancel()
             break
-    _, _, stats = client.predict("One more question.", history, api_name="/chat")
+    _, _, stats, _ = client.predict("One more question.", history, api_name="/chat")
     assert stats["read_video"] is False
     assert len(session.turns) == 2, "the cancelled turn left nothing behind"
 
 
 def test_bad_input_is_a_message_and_the_app_keeps_serving(served: Served, media, tmp_path: Path) -> None:
+    """Every problem is one status line that says what happened (no failed event: Gradio would paint
+    error badges over the page); the app keeps serving."""
     client = served.client()
-    with pytest.raises(AppError, match="No video yet"):
-        client.predict(None, PROMPT, 1.0, True, 8192, served.options.model.id, api_name="/summarize")
-    with pytest.raises(AppError, match="broken.mp4 is not a video") as caught:
-        served.summarize(client, media.broken).result()
-    assert "/gradio/" not in str(caught.value), "the server-side upload path is not shown"
-    with pytest.raises(AppError, match="no video stream"):
-        served.summarize(client, media.audio).result()
-    with pytest.raises(AppError, match="is not a video"):
-        client.predict(handle_file(str(media.broken)), 1.0, True, 8192, PROMPT, api_name="/video")
-    with pytest.raises(AppError, match="No video is loaded"):
-        client.predict("What happens?", [], api_name="/chat")
+    status = client.predict(None, PROMPT, 1.0, True, 8192, served.options.model.id, api_name="/summarize")[1]
+    assert status.startswith("No video yet")
+    status = served.summarize(client, media.broken).result()[1]
+    assert status.startswith("**Error:** broken.mp4 is not a video")
+    assert "/gradio/" not in status, "the server-side upload path is not shown"
+    assert "no video stream" in served.summarize(client, media.audio).result()[1]
+    outputs = client.predict(handle_file(str(media.broken)), 1.0, True, 8192, PROMPT, api_name="/video")
+    assert outputs[3].startswith("**Error:**") and "is not a video" in outputs[3]
+    status = client.predict("What happens?", [], api_name="/chat")[3]
+    assert status.startswith("**Error:** No video has been read")
     empty = tmp_path / "not-a-model"
     empty.mkdir()
-    with pytest.raises(AppError, match="not a model folder"):
-        served.summarize(client, media.short, model=str(empty)).result()
-    # Still serving, with the configured model loaded again on demand.
+    status = served.summarize(client, media.short, model=str(empty)).result()[1]
+    assert "not a model folder" in status
+    # Still serving, with the configured model (never unloaded by the failed switch).
+    engine = served.state.engines.engine
     outputs = list(served.summarize(client, media.short))
-    assert outputs[-1][1].startswith("Done")
+    assert outputs[-1][1].startswith("Done") and served.state.engines.engine is engine
 
 
 def test_two_clients_never_see_each_other(served: Served, media) -> None:
@@ -151,14 +157,14 @@ def test_two_clients_never_see_each_other(served: Served, media) -> None:
     b = served.state.jobs.get(bob.session_hash)
     assert Path(a.info.path).name == "short.mp4" and Path(b.info.path).name == "other.mp4"
     assert a.session is not b.session
-    _, history_a, _ = alice.predict("What is in my video?", [], api_name="/chat")
+    _, history_a, _, _ = alice.predict("What is in my video?", [], api_name="/chat")
     assert len(history_a) == 2 and len(a.session.turns) == 2 and len(b.session.turns) == 1
     # Bob's Stop does not touch Alice's session; a fresh page has no video at all.
     bob.predict(api_name="/stop")
-    _, _, stats = alice.predict("And now?", history_a, api_name="/chat")
+    _, _, stats, _ = alice.predict("And now?", history_a, api_name="/chat")
     assert stats["read_video"] is False and len(a.session.turns) == 3
-    with pytest.raises(AppError, match="No video is loaded"):
-        served.client().predict("Whose video is this?", [], api_name="/chat")
+    status = served.client().predict("Whose video is this?", [], api_name="/chat")[3]
+    assert "No video has been read" in status
 
 
 def test_plan_line_and_image_description(served: Served, media) -> None:

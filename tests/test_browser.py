@@ -125,15 +125,17 @@ def test_broken_file_shows_an_error(page, served, tmp_path: Path) -> None:
     broken.write_bytes(b"not a video at all " * 100)
     page.goto(url)
     page.locator("#player input[type=file]").set_input_files(str(broken))
-    message = page.get_by_text("holiday.mp4 is not a video FFmpeg can read")
+    message = page.locator("#status").get_by_text("holiday.mp4 is not a video FFmpeg can read")
     message.wait_for()
     assert "/gradio/" not in message.inner_text()
     shot(page, "browser-broken-file.png")
-    # Summarize on it says the same, and the page keeps working.
+    # Summarize on it says the same (a new toast, the same status line), and the page keeps working.
+    for close in page.locator("[data-testid=toast-close]").all():
+        close.click()
+    page.wait_for_function("!document.querySelector('[data-testid=toast-body]')")
     page.get_by_role("button", name="Summarize").click()
-    page.wait_for_function(
-        "document.body.innerText.split('holiday.mp4 is not a video FFmpeg can read').length > 2"
-    )
+    page.get_by_test_id("toast-body").get_by_text("holiday.mp4 is not a video FFmpeg can read").wait_for()
+    assert "holiday.mp4 is not a video" in page.inner_text("#status")
 
 
 def test_a_file_the_browser_cannot_play_gets_a_note(page, served, tmp_path: Path) -> None:
@@ -153,3 +155,41 @@ def test_a_file_the_browser_cannot_play_gets_a_note(page, served, tmp_path: Path
     page.locator("#player input[type=file]").set_input_files(str(new))
     page.wait_for_function("document.querySelector('#player video')?.readyState >= 1")
     assert page.inner_text("#player-note-text") == ""
+
+
+def test_an_error_is_one_status_line_and_leaves_the_page_usable(page, served, tmp_path: Path) -> None:
+    """No error badge over the other panels, the question box stays typable, and the message stays."""
+    video = tmp_path / "clip.mp4"
+    write_video(video, [i * 0.5 for i in range(8)])
+    page.goto(served.url)
+    question = page.locator("#question textarea")
+    # Asking before any summary: a lasting line in the status area, not a badge over the chat.
+    question.fill("What is shown?")
+    question.press("Enter")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('No video has been read')")
+    shot(page, "browser-error-line.png")
+    assert page.locator(".error").count() == 0, "no error badge is painted over any panel"
+    question.fill("Typing still works")
+    assert question.input_value() == "Typing still works"
+    page.wait_for_timeout(6000)  # past the toast's life: the status line is still there
+    assert "No video has been read" in page.inner_text("#status")
+
+    # A summary, then a new upload: the old summary, chat and status go with the old video.
+    page.locator("#player input[type=file]").set_input_files(str(video))
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('4 frames at')")
+    page.get_by_role("button", name="Summarize").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Done')")
+    page.get_by_text("Last turn statistics").click()  # open the accordion: the stats say when a turn ends
+    question.fill("And then?")
+    question.press("Enter")
+    page.wait_for_function("document.querySelector('#stats')?.innerText.includes('follow-up')")
+    assert page.locator("#chat .message").count() >= 2
+    other = tmp_path / "other.mp4"
+    write_video(other, [i * 0.5 for i in range(6)], size=(160, 96))
+    page.locator("#player button[aria-label='Clear']").click()
+    page.locator("#player input[type=file]").set_input_files(str(other))
+    page.wait_for_function("document.querySelector('#video-info').innerText.includes('160×96')")
+    page.wait_for_function("!document.querySelector('#status').innerText.includes('Done')")
+    assert page.locator("#chat .message").count() == 0, "the old chat is cleared"
+    assert "The summary appears here" in page.inner_text("#summary")
+    shot(page, "browser-new-upload-cleared.png")

@@ -188,3 +188,11 @@ def test_a_model_that_fails_to_load_leaves_the_current_one(tiny_model_dir, tmp_p
     with pytest.raises(ModelLoadError, match="model folder not found: /no/such/folder"):
         slot.get("/no/such/folder")
     assert slot.engine is engine
+
+
+def test_a_transformers_too_old_for_the_engine_is_refused(tiny_model_dir, monkeypatch) -> None:
+    import transformers
+
+    monkeypatch.setattr(transformers, "__version__", "5.17.0")
+    with pytest.raises(ModelLoadError, match=r"transformers 5.17.0 is too old.*transformers>=5.24"):
+        load_engine(load_options(environ={}).model, str(tiny_model_dir))
