@@ -13,6 +13,7 @@ components. GPU work shares one queue slot pool (``concurrency_id="gpu"``).
 import argparse
 import contextlib
 import functools
+import html
 import inspect
 import json
 import logging
@@ -21,6 +22,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,7 @@ from qwen3vl_summarizer.export import FORMATS, get_writer
 from qwen3vl_summarizer.jobs import JobStore
 from qwen3vl_summarizer.loading import EngineSlot
 from qwen3vl_summarizer.options import Options, load_options
-from qwen3vl_summarizer.plan import plan_video
+from qwen3vl_summarizer.plan import Geometry, plan_video
 from qwen3vl_summarizer.prompts import list_prompts
 from qwen3vl_summarizer.summarize import VideoJob
 from qwen3vl_summarizer.timestamps import format_timestamp, link_timestamps
@@ -58,6 +61,25 @@ IMAGE_PROMPT = "Describe this image in detail, in Markdown. Include any text you
 STOPPED = "Stopped. The video stays loaded: ask again or press Summarize."
 NOTHING_TO_STOP = "Nothing is running."
 SUMMARY_PLACEHOLDER = "*The summary appears here, with every time a link into the video.*"
+TRANSCRIPT_PLACEHOLDER = "*What is said in the video appears here once it is summarised.*"
+SPEECH_CHOICES = [
+    ("Auto: subtitles, else speech recognition", "auto"),
+    ("Subtitles only (a file next to it or inside it)", "subtitles"),
+    ("Speech recognition", "asr"),
+    ("Off: frames only", "off"),
+]
+SPEECH_POLL_S = 0.5  # how often the page hears how far transcription got, seconds
+# Hides the transcript lines that do not contain the filter box's words (in the browser: no round trip).
+FILTER_TRANSCRIPT_JS = """
+(query) => {
+  const words = (query || "").toLowerCase().split(/\\s+/).filter(Boolean);
+  for (const item of document.querySelectorAll("#transcript li")) {
+    const text = item.innerText.toLowerCase();
+    item.style.display = words.every((w) => text.includes(w)) ? "" : "none";
+  }
+  return query;
+}
+"""
 GENERIC_ERROR = "Something went wrong on the server (details are in its log). Try again, or reload the page."
 
 # Clicking a seek link ``[03:25](#t=205)`` (made by link_timestamps) moves the player there and plays;
@@ -229,10 +251,44 @@ def prompt_text(name: str) -> str:
     return next((p.text for p in list_prompts() if p.name == name), "")
 
 
-def run_options(options: Options, fps: float, auto_context: bool, context: float) -> Options:
-    """The options of one run: the sliders' fps and context length over the configured ones."""
+def run_options(
+    options: Options, fps: float, auto_context: bool, context: float, speech: str | None = None,
+    language: str | None = None,
+) -> Options:  # fmt: skip
+    """The options of one run: the page's fps, context length and speech settings over the configured
+    ones (None keeps the configured value)."""
     max_context = "auto" if auto_context else int(context)
-    return options.replace(sampling={"fps": float(fps)}, context={"max_context": max_context})
+    speech_options = {"mode": speech, "language": None if language is None else language.strip().lower()}
+    return options.replace(
+        sampling={"fps": float(fps)},
+        context={"max_context": max_context},
+        speech={k: v for k, v in speech_options.items() if v is not None},
+    )
+
+
+def transcript_markdown(job: VideoJob) -> str:
+    """The transcript panel: one line a segment, its time a link that seeks the player; or why there is
+    no speech in this summary."""
+    transcript = job.transcript
+    if transcript is None:
+        if job.options.speech.mode == "off":
+            return "*Speech is off for this summary: the model read the frames only.*"
+        if not job.info.has_audio:
+            return "*The video has no audio track: the model read the frames only.*"
+        return (
+            "*No subtitles were found and no speech model could be loaded (the server's log says why): "
+            "the model read the frames only.*"
+        )
+    hours = job.info.duration >= 3600
+    # The words are the video's, not ours: shown as text (escaped), never as HTML or Markdown links.
+    lines = [f"- {link_timestamps(f'[{format_timestamp(s.start, hours)}]', job.info.duration)} "
+             f"{html.escape(s.text).replace('[', '&#91;')}" for s in transcript.segments]  # fmt: skip
+    source = transcript.source.replace("asr:", "speech recognition, ").replace("sidecar:", "subtitle file ")
+    source = source.replace("embedded:", "subtitles in the video, ")
+    heading = f"*{len(transcript.segments)} lines from {source}" + (
+        f" ({transcript.language})*" if transcript.language else "*"
+    )
+    return heading + "\n\n" + ("\n".join(lines) if lines else "*(nothing was said)*")
 
 
 def video_line(info: VideoInfo) -> str:
@@ -247,18 +303,22 @@ def video_line(info: VideoInfo) -> str:
     return " · ".join(parts)
 
 
-def plan_line(info: VideoInfo, options: Options, prompt: str, engine: Engine | None) -> str:
-    """What the model will see and what it costs, as one line; planning problems become the line."""
+def plan_line(info: VideoInfo, options: Options, prompt: str, engine: Engine | None, speech: str = "") -> str:
+    """What the model will see and what it costs, as one line; planning problems become the line.
+    ``speech``: the transcript as the model reads it, once known (its tokens are counted and shown)."""
     auto = options.context.max_context == "auto"
     if engine is not None:
         context = engine.context_length(options.context)
     else:
         context = options.context.max_context_cap if auto else int(options.context.max_context)
     try:
-        plan = plan_video(info, options, context, prompt, engine.geometry if engine is not None else None)
+        geometry = engine.geometry if engine is not None else None
+        plan = plan_video(info, options, context, speech + prompt, geometry)
     except SummarizerError as e:
         return f"**Cannot plan:** {e}"
     line = "**Plan:** " + plan.summary()
+    if speech:
+        line += f" · of which speech {(geometry or Geometry()).text_tokens(speech):,} tokens"
     if not plan.fits:
         length = format_timestamp(max(s.end - s.start for s in plan.segments))
         line += f" (parts of up to {length}, each summarised with the video's own times, then merged)"
@@ -320,14 +380,14 @@ def on_video(state: AppState, video: str | None, fps: float, auto: bool, context
              request: gr.Request):  # fmt: skip
     """New upload: show its facts and plan, and clear what belonged to the previous video.
 
-    Yields (video facts, plan line, VideoInfo, status, summary, chat, stats, downloads); the cleared view
-    comes first, so a bad file leaves nothing of the old one behind."""
+    Yields (video facts, plan line, VideoInfo, status, summary, chat, stats, downloads, transcript); the
+    cleared view comes first, so a bad file leaves nothing of the old one behind."""
     sid = _sid(request)
     job = state.jobs.get(sid)
     if job is not None and job.info.path != video:
         state.cancels.stop(sid)  # work on the old video has nothing more to show
         state.jobs.drop(sid)  # a new video: free the old one's cache now
-    cleared = ("", SUMMARY_PLACEHOLDER, [], None, None)  # status, summary, chat, stats, downloads
+    cleared = ("", SUMMARY_PLACEHOLDER, [], None, None, TRANSCRIPT_PLACEHOLDER)  # status ... transcript
     if not video:
         yield "", "", None, *cleared
         return
@@ -336,19 +396,21 @@ def on_video(state: AppState, video: str | None, fps: float, auto: bool, context
     except SummarizerError as e:
         yield "", "", None, show_error(_message(e, video)), *cleared[1:]
         return
-    yield video_line(info), on_settings(state, info, fps, auto, context, prompt), info, *cleared
+    yield video_line(info), on_settings(state, info, fps, auto, context, prompt, request), info, *cleared
 
 
 def on_settings(state: AppState, info: VideoInfo | None, fps: float, auto: bool, context: float,
-                prompt: str) -> str:  # fmt: skip
-    """The plan line, redrawn while the sliders move."""
+                prompt: str, request: gr.Request) -> str:  # fmt: skip
+    """The plan line, redrawn while the sliders move; with the speech's tokens once it was transcribed."""
     if info is None:
         return "*Upload a video to see how it will be read.*"
     try:
         opts = run_options(state.options, fps, auto, context)
     except OptionsError as e:
         return f"**Cannot plan:** {e}"
-    return plan_line(info, opts, prompt or "", state.engines.engine)
+    job = state.jobs.peek(_sid(request))
+    speech = job.speech if job is not None and job.info.path == info.path else ""
+    return plan_line(info, opts, prompt or "", state.engines.engine, speech)
 
 
 def on_prompt_name(name: str) -> str:
@@ -365,10 +427,10 @@ def load_model(state: AppState, model_id: str, progress=gr.Progress()) -> str:  
 
 
 def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto: bool, context: float,
-              model_id: str, request: gr.Request):  # fmt: skip
-    """Stream the summary. Yields (summary, status, stats, chat, download files)."""
+              model_id: str, speech: str, language: str, request: gr.Request):  # fmt: skip
+    """Stream the summary. Yields (summary, status, stats, chat, download files, transcript)."""
     sid = _sid(request)
-    keep = (gr.skip(),) * 3  # stats, chat, downloads
+    keep = (gr.skip(),) * 4  # stats, chat, downloads, transcript
     if not video:
         yield gr.skip(), warn("No video yet: upload one (drag and drop works), then press Summarize."), *keep
         return
@@ -376,11 +438,17 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
         yield gr.skip(), warn("The prompt is empty: pick a template or write what you want."), *keep
         return
     cancel = state.cancels.new(sid)
-    yield "", "Loading the model…", None, [], None
+    yield "", "Loading the model…", None, [], None, gr.skip()
     with _status_errors(video) as failed:
-        opts = run_options(state.options, fps, auto, context)
+        opts = run_options(state.options, fps, auto, context, speech, language)
         engine = state.engines.get(model_id)
-        job, response = state.jobs.summarize(sid, engine, video, opts, prompt, cancel)
+        try:
+            opened = yield from _open_with_speech_progress(state, sid, engine, video, opts, prompt, cancel)
+        except Cancelled:
+            yield gr.skip(), STOPPED, *keep
+            return
+        job, response = opened
+        yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), transcript_markdown(job)
         info, plan = job.info, job.plan
         note = "" if plan.fits else f" ({len(plan.segments)} parts, then a merge)"
         stages, started = {}, time.perf_counter()
@@ -398,7 +466,7 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
                         text = link_timestamps(response.streamed, info.duration)
                         yield text, "Writing the summary…" + note, *keep
         except Cancelled:
-            yield link_timestamps(response.streamed, info.duration), STOPPED, gr.skip(), [], None
+            yield link_timestamps(response.streamed, info.duration), STOPPED, gr.skip(), [], None, gr.skip()
             return
         final = response.stats
         files, skipped = write_downloads(state, sid, job)
@@ -418,9 +486,41 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
             )
         stats = {"turn": "summary", **final.to_dict()}
         summary = link_timestamps(final.text, info.duration) if final.text.strip() else SUMMARY_PLACEHOLDER
-        yield summary, done + note, stats, [], files
+        yield summary, done + note, stats, [], files, gr.skip()
     if failed:
         yield gr.skip(), failed.show(), *keep
+
+
+def _open_with_speech_progress(state: AppState, sid: str, engine: Engine, video: str, opts: Options,
+                               prompt: str, cancel: threading.Event):  # fmt: skip
+    """``state.jobs.summarize`` on a worker thread, yielding status updates while the speech is
+    transcribed (that happens before the job exists, so before its Response streams). Returns
+    (job, response); raises what it raised."""
+    heard: dict[str, tuple[float, float]] = {}
+    started = time.perf_counter()
+
+    def on_speech(done: float, total: float) -> None:
+        heard["speech"] = (done, total)
+
+    keep = (gr.skip(),) * 4
+    with ThreadPoolExecutor(1, thread_name_prefix="open-video") as pool:
+        future = pool.submit(state.jobs.summarize, sid, engine, video, opts, prompt, cancel, on_speech)
+        while True:
+            try:
+                return future.result(timeout=SPEECH_POLL_S)
+            except FutureTimeout:
+                if "speech" in heard:
+                    yield gr.skip(), speech_line(*heard["speech"], started), *keep
+
+
+def speech_line(done: float, total: float, started: float) -> str:
+    """``Transcribing the speech 01:20/45:00 · about 40 s left``."""
+    hours = total >= 3600
+    line = f"Transcribing the speech {format_timestamp(done, hours)}/{format_timestamp(total, hours)}"
+    elapsed = time.perf_counter() - started
+    if 0 < done < total and elapsed > 1:
+        line += f" · about {elapsed * (total - done) / done:.0f} s left"
+    return line
 
 
 def chat(state: AppState, message: str, history: list[dict], request: gr.Request):
@@ -592,6 +692,13 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                 )
                 gr.HTML('<p id="player-note-text" role="status"></p>', elem_id="player-note", padding=False)
                 video_md = gr.Markdown(elem_id="video-info")
+                with gr.Accordion(
+                    "Transcript: what is said, each time a link", open=False, elem_id="transcript-box"
+                ):
+                    transcript_filter = gr.Textbox(
+                        placeholder="Find a word…", show_label=False, elem_id="transcript-filter", max_lines=1
+                    )
+                    transcript = gr.Markdown(TRANSCRIPT_PLACEHOLDER, elem_id="transcript", max_height=320)
                 info_state = gr.State(None)  # this page's VideoInfo
                 prompt_name = gr.Dropdown(prompt_choices(), value=DEFAULT_PROMPT, label="Prompt template")
                 prompt = gr.Textbox(prompt_text(DEFAULT_PROMPT), label="Prompt", lines=4, max_lines=8)
@@ -613,6 +720,14 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                         label="Context length (tokens)",
                         interactive=not auto_default,
                     )
+                with gr.Row():
+                    speech = gr.Dropdown(
+                        SPEECH_CHOICES, value=options.speech.mode, label="Speech", elem_id="speech", scale=3
+                    )
+                    language = gr.Textbox(
+                        options.speech.language, label="Language", placeholder="auto", scale=1, max_lines=1,
+                        info="e.g. en, de, zh; empty = detect",
+                    )  # fmt: skip
                 plan_md = gr.Markdown("*Upload a video to see how it will be read.*", elem_id="plan")
                 with gr.Row():
                     summarize_btn = gr.Button("Summarize", variant="primary")
@@ -655,20 +770,21 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
         video.change(
             bind(on_video, state),
             [video, fps, auto, context, prompt],
-            [video_md, plan_md, info_state, status, summary, chatbot, stats, downloads],
+            [video_md, plan_md, info_state, status, summary, chatbot, stats, downloads, transcript],
             concurrency_limit=None,
             show_progress="hidden",
             api_name="video",
         )
         prompt_name.change(on_prompt_name, prompt_name, prompt, **cheap)
+        transcript_filter.change(None, transcript_filter, None, js=FILTER_TRANSCRIPT_JS)
         auto.change(lambda a: gr.update(interactive=not a), auto, context, **cheap)
         for component in (fps, auto, context, prompt):
             component.change(bind(on_settings, state), settings, plan_md, show_progress="hidden", **cheap)
         summarizing = (
             summarize_btn.click(
                 bind(summarize, state),
-                [video, prompt, fps, auto, context, model_id],
-                [summary, status, stats, chatbot, downloads],
+                [video, prompt, fps, auto, context, model_id, speech, language],
+                [summary, status, stats, chatbot, downloads, transcript],
                 api_name="summarize",
                 show_progress="hidden",  # the status line shows progress and errors; no badges
                 **gpu,

@@ -15,11 +15,18 @@ No attention mask is built at all. Everything else (the first chunk, decoding on
 tower, any padded batch) goes to transformers' own sdpa path unchanged.
 
 ``use_split_attention(model)`` turns it on for the text model of a Qwen3-VL model on the CPU.
+
+The same merge serves a float8 KV cache on any device (:func:`float8_attention`): the cached keys and
+values are dequantized one block at a time and each block's softmax is merged in, so the whole cache is
+never materialised in bf16. ``float8_kv_attention(model)`` switches the text model to it for the forward
+passes of a session whose cache is float8.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -108,3 +115,135 @@ def split_prefill_attention(
     lse = torch.logaddexp(lse_past, lse_chunk)
     out = out_past * torch.exp(lse_past - lse)[..., None] + out_chunk * torch.exp(lse_chunk - lse)[..., None]
     return out.to(query.dtype).transpose(1, 2).contiguous(), None
+
+
+# ----------------------------------------------------------------------------------------------------
+# A float8 KV cache: dequantized block by block, merged exactly by log-sum-exp
+
+FLOAT8_NAME = "float8_kv"  # registered with the attention interface only, so transformers builds no mask
+# Cached tokens dequantized at once, counted as the bytes of their keys plus values in the compute dtype.
+# This bounds the attention's transient memory whatever the context: 64 MiB is 16,384 tokens of
+# Qwen3-VL-2B in bf16, where one whole layer at 262,144 tokens would be 1 GiB.
+DEQUANT_BLOCK_BYTES = 64 * 2**20
+# Scores per tile of the plain PyTorch fallback, for devices without a fused kernel that returns the
+# log-sum-exp (MPS, unusual head sizes): 128 MiB in float32.
+MATH_TILE_SCORES = 2**25
+
+
+@contextlib.contextmanager
+def float8_kv_attention(model: Any) -> Iterator[None]:
+    """While inside, ``model``'s text layers read a float8 KV cache (:class:`.kv_cache.Float8Layer`)
+    through :func:`float8_attention`.
+
+    The text config's implementation is switched for these forward passes only: sessions with an
+    unquantized cache on the same model keep their own attention and masks. Callers hold the engine's
+    lock, so no other forward pass runs meanwhile. The name has no mask function registered, so
+    transformers passes no mask at all (the float8 attention is causal by construction, batch 1).
+    """
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(FLOAT8_NAME, float8_attention)
+    config = model.model.language_model.config
+    saved = config._attn_implementation
+    config._attn_implementation = FLOAT8_NAME
+    try:
+        yield
+    finally:
+        config._attn_implementation = saved
+
+
+def float8_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,  # [B, H, L, E]: the chunk's queries, the last L of S tokens
+    key: Any,  # kv_cache.Float8KV [B, Hkv, S, E]: every cached key, this chunk's included
+    value: Any,  # kv_cache.Float8KV [B, Hkv, S, E]
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' attention interface over a float8 cache; returns ([B, L, H, E], None).
+
+    The S - L earlier tokens are attended without a mask, one dequantized block at a time (a single
+    query, decoding, attends to all S that way); the chunk's own L tokens causally, as one square block.
+    Each block's softmax is merged into the running result with its log-sum-exp, which is exactly the
+    softmax over their union (as in :func:`split_prefill_attention`).
+    """
+    if attention_mask is not None or dropout:
+        raise ValueError("the float8 KV cache attends without padding or dropout (one sequence, inference)")
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    b, heads, length, dim = query.shape
+    kv_heads, total = key.shape[1], key.shape[2]
+    groups = heads // kv_heads
+    scale = scaling if scaling is not None else dim**-0.5
+    past = total if length == 1 else total - length
+    block = max(1, DEQUANT_BLOCK_BYTES // (2 * b * kv_heads * dim * query.element_size()))
+    grouped = query.reshape(b, kv_heads, groups * length, dim)  # head h reads key head h // groups
+    out = lse = None
+    for start in range(0, past, block):
+        end = min(past, start + block)
+        k, v = key.dequantize(start, end, query.dtype), value.dequantize(start, end, query.dtype)
+        o, s = _attend(grouped, k, v, causal=False, scale=scale)
+        out, lse = _merge(out, lse, o.reshape(b, heads, length, dim), s.reshape(b, heads, length))
+    if past < total:
+        k = repeat_kv(key.dequantize(past, total, query.dtype), groups)
+        v = repeat_kv(value.dequantize(past, total, query.dtype), groups)
+        out, lse = _merge(out, lse, *_attend(query, k, v, causal=True, scale=scale))
+    return out.to(query.dtype).transpose(1, 2).contiguous(), None
+
+
+def _merge(
+    out: torch.Tensor | None, lse: torch.Tensor | None, block_out: torch.Tensor, block_lse: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention over two sets of keys from each one's output and log-sum-exp (float32)."""
+    block_out, block_lse = block_out.float(), block_lse.float()
+    if out is None:
+        return block_out, block_lse
+    merged = torch.logaddexp(lse, block_lse)
+    out = out.mul_(torch.exp(lse - merged)[..., None]).add_(
+        block_out * torch.exp(block_lse - merged)[..., None]
+    )
+    return out, merged
+
+
+def _attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``softmax(q k^T * scale) v`` and each row's log-sum-exp: ([B, H, L, E], [B, H, L]).
+
+    Fused kernels where PyTorch has one that returns the log-sum-exp: the CPU flash kernel, CUDA's flash
+    kernel (fp16/bf16) or memory-efficient kernel (float32); the plain tiled computation elsewhere.
+    ``causal`` needs a square block (L == keys).
+    """
+    if q.device.type == "cpu":
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
+    if q.device.type == "cuda" and q.shape[-1] <= 256:
+        if q.dtype in (torch.float16, torch.bfloat16):
+            out = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)
+            return out[0], out[1]
+        out = torch.ops.aten._scaled_dot_product_efficient_attention(
+            q, k, v, None, True, 0.0, causal, scale=scale
+        )
+        return out[0], out[1][..., : q.shape[-2]]  # its log-sum-exp may be padded along L
+    return _attend_math(q, k, v, causal, scale)
+
+
+def _attend_math(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_attend` in plain PyTorch, float32, in tiles of query rows (MATH_TILE_SCORES)."""
+    b, heads, length, _ = q.shape
+    keys = k.shape[-2]
+    kf, vf = k.float().transpose(-1, -2), v.float()
+    rows = max(1, MATH_TILE_SCORES // (b * heads * keys))
+    outs, lses = [], []
+    for start in range(0, length, rows):
+        scores = torch.matmul(q[:, :, start : start + rows].float(), kf).mul_(scale)  # [B, H, rows, keys]
+        if causal:  # query row i (of the square block) sees keys 0..i
+            i = torch.arange(start, start + scores.shape[-2], device=q.device)[:, None]
+            scores.masked_fill_(torch.arange(keys, device=q.device) > i, float("-inf"))
+        lse = torch.logsumexp(scores, dim=-1)
+        outs.append(torch.matmul(torch.exp(scores - lse[..., None]), vf))
+        lses.append(lse)
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2)

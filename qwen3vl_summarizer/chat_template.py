@@ -47,5 +47,16 @@ class ChatTemplate:
         return tokenizer(self.before_video, add_special_tokens=False)["input_ids"]
 
     def turn_ids(self, tokenizer: Any, question: str, first: bool) -> list[int]:
-        text = (self.after_video if first else self.between_turns) + question + self.after_prompt
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
+        """A user turn's tokens: the template's opener, the person's text, the generation prompt.
+
+        The person's text is tokenized as text (``split_special_tokens``): a prompt or a question that
+        contains ``<|im_start|>system`` must not open a turn of its own. The template's pieces end and
+        start at the special tokens or a newline, where the tokenizer splits anyway, so the ids are the
+        ones the whole rendered conversation gives.
+        """
+        opener = self.after_video if first else self.between_turns
+        return [
+            *tokenizer(opener, add_special_tokens=False)["input_ids"],
+            *tokenizer(question, add_special_tokens=False, split_special_tokens=True)["input_ids"],
+            *tokenizer(self.after_prompt, add_special_tokens=False)["input_ids"],
+        ]

@@ -27,8 +27,8 @@ from . import __version__
 from .errors import OptionsError, SummarizerError
 from .events import TurnStats
 from .export import FORMATS, QUESTION_HEADING, get_writer
-from .options import Options, load_options
-from .plan import Plan
+from .options import KV_CACHE_DTYPES, QUANTIZATIONS, SPEECH_MODES, Options, load_options
+from .plan import MemoryPlan, Plan, parse_size
 from .timestamps import format_timestamp
 
 QUESTION_SEPARATOR = QUESTION_HEADING  # printed before each --ask answer
@@ -43,6 +43,8 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout closed early (e.g. piped into `h
 FRAME_NAME = "{t:010.3f}"  # JPEG file stem of a frame at t seconds: 000012.500
 JPEG_QUALITY = 90
 DEFAULT_FORMAT = "md"
+TRANSCRIPT_FORMATS = ("srt", "vtt", "txt", "json")
+DEFAULT_TRANSCRIPT_FORMAT = "srt"
 # What a folder given to `summarize` expands to (its files, not its subfolders), by extension.
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".avi", ".webm", ".mov", ".ts", ".m4v", ".mpg", ".mpeg"})
 
@@ -57,6 +59,21 @@ def _context_arg(value: str) -> int | str:
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of tokens or 'auto', got {value!r}") from None
+
+
+def _memory_arg(value: str) -> int:
+    try:
+        return parse_size(value)
+    except OptionsError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_kv_cache_dtype(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kv-cache-dtype", choices=KV_CACHE_DTYPES,
+        help="KV cache: bfloat16 = not quantized, float8 = e4m3 (half the bytes), auto = float8 only when "
+        "the unquantized cache would not fit",
+    )  # fmt: skip
 
 
 def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -112,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("plan", help="show how the video fits the context (no model needed)")
     _add_sampling(p)
+    _add_kv_cache_dtype(p)
+    p.add_argument(
+        "--device-memory", type=_memory_arg, metavar="SIZE",
+        help="plan for a GPU of this much memory (24GB, 24GiB, 80G; a bare G or GB is 10^9 bytes): say "
+        "whether Qwen3-VL-2B's bf16 weights, the KV cache at the full context and headroom fit it, and "
+        "size an 'auto' context to it",
+    )  # fmt: skip
     _add_common(p, suppress=True)
 
     p = commands.add_parser("frames", help="decode and list the frames the model will see")
@@ -149,8 +173,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", metavar="D", help="auto | cuda | cuda:N | mps | cpu")
     p.add_argument("--dtype", metavar="D", help="auto | bfloat16 | float16 | float32")
+    p.add_argument(
+        "--quantization", choices=QUANTIZATIONS,
+        help="quantize the weights while loading with bitsandbytes (CUDA only); default: none",
+    )  # fmt: skip
+    _add_kv_cache_dtype(p)
+    _add_speech(p, choose_source=True)
+    _add_common(p, suppress=True)
+
+    p = commands.add_parser("transcribe", help="write what is said in videos or audio files, with times")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video or audio files")
+    p.add_argument(
+        "--format", "-f", type=_transcript_formats_arg, metavar="FMT", default=[DEFAULT_TRANSCRIPT_FORMAT],
+        help=f"{' | '.join(TRANSCRIPT_FORMATS)} (comma-separated; default: {DEFAULT_TRANSCRIPT_FORMAT})",
+    )  # fmt: skip
+    p.add_argument("--out", "-o", metavar="DIR", help="write DIR/<stem>.<format> instead of printing")
+    _add_speech(p, choose_source=False)
     _add_common(p, suppress=True)
     return parser
+
+
+def _add_speech(parser: argparse.ArgumentParser, choose_source: bool) -> None:
+    if choose_source:
+        parser.add_argument(
+            "--speech", metavar="MODE|FILE",
+            help="where what is said comes from: auto (a subtitle file next to the video, then subtitles "
+            "inside it, then speech recognition) | subtitles | asr | off, or a .srt/.vtt file",
+        )  # fmt: skip
+    else:
+        parser.add_argument(
+            "--speech", choices=SPEECH_MODES,
+            help="auto (subtitles next to or inside the file, else recognition) | subtitles | asr",
+        )  # fmt: skip
+    parser.add_argument(
+        "--speech-model", metavar="M",
+        help="faster-whisper model: a size (base, small, large-v3-turbo), hub id or local folder",
+    )  # fmt: skip
+    parser.add_argument(
+        "--language", metavar="CODE", help="language of the speech, e.g. en (default: detect)"
+    )
+
+
+def _transcript_formats_arg(value: str) -> list[str]:
+    formats = [f for f in (part.strip().lower() for part in value.split(",")) if f]
+    unknown = [f for f in formats if f not in TRANSCRIPT_FORMATS]
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(f"expected some of {', '.join(TRANSCRIPT_FORMATS)}, got {value!r}")
+    return formats
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -159,12 +228,39 @@ def _options(args: argparse.Namespace) -> Options:
     return load_options(
         args.config,
         overrides={
-            "model": {"id": get("model"), "device": get("device"), "dtype": get("dtype")},
+            "model": {
+                "id": get("model"),
+                "device": get("device"),
+                "dtype": get("dtype"),
+                "quantization": get("quantization"),
+            },
             "sampling": {"fps": get("fps")},
-            "context": {"max_context": get("max_context"), "prefill_chunk_size": get("prefill_chunk_size")},
+            "context": {
+                "max_context": get("max_context"),
+                "prefill_chunk_size": get("prefill_chunk_size"),
+                "kv_cache_dtype": get("kv_cache_dtype"),
+            },
             "generation": {"max_new_tokens": get("max_new_tokens"), "temperature": get("temperature")},
+            "speech": {
+                "mode": get("speech") if get("speech") in SPEECH_MODES else None,
+                "model": get("speech_model"),
+                "language": get("language"),
+            },
         },
     )
+
+
+def _subtitle_file(args: argparse.Namespace) -> Path | None:
+    """``--speech FILE``: the subtitle file to read instead of finding one (None for a mode)."""
+    value = getattr(args, "speech", None)
+    if value is None or value in SPEECH_MODES:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise OptionsError(
+            f"--speech {value}: not a mode ({', '.join(SPEECH_MODES)}) nor a subtitle file that exists"
+        )
+    return path
 
 
 def _prompt_text(args: argparse.Namespace) -> str:
@@ -271,25 +367,50 @@ def _clock(seconds: float) -> str:
     return format_timestamp(seconds, hours=seconds >= 3600)
 
 
-def _probe_and_plan(args: argparse.Namespace, options: Options):
-    """Probe the video and plan it without a model: ``auto`` context means the cap."""
-    from .plan import plan_video
+def _probe_and_plan(args: argparse.Namespace, options: Options) -> tuple[Any, Plan, MemoryPlan]:
+    """Probe the video and plan it without a model, for Qwen3-VL-2B in bfloat16 on a device of
+    ``--device-memory`` bytes. Without one, no memory limit is known: an ``auto`` context is the cap and
+    an ``auto`` KV cache is not quantized."""
+    from .plan import (
+        QWEN3VL_2B_KV_SHAPE,
+        Geometry,
+        choose_kv_cache_dtype,
+        context_that_fits,
+        kv_budget_bytes,
+        kv_bytes_per_token,
+        memory_plan,
+        plan_video,
+    )
     from .video import probe
 
     info = probe(args.video)
-    mc = options.context.max_context
-    context = options.context.max_context_cap if mc == "auto" else int(mc)
-    plan = plan_video(info, options, context, prompt=_prompt_text(args))
-    return info, plan
+    c = options.context
+    device = getattr(args, "device_memory", None)
+    budget = None if device is None else kv_budget_bytes(device)
+    context = c.max_context_cap if c.max_context == "auto" else int(c.max_context)
+    kv_dtype = choose_kv_cache_dtype(c.kv_cache_dtype, "bfloat16", context, QWEN3VL_2B_KV_SHAPE, budget)
+    geometry = Geometry(
+        kv_bytes_per_token=kv_bytes_per_token(*QWEN3VL_2B_KV_SHAPE, kv_dtype), kv_cache_dtype=kv_dtype
+    )
+    if c.max_context == "auto" and budget is not None:
+        context = context_that_fits(budget, geometry.kv_bytes_per_token, c.max_context_cap)
+    plan = plan_video(info, options, context, prompt=_prompt_text(args), geometry=geometry)
+    return info, plan, memory_plan(context, geometry, device)
+
+
+def _memory_dict(memory: MemoryPlan) -> dict[str, Any]:
+    return {**dataclasses.asdict(memory), "total_bytes": memory.total_bytes, "fits": memory.fits}
 
 
 # --- commands --------------------------------------------------------------------------------------------
 
 
 def cmd_plan(args: argparse.Namespace, options: Options) -> int:
-    info, plan = _probe_and_plan(args, options)
+    info, plan, memory = _probe_and_plan(args, options)
     if args.json:
-        _print_json({"video": dataclasses.asdict(info), "plan": _plan_dict(plan)})
+        _print_json(
+            {"video": dataclasses.asdict(info), "plan": _plan_dict(plan), "memory": _memory_dict(memory)}
+        )
         return 0
     audio = ", audio" if info.has_audio else ""
     print(f"{info.path}: {_clock(info.duration)} ({info.duration:.3f} s), {info.width}x{info.height}, "
@@ -299,13 +420,15 @@ def cmd_plan(args: argparse.Namespace, options: Options) -> int:
         for s in plan.segments:
             print(f"  segment {s.index + 1}: {_clock(s.start)}-{_clock(s.end)}, {s.frames} frames, "
                   f"{s.tokens:,} tokens")  # fmt: skip
+    if memory.device_bytes is not None:
+        print(f"memory: {memory.summary()}")
     return 0
 
 
 def cmd_frames(args: argparse.Namespace, options: Options) -> int:
     from .video import sample
 
-    info, plan = _probe_and_plan(args, options)
+    info, plan, _ = _probe_and_plan(args, options)
     stream = sample(args.video, plan.fps, (plan.width, plan.height))
     out = Path(args.out) if args.out else None
     if out is not None:
@@ -437,15 +560,76 @@ def _ask_all(job, questions: list[str], progress: _Progress, stream: bool) -> li
     return list(job.answers)
 
 
+def _open(engine, path: Path, options: Options, prompt: str, args: argparse.Namespace, progress: _Progress):
+    """The video's job, its speech transcribed first (or read from subtitles, or from the cache)."""
+    from .summarize import open_video, transcript_for
+
+    transcript = transcript_for(
+        path,
+        options,
+        _subtitle_file(args),
+        on_progress=lambda done, total: progress.update("speech", int(done), int(total)),
+    )
+    progress.clear()
+    if transcript is not None:
+        progress.note(f"speech: {len(transcript.segments)} lines from {transcript.source}")
+    return open_video(
+        engine, path, options, prompt, cache_reuse=not args.no_cache_reuse, transcript=transcript
+    )
+
+
 def _run_json(job) -> dict[str, Any]:
+    plan = _plan_dict(job.plan)
+    plan["speech_tokens"] = job.speech_tokens
     return {
         "video": job.info.path,
         "model": job.engine.model_id,
         "context": job.context,
-        "plan": _plan_dict(job.plan),
+        "plan": plan,
         "damage": job.damage,
+        "transcript": job.transcript.to_dict() if job.transcript is not None else None,
         "turns": [t.as_json() for t in job.answers],
     }
+
+
+def cmd_transcribe(args: argparse.Namespace, options: Options) -> int:
+    """What is said in each file, in the formats asked for; a file that fails is reported, the others go on."""
+    from .export import Summary
+    from .summarize import transcript_for
+
+    out = Path(args.out) if args.out else None
+    if out is None and (len(args.videos) > 1 or len(args.format) > 1):
+        raise OptionsError("several files or formats need --out DIR to write them to")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    progress = _Progress(args.verbose or sys.stderr.isatty(), sys.stderr)
+    failed = 0
+    for name in args.videos:
+        path = Path(name)
+        try:
+            transcript = transcript_for(
+                path, options, on_progress=lambda d, t: progress.update("speech", int(d), int(t))
+            )
+            progress.clear()
+            if transcript is None:
+                raise OptionsError(f"{path} has no speech to transcribe (no audio stream, or speech = off)")
+            summary = Summary("", path.name, 0.0, "", "", transcript=transcript.to_dict())
+            for fmt in args.format:
+                text = (
+                    json.dumps(transcript.to_dict(), ensure_ascii=False, indent=2) + "\n"
+                    if fmt == "json"
+                    else get_writer(f"transcript.{fmt}").to_string(summary)
+                )
+                if out is None:
+                    sys.stdout.write(text)
+                else:
+                    (out / f"{path.stem}.{fmt}").write_text(text, encoding="utf-8")
+        except (SummarizerError, OSError) as e:
+            if len(args.videos) == 1:
+                raise
+            _report_failure(path, e, args.debug, progress)
+            failed += 1
+    return EXIT_ERROR if failed else 0
 
 
 def _load_engine(options: Options, progress: _Progress):
@@ -459,7 +643,6 @@ def _load_engine(options: Options, progress: _Progress):
 def cmd_summarize(args: argparse.Namespace, options: Options) -> int:
     if args.out is not None:
         return _summarize_batch(args, options)
-    from .summarize import open_video
     from .video import probe
 
     prompt = _prompt_text(args)
@@ -467,7 +650,7 @@ def cmd_summarize(args: argparse.Namespace, options: Options) -> int:
     probe(path)  # fail on a bad file before loading the model
     progress = _Progress(args.verbose or sys.stderr.isatty(), sys.stderr)
     engine = _load_engine(options, progress)
-    job = open_video(engine, path, options, prompt, cache_reuse=not args.no_cache_reuse)
+    job = _open(engine, path, options, prompt, args, progress)
     progress.note(f"plan: {job.plan.summary()}")
     stream = not args.json and args.formats == [DEFAULT_FORMAT]
     _ask_all(job, [prompt, *args.ask], progress, stream)
@@ -483,7 +666,6 @@ def _summarize_batch(args: argparse.Namespace, options: Options) -> int:
     """Each video's files in ``--out``; a video that fails is reported and the others go on."""
     import time
 
-    from .summarize import open_video
     from .video import probe
 
     prompt = _prompt_text(args)
@@ -509,7 +691,7 @@ def _summarize_batch(args: argparse.Namespace, options: Options) -> int:
             engine = _load_engine(options, progress)
             t0 = time.perf_counter()  # the table times the video, not the model loading
         try:
-            job = open_video(engine, path, options, prompt, cache_reuse=not args.no_cache_reuse)
+            job = _open(engine, path, options, prompt, args, progress)
             result.duration, result.frames = job.info.duration, job.plan.frames
             progress.note(f"plan: {job.plan.summary()}")
             turns = _ask_all(job, [prompt, *args.ask], progress, stream=False)
@@ -581,7 +763,7 @@ def _hf_progress_bars(enabled: bool) -> Iterator[None]:
         (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
 
 
-COMMANDS = {"plan": cmd_plan, "frames": cmd_frames, "summarize": cmd_summarize}
+COMMANDS = {"plan": cmd_plan, "frames": cmd_frames, "summarize": cmd_summarize, "transcribe": cmd_transcribe}
 
 
 # --- entry point -----------------------------------------------------------------------------------------

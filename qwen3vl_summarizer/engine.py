@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .attention import float8_kv_attention
 from .chat_template import ChatTemplate
 from .errors import (
     Cancelled,
@@ -48,13 +49,17 @@ from .events import Event, Progress, Response, TextDelta, TurnStats
 from .feature_cache import CachedFeatures, FeatureCache
 from .kv_cache import growing_cache
 from .options import ContextOptions, GenerationOptions, ModelOptions
-from .plan import Geometry
+from .plan import (
+    ACTIVATION_HEADROOM_BYTES,  # kept free on the device beyond weights and KV cache
+    Geometry,
+    choose_kv_cache_dtype,
+    context_that_fits,
+    kv_budget_bytes,
+    kv_bytes_per_token,
+)
 from .video import Frame
 
 log = logging.getLogger(__name__)
-
-# Bytes kept free on the device beyond the KV cache when choosing the context length automatically.
-ACTIVATION_HEADROOM_BYTES = 3 * 2**30
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -82,6 +87,11 @@ class Engine:
         self.eos_token_ids.add(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
         self._template = ChatTemplate.from_processor(processor)
         self.lock = threading.Lock()  # one forward pass at a time on this model
+        # Keys and values come out of the layers in the activations' dtype, which follows the embeddings
+        # (model.dtype can name a quantized checkpoint's float8 weights instead).
+        self.unquantized_kv_dtype = str(model.get_input_embeddings().weight.dtype).removeprefix("torch.")
+        # The KV-cache dtype settled by the latest context_length(); what geometry counts bytes in.
+        self.kv_cache_dtype = self.unquantized_kv_dtype
 
     @classmethod
     def load(
@@ -90,21 +100,21 @@ class Engine:
         device: str = "auto",
         dtype: str = "auto",
         attn_implementation: str = "sdpa",
+        quantization: str = "none",
     ) -> Engine:
         """Load a Qwen3-VL checkpoint (hub id or local folder); see :func:`.loading.load_model`."""
         from .loading import load_engine
 
-        return load_engine(ModelOptions(model_id, device, dtype, attn_implementation))
+        return load_engine(ModelOptions(model_id, device, dtype, attn_implementation, quantization))
 
     # -- geometry and memory ------------------------------------------------------------------------
 
     @property
     def geometry(self) -> Geometry:
-        """The token arithmetic of this model, read from its processor, config and tokenizer."""
+        """The token arithmetic of this model, read from its processor, config and tokenizer; KV bytes in
+        the dtype the latest :meth:`context_length` settled."""
         vp = self.processor.video_processor
-        text = self.config.text_config
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        kv_bytes = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * self.dtype.itemsize
+        kv_bytes = kv_bytes_per_token(*self.kv_shape, self.kv_cache_dtype)
         stamp = self._count("<0.0 seconds>")
         template = len(self._template.tokens_before_video(self.tokenizer)) + self._count(
             self._template.after_video + self._template.after_prompt
@@ -114,6 +124,7 @@ class Engine:
             merge_size=vp.merge_size,
             temporal_patch_size=vp.temporal_patch_size,
             kv_bytes_per_token=kv_bytes,
+            kv_cache_dtype=self.kv_cache_dtype,
             timestamp_base_tokens=stamp,
             template_tokens=template,
             count_text_tokens=self._count,
@@ -134,16 +145,49 @@ class Engine:
     def _count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def auto_context(self, cap: int = 262_144) -> int:
-        """The largest context whose KV cache fits the device's free memory, capped at ``cap``."""
-        free = _free_memory(self.device)
-        per_token = self.geometry.kv_bytes_per_token
-        tokens = max(0, free - ACTIVATION_HEADROOM_BYTES) // per_token
-        return int(max(8192, min(cap, tokens // 1024 * 1024)))
+    @property
+    def kv_shape(self) -> tuple[int, int, int]:
+        """Text layers, KV heads and head_dim: what one token's KV cache holds per layer."""
+        text = self.config.text_config
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        return text.num_hidden_layers, text.num_key_value_heads, head_dim
+
+    @functools.cached_property
+    def weights_bytes(self) -> int:
+        """Bytes of the loaded weights and buffers (quantized ones at their stored size)."""
+        return int(self.model.get_memory_footprint())
+
+    def kv_cache_dtype_for(self, opts: ContextOptions) -> str:
+        """What a KV cache under ``opts`` is stored in: "float8", or the model's dtype (not quantized).
+
+        "auto" quantizes only on a GPU whose memory, less the weights and ACTIVATION_HEADROOM_BYTES, cannot
+        hold the unquantized cache at the planned context (``max_context``, or its cap when that is
+        "auto"). It reads the device's total memory, not its free memory, so the plan and every session
+        made under the same options agree.
+        """
+        requested = opts.kv_cache_dtype
+        if requested == "float8" and self.device.type not in ("cpu", "cuda"):
+            raise OptionsError(
+                f"context.kv_cache_dtype = float8 is not supported on {self.device.type}; use auto or bfloat16"
+            )
+        budget = None
+        if requested == "auto" and self.device.type == "cuda":
+            budget = kv_budget_bytes(torch.cuda.mem_get_info(self.device)[1], self.weights_bytes)
+        context = opts.max_context_cap if opts.max_context == "auto" else int(opts.max_context)
+        return choose_kv_cache_dtype(requested, self.unquantized_kv_dtype, context, self.kv_shape, budget)
+
+    def auto_context(self, cap: int = 262_144, kv_cache_dtype: str | None = None) -> int:
+        """The largest context whose KV cache in ``kv_cache_dtype`` (default: :attr:`kv_cache_dtype`) fits
+        the device's free memory less ACTIVATION_HEADROOM_BYTES, capped at ``cap``."""
+        per_token = kv_bytes_per_token(*self.kv_shape, kv_cache_dtype or self.kv_cache_dtype)
+        return context_that_fits(_free_memory(self.device) - ACTIVATION_HEADROOM_BYTES, per_token, cap)
 
     def context_length(self, opts: ContextOptions) -> int:
+        """The context length for ``opts`` ("auto": what fits). Also settles the KV-cache dtype
+        (:meth:`kv_cache_dtype_for`) that :attr:`geometry` reports next, so a plan counts the right bytes."""
+        self.kv_cache_dtype = self.kv_cache_dtype_for(opts)
         if opts.max_context == "auto":
-            return self.auto_context(opts.max_context_cap)
+            return self.auto_context(opts.max_context_cap, self.kv_cache_dtype)
         return int(opts.max_context)
 
     # -- vision -------------------------------------------------------------------------------------
@@ -285,6 +329,7 @@ class VideoSession:
         cache_reuse: bool = True,
         feature_cache: FeatureCache | None = None,
         feature_key: str | None = None,
+        speech: str | None = None,
     ):
         if frames is not None and image is not None:
             raise ValueError("a session holds frames or an image (or neither, for text), not both")
@@ -305,7 +350,8 @@ class VideoSession:
         self._image = image
         layers = engine.config.text_config.num_hidden_layers
         capacity = min(max_context or 32_768, expected_tokens or 32_768)
-        self._new_cache = lambda: growing_cache(layers, capacity)
+        self.kv_cache_dtype = engine.kv_cache_dtype_for(self.context)  # "float8" or the model's dtype
+        self._new_cache = lambda: growing_cache(layers, capacity, self.kv_cache_dtype)
         self.cache = self._new_cache()
         # What the cache holds: token ids, their MRoPE positions [3, L], and the next free position.
         self.ids: list[int] = []
@@ -320,6 +366,15 @@ class VideoSession:
         # Media rows kept on the CPU: to recompute turns without cache reuse, and for the feature cache.
         self._media_rows: list[_Rows] | None = [] if not cache_reuse or self.feature_cache else None
         self._media_len = 0  # tokens of the prefix through the media, once read
+        # What is said in the video, as text right after it (summarize.speech_block): part of the reusable
+        # prefix, so a new prompt or a follow-up keeps it. Tokenized as plain text: a transcript that
+        # contains "<|im_start|>" must not open a chat turn.
+        self._speech_ids: list[int] = (
+            engine.tokenizer(speech, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            if speech
+            else []
+        )
+        self._speech_rows: _Rows | None = None  # once queued, kept to recompute without cache reuse
 
     # -- public -------------------------------------------------------------------------------------
 
@@ -493,6 +548,9 @@ class VideoSession:
                 timings["vision"] += time.perf_counter() - t0
                 yield Progress("vision", self.frames_read, self.total_frames or self.frames_read)
                 self._batch = []
+            if frame is None and self._speech_ids and self._speech_rows is None:
+                self._speech_rows = self._text_rows(self._speech_ids)
+                self._pending.append(self._speech_rows)
             t0 = time.perf_counter()
             for n, _ in self._prefill(cancel, final=frame is None):
                 computed += n
@@ -548,10 +606,11 @@ class VideoSession:
         )
 
     def _expected_media_tokens(self) -> int:
+        speech = len(self._speech_ids) if self._speech_rows is None else 0  # still to come after the frames
         if not self.total_frames or not self.frames_read:
-            return len(self.ids) + sum(len(p) for p in self._pending)
+            return len(self.ids) + sum(len(p) for p in self._pending) + speech
         per_frame = (len(self.ids) + sum(len(p) for p in self._pending)) / self.frames_read
-        return int(per_frame * self.total_frames)
+        return int(per_frame * self.total_frames) + speech
 
     def _queue_media(self, rows: _Rows) -> None:
         rows = rows.shifted(self._next_pending_position())
@@ -564,7 +623,8 @@ class VideoSession:
     def _prefill_media_again(self, cancel: threading.Event | None) -> Iterator[Event]:
         """Without cache reuse: recompute the prefix and the stored media features from scratch."""
         prefix = self.engine._template.tokens_before_video(self.engine.tokenizer)
-        self._pending = [self._text_rows(prefix, start=0), *self._media_rows]
+        speech = [self._speech_rows] if self._speech_rows is not None else []
+        self._pending = [self._text_rows(prefix, start=0), *self._media_rows, *speech]
         total = sum(len(p) for p in self._pending)
         done = 0
         for n, _ in self._prefill(cancel, final=True):
@@ -625,7 +685,12 @@ class VideoSession:
                 "tokens); start a new conversation or raise the context length"
             )
         mask = self._media_mask(rows.ids).to(device)
-        with engine.lock, _attention_backends(device):
+        float8 = self.kv_cache_dtype == "float8"
+        with (
+            engine.lock,
+            _attention_backends(device),
+            float8_kv_attention(engine.model) if float8 else contextlib.nullcontext(),
+        ):
             embeds = inner.get_input_embeddings()(ids[None])  # [1, n, D]
             kwargs: dict[str, Any] = {}
             if rows.embeds is not None and len(rows.embeds):

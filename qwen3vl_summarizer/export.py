@@ -58,6 +58,8 @@ class Summary:
     model: str  # model id or folder
     prompt: str  # prompt name ("lecture") or text
     stats: dict[str, Any] = field(default_factory=dict)  # free-form numbers: tokens, timings...
+    # What is said in the video (``speech.Transcript.to_dict()``): segments with start, end and text.
+    transcript: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
@@ -293,6 +295,7 @@ class JSONWriter(Writer):
                 for c in chapters
             ],
             "stats": summary.stats,
+            "transcript": summary.transcript,
             "warnings": warnings,
         }
         return json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
@@ -378,8 +381,75 @@ class ChaptersWriter(Writer):
         return "".join(f"{format_timestamp(c.start, hours)} {c.title}\n" for c in chapters)
 
 
+# --- the transcript ---------------------------------------------------------------------------------
+
+
+def _speech_cues(summary: Summary) -> list[tuple[float, float, str]]:
+    """(start, end, text) of each transcript segment, times as recognised; a segment of no length is
+    shown MIN_CUE_SECONDS."""
+    segments = (summary.transcript or {}).get("segments", [])
+    return [
+        (
+            s["start"],
+            s["end"] if s["end"] > s["start"] else s["start"] + MIN_CUE_SECONDS,
+            s["text"].replace("-->", "\u2192"),
+        )
+        for s in segments
+    ]
+
+
+class TranscriptSRTWriter(Writer):
+    """What is said, as SubRip subtitles (empty without a transcript)."""
+
+    format = "transcript.srt"
+    extension = "transcript.srt"
+    description = "transcript (SRT)"
+
+    def to_string(self, summary: Summary) -> str:
+        return "\n".join(
+            f"{i}\n{_cue_time(start, ',')} --> {_cue_time(end, ',')}\n{text}\n"
+            for i, (start, end, text) in enumerate(_speech_cues(summary), 1)
+        )
+
+
+class TranscriptVTTWriter(VTTWriter):
+    """What is said, as WebVTT subtitles (only the header without a transcript)."""
+
+    format = "transcript.vtt"
+    extension = "transcript.vtt"
+    description = "transcript (WebVTT)"
+
+    def to_string(self, summary: Summary) -> str:
+        blocks = [VTT_HEADER + "\n"]
+        for start, end, text in _speech_cues(summary):
+            text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            blocks.append(f"{_cue_time(start, '.')} --> {_cue_time(end, '.')}\n{text}\n")
+        return "\n".join(blocks)
+
+
+class TranscriptTextWriter(Writer):
+    """What is said, one segment a line, without times."""
+
+    format = "transcript.txt"
+    extension = "transcript.txt"
+    description = "transcript (text)"
+
+    def to_string(self, summary: Summary) -> str:
+        return "".join(f"{s['text']}\n" for s in (summary.transcript or {}).get("segments", []))
+
+
 _WRITERS: dict[str, type[Writer]] = {
-    w.format: w for w in (MarkdownWriter, JSONWriter, SRTWriter, VTTWriter, ChaptersWriter)
+    w.format: w
+    for w in (
+        MarkdownWriter,
+        JSONWriter,
+        SRTWriter,
+        VTTWriter,
+        ChaptersWriter,
+        TranscriptSRTWriter,
+        TranscriptVTTWriter,
+        TranscriptTextWriter,
+    )
 }
 FORMATS: tuple[str, ...] = tuple(_WRITERS)
 

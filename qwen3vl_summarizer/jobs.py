@@ -13,12 +13,14 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 from .engine import Engine
-from .errors import SessionBrokenError
+from .errors import Cancelled, SessionBrokenError
 from .events import Response
 from .options import Options
-from .summarize import VideoJob, open_video
+from .summarize import VideoJob, open_video, transcript_for
+from .video import probe
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +41,11 @@ class JobStore:
         options: Options,
         prompt: str,
         cancel: threading.Event | None = None,
+        on_speech: Callable[[float, float], None] | None = None,
     ) -> tuple[VideoJob, Response]:
         """The summary of ``path`` for ``key``: a new prompt on the video already open when it is read the
-        same way, else the video opened afresh (probe and plan errors are raised here, before any work)."""
+        same way, else the video opened afresh, its speech transcribed first (``on_speech(done, total)``
+        seconds of audio; the cancel event stops it). Probe and plan errors are raised here."""
         job = self.get(key)
         if job is not None and job.reads_as(path, options, engine):
             try:
@@ -49,7 +53,16 @@ class JobStore:
             except SessionBrokenError:  # an earlier read failed midway: read the video again
                 log.info("reopening the video of %s after a failed read", key)
         self.drop(key)  # a new video, or read another way: free the old one's cache now
-        job = open_video(engine, path, options, prompt)
+        probe(path)  # a file that is no video fails before its audio is transcribed
+
+        def speech_progress(done: float, total: float) -> None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("stopped")
+            if on_speech is not None:
+                on_speech(done, total)
+
+        transcript = transcript_for(path, options, on_progress=speech_progress)
+        job = open_video(engine, path, options, prompt, transcript=transcript)
         self.put(key, job)
         return job, job.ask(prompt, cancel=cancel)
 
@@ -62,6 +75,10 @@ class JobStore:
                 job.released = False
                 self._release_over_budget(keep=key)
             return job
+
+    def peek(self, key: str) -> VideoJob | None:
+        """The key's job without counting it as used (for display)."""
+        return self._jobs.get(key)
 
     def put(self, key: str, job: VideoJob) -> None:
         with self._lock:

@@ -28,6 +28,19 @@ from .options import ModelOptions
 log = logging.getLogger(__name__)
 
 QWEN3VL_MODEL_TYPES = ("qwen3_vl", "qwen3_vl_moe")
+# Packages a quantized checkpoint needs beyond transformers, by its quant_method. transformers 5.x runs
+# GPTQ through optimum's GPTQ quantizer with GPT-QModel kernels, and AWQ through GPT-QModel too
+# (auto-gptq and autoawq are no longer used).
+CHECKPOINT_BACKENDS = {
+    "gptq": (("gptqmodel", "optimum"), "pip install 'qwen3vl-summarizer[gptq]'"),
+    "awq": (("gptqmodel",), "pip install 'qwen3vl-summarizer[gptq]'"),
+}
+# CUDA compute capability with FP8 matmuls (RTX 4090, L4, H100). Elsewhere an FP8 checkpoint is dequantized.
+FP8_MIN_CAPABILITY = (8, 9)
+# model.quantization: quantized with bitsandbytes while loading. The vision tower (0.4B of the 2B model's
+# parameters, run once per video, its features cached) and the output head stay in the model's dtype:
+# they cost little memory, and the 4-bit error stays out of what the model sees and what it picks.
+BNB_SKIP_MODULES = ["model.visual", "lm_head"]
 # Before 5.24 the Qwen3-VL text model took its cache as ``past_key_values`` (ours passes ``cache=``, which
 # 5.17 swallowed: every prefill chunk ran without its past, wrong tokens and no error) and returned DeepStack
 # features unsplit. Measured with transformers 5.17 and 5.24 on the test suite.
@@ -66,11 +79,16 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     attn_implementation: str = "sdpa",
+    quantization: str = "none",
 ) -> tuple[Any, Any]:
     """(model, processor) of a Qwen3-VL checkpoint (hub id or local folder), via ``from_pretrained``.
 
+    ``quantization`` ("none", "nf4", "int8") quantizes the weights with bitsandbytes while loading (CUDA
+    only). Quantized checkpoints (FP8, GPTQ, AWQ) are read as they are.
+
     Raises ModelLoadError with what was tried and what to do: no network, no such model or folder, not a
-    Qwen3-VL model, or a quantized checkpoint whose backend package is not installed.
+    Qwen3-VL model, a quantized checkpoint whose backend package is not installed, or a quantization
+    this device cannot run.
     """
     import transformers
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
@@ -101,8 +119,12 @@ def load_model(
             f"{model_id} is a '{config.model_type}' model; this app needs a Qwen3-VL model "
             "(e.g. Qwen/Qwen3-VL-2B-Instruct)"
         )
-    _check_quantization_backend(config, model_id)
+    _check_quantization_backend(config, model_id, target)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": attn_implementation}
+    if quantization != "none":
+        kwargs["quantization_config"] = bnb_config(quantization, torch_dtype, target, config, model_id)
+    elif quantization_method(config) == "fp8" and not runs_fp8(target):
+        kwargs["quantization_config"] = _fp8_dequantized(config, model_id, target)
     if target.type == "cuda":
         kwargs["device_map"] = str(target) if target.index is not None else "cuda"
     t0 = time.perf_counter()
@@ -132,7 +154,9 @@ def load_engine(options: ModelOptions, model_id: str | None = None) -> Engine:
     model_id = (model_id if model_id is not None else options.id).strip()
     if not model_id:
         raise ModelLoadError("no model given: pass a hub id such as Qwen/Qwen3-VL-2B-Instruct or a folder")
-    model, processor = load_model(model_id, options.device, options.dtype, options.attn_implementation)
+    model, processor = load_model(
+        model_id, options.device, options.dtype, options.attn_implementation, options.quantization
+    )
     return Engine(model, processor, model_id)
 
 
@@ -175,23 +199,101 @@ def _looks_like_path(model_id: str) -> bool:
     return model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1
 
 
-def _check_quantization_backend(config: Any, model_id: str) -> None:
-    """Name the package a quantized checkpoint needs before transformers fails deep inside."""
-    import importlib.util
-
+def quantization_method(config: Any) -> str | None:
+    """A quantized checkpoint's ``quant_method`` ("fp8", "gptq", "awq"...) in lower case; None if none."""
     quant = getattr(config, "quantization_config", None)
     if not quant:
-        return
+        return None
     method = (
         quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
     ) or ""
-    method = str(getattr(method, "value", method)).lower()
-    needs = {
-        "gptq": ("gptqmodel", "pip install 'qwen3vl-summarizer[gptq]'"),
-        "awq": ("awq", "pip install autoawq"),
-    }
-    if method in needs and importlib.util.find_spec(needs[method][0]) is None:
-        package, command = needs[method]
-        raise ModelLoadError(
-            f"{model_id} is a {method.upper()} checkpoint and needs the '{package}' package: {command}"
+    return str(getattr(method, "value", method)).lower() or None
+
+
+def runs_fp8(device: torch.device) -> bool:
+    """Whether transformers runs an FP8 checkpoint's matmuls in FP8 on ``device`` (else it dequantizes)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= FP8_MIN_CAPABILITY
+
+
+def _check_quantization_backend(config: Any, model_id: str, device: torch.device | None = None) -> None:
+    """Name the packages a quantized checkpoint needs on ``device`` before transformers fails deep inside
+    (or, for FP8 kernels, at the first forward pass)."""
+    import importlib.util
+
+    method = quantization_method(config)
+    if method in CHECKPOINT_BACKENDS:
+        packages, command = CHECKPOINT_BACKENDS[method]
+        missing = [p for p in packages if importlib.util.find_spec(p) is None]
+        if missing:
+            names = " and ".join(f"'{p}'" for p in missing)
+            raise ModelLoadError(f"{model_id} is a {method.upper()} checkpoint and needs {names}: {command}")
+    if method == "fp8" and device is not None and runs_fp8(device):
+        from transformers.utils.import_utils import (
+            KERNELS_MAX_VERSION,
+            KERNELS_MIN_VERSION,
+            is_kernels_available,
         )
+
+        if not is_kernels_available():
+            raise ModelLoadError(
+                f"{model_id} is an FP8 checkpoint, and on this GPU transformers runs its matmuls with the "
+                f"'kernels' package, missing or of another version: "
+                f"pip install 'kernels>={KERNELS_MIN_VERSION},<{KERNELS_MAX_VERSION}' "
+                "(it fetches kernels-community/finegrained-fp8 from the Hugging Face Hub on first use)"
+            )
+
+
+def _fp8_dequantized(config: Any, model_id: str, device: torch.device) -> Any:
+    """The quantization config that loads an FP8 checkpoint dequantized to the model's dtype, for a device
+    without FP8 matmuls (the CPU, MPS, GPUs before compute capability 8.9). transformers does this by itself
+    only when no CUDA device exists at all; asking for it also covers ``device=cpu`` on a GPU machine."""
+    from transformers import FineGrainedFP8Config
+
+    log.warning(
+        "%s is an FP8 checkpoint and %s has no FP8 matmuls: its weights are dequantized while loading and "
+        "take their full size in memory",
+        model_id,
+        device,
+    )
+    quant = config.quantization_config
+    skip = quant.get("modules_to_not_convert") if isinstance(quant, dict) else quant.modules_to_not_convert
+    return FineGrainedFP8Config(dequantize=True, modules_to_not_convert=skip)
+
+
+def bnb_config(
+    quantization: str, dtype: torch.dtype, device: torch.device, config: Any, model_id: str
+) -> Any:
+    """The BitsAndBytesConfig for ``model.quantization`` ("nf4": 4-bit NormalFloat with double
+    quantization, computing in ``dtype``; "int8": LLM.int8()). Raises ModelLoadError off CUDA, without
+    bitsandbytes, or for a checkpoint that is already quantized."""
+    import importlib.util
+
+    from transformers import BitsAndBytesConfig
+    from transformers.utils.import_utils import BITSANDBYTES_MIN_VERSION
+
+    setting = f"model.quantization = {quantization}"
+    if quantization not in ("nf4", "int8"):
+        raise OptionsError(f"model.quantization must be none, nf4 or int8, got {quantization!r}")
+    method = quantization_method(config)
+    if method is not None:
+        raise ModelLoadError(
+            f"{model_id} is already a quantized ({method}) checkpoint: set model.quantization = none"
+        )
+    if device.type != "cuda":
+        raise ModelLoadError(
+            f"{setting} quantizes with bitsandbytes on a CUDA GPU, and this model runs on {device}: "
+            "set model.quantization = none, or load a quantized checkpoint"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadError(
+            f"{setting} needs bitsandbytes: pip install 'bitsandbytes>={BITSANDBYTES_MIN_VERSION}'"
+        )
+    if quantization == "nf4":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+            llm_int8_skip_modules=BNB_SKIP_MODULES,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=BNB_SKIP_MODULES)

@@ -23,6 +23,9 @@ DEFAULT_CONFIG = Path(str(resources.files(__package__) / "configs" / "default.to
 ENV_PREFIX = "QWEN3VL_"
 MAX_FPS = 30.0
 MAX_CONTEXT = 262_144  # Qwen3-VL's trained context length, tokens
+SPEECH_MODES = ("auto", "subtitles", "asr", "off")
+KV_CACHE_DTYPES = ("auto", "bfloat16", "float8")  # context.kv_cache_dtype
+QUANTIZATIONS = ("none", "nf4", "int8")  # model.quantization (bitsandbytes at load time)
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class ModelOptions:
     device: str = "auto"  # auto | cuda | cuda:N | mps | cpu
     dtype: str = "auto"  # auto | bfloat16 | float16 | float32
     attn_implementation: str = "sdpa"  # sdpa | flash_attention_2 | eager
+    quantization: str = "none"  # none | nf4 | int8: bitsandbytes at load time, CUDA only
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class ContextOptions:
     reserve_tokens: int = 2048  # kept for prompt text and answer, tokens
     prefill_chunk_size: int = 2048  # tokens per prefill forward pass
     vision_batch_groups: int = 32  # temporal groups per vision-encoder pass
+    kv_cache_dtype: str = "auto"  # auto | bfloat16 (not quantized) | float8 (e4m3, half the bytes)
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,14 @@ class CacheOptions:
 
 
 @dataclass(frozen=True)
+class SpeechOptions:
+    mode: str = "auto"  # auto (subtitles, else recognition) | subtitles | asr | off
+    model: str = "auto"  # faster-whisper size, hub id or local CTranslate2 folder; auto: by device
+    language: str = ""  # a Whisper language code, or "" to detect it
+    device: str = "auto"  # auto | cpu | cuda, for recognition
+
+
+@dataclass(frozen=True)
 class Options:
     model: ModelOptions = field(default_factory=ModelOptions)
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
@@ -83,6 +96,7 @@ class Options:
     generation: GenerationOptions = field(default_factory=GenerationOptions)
     server: ServerOptions = field(default_factory=ServerOptions)
     cache: CacheOptions = field(default_factory=CacheOptions)
+    speech: SpeechOptions = field(default_factory=SpeechOptions)
 
     def replace(self, **sections: Mapping[str, Any]) -> Options:
         """A copy with some keys changed, e.g. ``opts.replace(sampling={"fps": 2})``; validated."""
@@ -93,6 +107,10 @@ def validate(opts: Options) -> Options:
     """Check ranges that types alone cannot express; return ``opts`` or raise OptionsError."""
     s, c, g, v = opts.sampling, opts.context, opts.generation, opts.server
     checks = [
+        (
+            opts.model.quantization in QUANTIZATIONS,
+            f"model.quantization must be one of {', '.join(QUANTIZATIONS)}, got {opts.model.quantization!r}",
+        ),
         (0 < s.fps <= MAX_FPS, f"sampling.fps must be in (0, {MAX_FPS:g}], got {s.fps:g}"),
         (0 < s.min_pixels <= s.max_pixels, "sampling.min_pixels must be positive and <= max_pixels"),
         (
@@ -103,6 +121,10 @@ def validate(opts: Options) -> Options:
         (c.reserve_tokens >= 0, "context.reserve_tokens must be >= 0"),
         (c.prefill_chunk_size >= 1, "context.prefill_chunk_size must be >= 1"),
         (c.vision_batch_groups >= 1, "context.vision_batch_groups must be >= 1"),
+        (
+            c.kv_cache_dtype in KV_CACHE_DTYPES,
+            f"context.kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {c.kv_cache_dtype!r}",
+        ),
         (g.max_new_tokens >= 1, "generation.max_new_tokens must be >= 1"),
         (g.temperature >= 0, "generation.temperature must be >= 0"),
         (0 < g.top_p <= 1, "generation.top_p must be in (0, 1]"),
@@ -113,6 +135,11 @@ def validate(opts: Options) -> Options:
         (v.concurrency_limit >= 1, "server.concurrency_limit must be >= 1"),
         (v.session_memory_gb > 0, "server.session_memory_gb must be > 0"),
         (opts.cache.max_gb > 0, "cache.max_gb must be > 0"),
+        (
+            opts.speech.mode in SPEECH_MODES,
+            f"speech.mode must be one of {', '.join(SPEECH_MODES)}, got {opts.speech.mode!r}",
+        ),
+        (opts.speech.device in ("auto", "cpu", "cuda"), "speech.device must be auto, cpu or cuda"),
     ]
     for ok, message in checks:
         if not ok:

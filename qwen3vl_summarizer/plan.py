@@ -4,12 +4,15 @@ Pure arithmetic (no model, no decoding), so the web app can redraw the plan whil
 The token arithmetic mirrors Qwen3-VL's processor: two consecutive frames form one temporal group; a
 group resized to W x H (multiples of ``patch_size * merge_size`` = 32 px) costs (W/32)*(H/32) visual
 tokens, plus ``<|vision_start|>``, ``<|vision_end|>`` and its ``<t seconds>`` timestamp text.
+The memory arithmetic (:func:`memory_plan`) says whether weights plus a KV cache as long as the context,
+unquantized or in float8, fit a device of a given size.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,8 +20,34 @@ from .errors import ContextTooSmallError, OptionsError
 from .options import Options, SamplingOptions
 from .video import MAX_FPS, VideoInfo, target_times
 
+# Bytes of one cached key or value element in each dtype a KV cache can hold. "float8" is e4m3 plus
+# FLOAT8_SCALE_BYTES per head and token (kv_cache.py); the others are unquantized, in the model's dtype.
+KV_ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8": 1}
+FLOAT8_SCALE_BYTES = 4  # one float32 scale per head and token, for keys and again for values
+
+
+def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, kv_cache_dtype: str) -> int:
+    """Bytes one token adds to the KV cache: keys and values of every layer and KV head, scales included."""
+    scale = FLOAT8_SCALE_BYTES if kv_cache_dtype == "float8" else 0
+    return 2 * layers * kv_heads * (head_dim * KV_ELEMENT_BYTES[kv_cache_dtype] + scale)
+
+
 # Qwen3-VL-2B-Instruct, used when no model is loaded (the engine reads the real values from it).
-QWEN3VL_2B_KV_BYTES_PER_TOKEN = 2 * 28 * 8 * 128 * 2  # K and V, 28 layers, 8 KV heads, head_dim 128, bf16
+QWEN3VL_2B_KV_SHAPE = (28, 8, 128)  # text layers, KV heads, head_dim
+QWEN3VL_2B_KV_BYTES_PER_TOKEN = kv_bytes_per_token(*QWEN3VL_2B_KV_SHAPE, "bfloat16")  # 112 KiB
+QWEN3VL_2B_PARAMETERS = 2_127_532_032  # its config built on the meta device (tied embeddings, vision too)
+QWEN3VL_2B_WEIGHTS_BYTES = QWEN3VL_2B_PARAMETERS * 2  # bfloat16: 4.26 GB (3.96 GiB)
+# Device memory kept free beyond weights and KV cache: prefill activations of one chunk (sdpa's chunk x
+# context mask on GPUs: 0.5 GiB at 2,048 x 262,144), a vision batch, the CUDA context and allocator slack.
+ACTIVATION_HEADROOM_BYTES = 3 * 2**30
+AUTO_CONTEXT_MIN = 8192  # tokens: "auto" never plans below this, even when memory is short
+AUTO_CONTEXT_STEP = 1024  # tokens: "auto" rounds down to a multiple of this
+# Units of --device-memory. A bare G or GB is 10**9 bytes: a card sold as "24 GB" has 24 GiB, so reading
+# its label in SI units errs on the safe side.
+SIZE_UNITS = {
+    "": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
+    "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}  # fmt: skip
 # Tokens of "<0.0 seconds>" with Qwen's tokenizer: "<", "0", ".", "0", " seconds", ">" (digits split singly).
 QWEN_TIMESTAMP_BASE_TOKENS = 6
 # "<|im_start|>user\n" before the video and "<|im_end|>\n<|im_start|>assistant\n" after the prompt.
@@ -34,7 +63,8 @@ class Geometry:
     patch_size: int = 16  # pixels per vision patch side
     merge_size: int = 2  # patches merged per side into one language token
     temporal_patch_size: int = 2  # frames per temporal group
-    kv_bytes_per_token: int = QWEN3VL_2B_KV_BYTES_PER_TOKEN
+    kv_bytes_per_token: int = QWEN3VL_2B_KV_BYTES_PER_TOKEN  # in kv_cache_dtype, scales included
+    kv_cache_dtype: str = "bfloat16"  # what the KV cache is stored in: float8, or the model's dtype
     timestamp_base_tokens: int = QWEN_TIMESTAMP_BASE_TOKENS  # tokens of "<0.0 seconds>"
     template_tokens: int = QWEN_TEMPLATE_TOKENS  # chat-template tokens around video and prompt
     count_text_tokens: Callable[[str], int] | None = field(default=None, compare=False, repr=False)
@@ -85,6 +115,7 @@ class Plan:
     reserve: int  # tokens kept free for the answer
     kv_cache_bytes: int  # KV cache for the largest pass plus the reserve
     segments: tuple[Segment, ...]  # one segment when the whole video fits
+    kv_cache_dtype: str = "bfloat16"  # what the KV cache is stored in (Geometry.kv_cache_dtype)
 
     @property
     def fits(self) -> bool:
@@ -99,7 +130,8 @@ class Plan:
         """One line for people: what the model will see and what it costs."""
         line = (
             f"{self.frames} frames at {self.width}x{self.height}, {self.tokens:,} tokens "
-            f"({self.context_share:.0%} of {self.context:,}), KV cache {self.kv_cache_bytes / 2**30:.2f} GiB"
+            f"({self.context_share:.0%} of {self.context:,}), "
+            f"KV cache {self.kv_cache_bytes / 2**30:.2f} GiB in {self.kv_cache_dtype}"
         )
         if not self.fits:
             line += f"; split into {len(self.segments)} segments"
@@ -220,6 +252,7 @@ def make_plan(
         reserve=reserve,
         kv_cache_bytes=(largest + reserve) * g.kv_bytes_per_token,
         segments=segments,
+        kv_cache_dtype=g.kv_cache_dtype,
     )
 
 
@@ -249,3 +282,110 @@ def group_times(times: list[float], group: int = 2) -> list[float]:
     if len(ms) % group:
         ms += [ms[-1]] * (group - len(ms) % group)
     return [(ms[i] / 1000 + ms[i + group - 1] / 1000) / 2 for i in range(0, len(ms), group)]
+
+
+# --- device memory ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Device memory (bytes) for the weights, a KV cache as long as the whole context, and headroom.
+
+    The cache is counted at the full context, not at the video's length: a conversation grows into it.
+    """
+
+    kv_cache_dtype: str
+    context: int  # tokens the KV cache is counted for
+    kv_bytes_per_token: int
+    weights_bytes: int
+    kv_bytes: int  # context * kv_bytes_per_token
+    headroom_bytes: int  # ACTIVATION_HEADROOM_BYTES
+    device_bytes: int | None  # the device planned for; None: no particular device
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_bytes + self.headroom_bytes
+
+    @property
+    def fits(self) -> bool | None:
+        """Whether weights, KV cache and headroom fit the device; None without a device."""
+        return None if self.device_bytes is None else self.total_bytes <= self.device_bytes
+
+    def summary(self) -> str:
+        """One line: the sum, and against the device's memory whether it fits."""
+        gib = lambda n: f"{n / 2**30:.2f} GiB"  # noqa: E731
+        line = (
+            f"weights {gib(self.weights_bytes)} + KV cache {gib(self.kv_bytes)} ({self.kv_cache_dtype}, "
+            f"{self.context:,} tokens) + headroom {gib(self.headroom_bytes)} = {gib(self.total_bytes)}"
+        )
+        if self.device_bytes is None:
+            return line
+        return f"{line} of {gib(self.device_bytes)}: {'fits' if self.fits else 'does not fit'}"
+
+
+def memory_plan(
+    context: int,
+    geometry: Geometry | None = None,
+    device_bytes: int | None = None,
+    *,
+    weights_bytes: int = QWEN3VL_2B_WEIGHTS_BYTES,
+    headroom_bytes: int = ACTIVATION_HEADROOM_BYTES,
+) -> MemoryPlan:
+    """The memory of a ``context``-token KV cache in ``geometry``'s dtype beside the weights, on a device of
+    ``device_bytes``. Defaults: Qwen3-VL-2B in bfloat16."""
+    g = geometry or Geometry()
+    return MemoryPlan(
+        kv_cache_dtype=g.kv_cache_dtype,
+        context=context,
+        kv_bytes_per_token=g.kv_bytes_per_token,
+        weights_bytes=weights_bytes,
+        kv_bytes=context * g.kv_bytes_per_token,
+        headroom_bytes=headroom_bytes,
+        device_bytes=device_bytes,
+    )
+
+
+def kv_budget_bytes(
+    device_bytes: int,
+    weights_bytes: int = QWEN3VL_2B_WEIGHTS_BYTES,
+    headroom_bytes: int = ACTIVATION_HEADROOM_BYTES,
+) -> int:
+    """Device memory left for the KV cache once the weights and the headroom are counted."""
+    return device_bytes - weights_bytes - headroom_bytes
+
+
+def context_that_fits(budget_bytes: int, kv_bytes_per_token: int, cap: int) -> int:
+    """The largest context whose KV cache fits ``budget_bytes``: a multiple of AUTO_CONTEXT_STEP, at least
+    AUTO_CONTEXT_MIN, at most ``cap`` tokens."""
+    tokens = max(0, budget_bytes) // kv_bytes_per_token
+    return int(max(AUTO_CONTEXT_MIN, min(cap, tokens // AUTO_CONTEXT_STEP * AUTO_CONTEXT_STEP)))
+
+
+def choose_kv_cache_dtype(
+    requested: str,
+    unquantized: str,
+    context: int,
+    kv_shape: tuple[int, int, int],
+    budget_bytes: int | None,
+) -> str:
+    """What the KV cache is stored in for ``context.kv_cache_dtype = requested``: "float8" or ``unquantized``.
+
+    ``unquantized`` is the model's dtype (bfloat16 on GPUs, float32 on the CPU): the option's "bfloat16"
+    means "not quantized". "auto" quantizes only when the unquantized cache at ``context`` tokens would not
+    fit ``budget_bytes`` (None: no limit known, so not quantized). ``kv_shape``: layers, KV heads, head_dim.
+    """
+    if requested == "float8":
+        return "float8"
+    unquantized_bytes = context * kv_bytes_per_token(*kv_shape, unquantized)
+    if requested == "auto" and budget_bytes is not None and unquantized_bytes > budget_bytes:
+        return "float8"
+    return unquantized
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size such as "24GB", "24GiB", "80G" or "1.5TB" (SIZE_UNITS), or of a plain number."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if unit not in SIZE_UNITS or float(match.group(1)) <= 0:
+        raise OptionsError(f"expected a memory size such as 24GB, 24GiB or 80G, got {text!r}")
+    return int(float(match.group(1)) * SIZE_UNITS[unit])

@@ -16,22 +16,26 @@ words with the question.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engine import Engine, Turn, VideoSession
 from .events import Event, Progress, Response, TextDelta, TurnStats
 from .export import QUESTION_HEADING, Summary
-from .feature_cache import FeatureCache
+from .feature_cache import FeatureCache, file_fingerprint
 from .options import Options
 from .plan import Plan, Segment, plan_video
 from .prompts import load_prompt
+from .speech import SpeechSegment, Transcript, find_sidecar, get_transcript, prompt_lines
 from .timestamps import find_timestamps, format_timestamp
 from .video import FrameStream, VideoInfo, probe, sample
 
@@ -44,6 +48,8 @@ SEGMENT_NOTE = (
 SEGMENT_NOTE_ZH = (
     "这是一个较长视频的第 {part}/{parts} 部分，时间范围 {start} 到 {end}。所示时间从整个视频开头起算。"
 )
+SPEECH_HEADING = "What is said in the video, each line with the time it starts:"
+TRANSCRIPTS_DIR = "transcripts"  # beside the vision features in the cache folder
 WHOLE_VIDEO_CONTEXT = "Summary of the whole video:\n{summary}\n\nQuestion: {question}"
 PARTS_HEADING = "## Notes by part"
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -57,6 +63,7 @@ class _Part:
     segment: Segment
     frames: FrameStream
     feature_key: str | None = None  # the key of its vision features in the feature cache
+    speech: str = ""  # its lines of the transcript, as the model reads them (speech_block)
     session: VideoSession | None = None
     turns: list[Turn] = field(default_factory=list)
     summary: str = ""
@@ -76,6 +83,9 @@ class VideoJob:
     feature_cache: FeatureCache | None = None
     merged: str = ""  # the merged summary of a segmented video
     answers: list[TurnStats] = field(default_factory=list)  # the conversation: summary, then follow-ups
+    transcript: Transcript | None = None  # what is said in the video, when it was transcribed
+    speech: str = ""  # the whole transcript as the model reads it (speech_block); parts get their lines
+    speech_tokens: int = 0  # tokens of ``speech``
     released: bool = False  # its KV caches were freed (release); the next ask rebuilds them
     _merge_session: VideoSession | None = None
     _prompt: str = ""
@@ -136,6 +146,7 @@ class VideoJob:
             "frames": self.plan.frames,
             "segments": len(self.plan.segments),
             "prompt_tokens": self.plan.tokens,
+            "speech_tokens": self.speech_tokens,
             "context": self.context,
             "damage": self.damage,
             "turns": [t.to_dict() for t in self.answers],
@@ -147,6 +158,7 @@ class VideoJob:
             self.engine.model_id,
             prompt or first.question,
             stats,
+            transcript=self.transcript.to_dict() if self.transcript is not None else None,
         )
 
     def reads_as(self, path: str | os.PathLike, options: Options, engine: Engine) -> bool:
@@ -157,6 +169,7 @@ class VideoJob:
             and str(Path(path)) == self.info.path
             and options.sampling == self.options.sampling
             and options.context.max_context == self.options.context.max_context
+            and options.speech == self.options.speech
         )
 
     def release(self) -> None:
@@ -185,6 +198,7 @@ class VideoJob:
                 max_context=self.context,
                 expected_tokens=part.segment.tokens + self.options.generation.max_new_tokens,
                 cache_reuse=self.cache_reuse,
+                speech=part.speech,
             )
             part.session.turns = list(part.turns)
         return part.session
@@ -266,17 +280,25 @@ def open_video(
     prompt: str = "",
     *,
     cache_reuse: bool = True,
+    transcript: Transcript | None = None,
 ) -> VideoJob:
     """Probe and plan ``path`` and prepare its sessions (nothing is decoded yet).
 
+    ``transcript`` (see :func:`transcript_for`) goes into the prompt after the video, each part of a long
+    video getting the lines of its own time range; the plan counts its tokens.
     Raises VideoError / OptionsError / ContextTooSmallError before any model work.
     """
     info = probe(path)
     context = engine.context_length(options.context)
-    plan = plan_video(info, options, context, prompt, engine.geometry)
-    if not plan.fits:  # plan again with the longest prompt a segment gets, so every segment fits
+    hours = info.duration >= 3600
+    speech = speech_block(transcript.segments, hours) if transcript is not None else ""
+    plan = plan_video(info, options, context, speech + prompt, engine.geometry)
+    if not plan.fits:
+        # Plan again with the longest prompt a segment gets, so every segment fits. Each part reads only
+        # its own lines of the transcript; the plan counts all of them in every part, which errs on the
+        # side of smaller parts.
         note = SEGMENT_NOTE.format(part=999, parts=999, start="00:00:00", end="00:00:00")
-        plan = plan_video(info, options, context, note + "\n\n" + prompt, engine.geometry)
+        plan = plan_video(info, options, context, speech + note + "\n\n" + prompt, engine.geometry)
     size = (plan.width, plan.height)
     fps = options.sampling.fps
     cache = feature_cache(options)
@@ -286,10 +308,68 @@ def open_video(
         key = None
         if cache is not None:
             key = cache.key(path, fps=fps, size=size, start=s.start, end=end, model=engine.fingerprint)
-        parts.append(_Part(s, sample(path, fps, size, start=s.start, end=end), key))
+        lines = speech
+        if transcript is not None and not plan.fits:
+            lines = speech_block(transcript.between(s.start, s.end), hours)
+        parts.append(_Part(s, sample(path, fps, size, start=s.start, end=end), key, speech=lines))
     if not plan.fits:
         log.info("%s does not fit %d tokens: %d segments", info.path, context, len(parts))
-    return VideoJob(engine, info, plan, context, options, cache_reuse, parts, cache)
+    job = VideoJob(engine, info, plan, context, options, cache_reuse, parts, cache)
+    job.transcript, job.speech = transcript, speech
+    job.speech_tokens = engine.geometry.text_tokens(speech) if speech else 0
+    return job
+
+
+def speech_block(segments: Iterable[SpeechSegment], hours: bool = False) -> str:
+    """The transcript as the model reads it, right after the video: a heading, then one ``[MM:SS] text``
+    line a segment, then a blank line before the prompt ("" without speech).
+
+    One block after the video rather than lines between the frame groups of the same seconds: the video's
+    tokens (and the vision features cached on disk for it) stay the same whatever the transcript, a prompt
+    change reuses both, and the times in the lines are the same clock the frame timestamps use, so the
+    model can still line them up. Both layouts cost the same tokens.
+    """
+    lines = prompt_lines(segments, hours)
+    return f"{SPEECH_HEADING}\n{lines}\n\n" if lines else ""
+
+
+def transcript_for(
+    path: str | os.PathLike,
+    options: Options,
+    subtitle_file: str | os.PathLike | None = None,
+    on_progress: Callable[[float, float], None] | None = None,
+) -> Transcript | None:
+    """What is said in ``path`` as ``options.speech`` asks (None for ``off``, or a video without speech),
+    from the transcript cache when the same file was transcribed the same way before."""
+    s = options.speech
+    if s.mode == "off" and subtitle_file is None:
+        return None
+    key = None
+    folder = Path(options.cache.dir).expanduser() / TRANSCRIPTS_DIR if options.cache.enabled else None
+    if folder is not None:
+        parts = [file_fingerprint(path), s.mode, s.model, s.language, s.device]
+        if subtitle_file is not None:
+            parts.append(file_fingerprint(subtitle_file))
+        elif s.mode in ("auto", "subtitles"):
+            sidecar = find_sidecar(path)  # a subtitle file added next to the video later must count
+            parts.append(file_fingerprint(sidecar) if sidecar is not None else "")
+        key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            cached = Transcript.from_dict(json.loads((folder / f"{key}.json").read_text(encoding="utf-8")))
+            log.info("read the transcript of %s from the cache", path)
+            return cached
+    transcript = get_transcript(
+        path, s.mode, subtitle_file, s.model, s.language or None, s.device, on_progress=on_progress
+    )
+    if folder is not None and transcript is not None:  # "none" is not kept: the model may come later
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f"{key}.json.tmp"
+            tmp.write_text(json.dumps(transcript.to_dict()), encoding="utf-8")
+            tmp.replace(folder / f"{key}.json")
+        except OSError as e:
+            log.warning("could not cache the transcript: %s", e)
+    return transcript
 
 
 def feature_cache(options: Options) -> FeatureCache | None:

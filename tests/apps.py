@@ -44,9 +44,25 @@ class Served:
         return Client(self.url, verbose=False)
 
     def summarize(
-        self, client: Client, video: Path, prompt: str = PROMPT, fps: float = 1.0, model: str | None = None
+        self,
+        client: Client,
+        video: Path,
+        prompt: str = PROMPT,
+        fps: float = 1.0,
+        model: str | None = None,
+        speech: str = "auto",
+        language: str = "",
     ):
-        args = (handle_file(str(video)), prompt, fps, True, 8192, model or self.options.model.id)
+        args = (
+            handle_file(str(video)),
+            prompt,
+            fps,
+            True,
+            8192,
+            model or self.options.model.id,
+            speech,
+            language,
+        )
         return client.submit(*args, api_name="/summarize")
 
 

@@ -193,3 +193,38 @@ def test_an_error_is_one_status_line_and_leaves_the_page_usable(page, served, tm
     assert page.locator("#chat .message").count() == 0, "the old chat is cleared"
     assert "The summary appears here" in page.inner_text("#summary")
     shot(page, "browser-new-upload-cleared.png")
+
+
+def test_the_transcript_panel_lists_what_is_said_and_seeks(page, served, tmp_path_factory) -> None:
+    """Subtitles inside the upload (mov_text) become the transcript panel: each time a link that seeks the
+    player, and a filter box that keeps the lines with a word."""
+    from tests import narration
+
+    if (missing := narration.missing_tools()) is not None:
+        pytest.skip(missing)
+    media = narration.build_media(tmp_path_factory.mktemp("browser-speech"))
+    page.goto(served.url)
+    page.locator("#player input[type=file]").set_input_files(str(media.mp4_mov_text))
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('frames at')")
+    page.get_by_role("button", name="Summarize").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Done')")
+    page.get_by_text("Transcript: what is said").click()
+    page.wait_for_function("document.querySelectorAll('#transcript li').length === 3")
+    lines = page.locator("#transcript li").all_inner_texts()
+    assert [line.split(" ", 1)[1] for line in lines] == [c[2] for c in narration.CUES]
+    assert "subtitles in the video" in page.inner_text("#transcript")
+
+    page.evaluate(
+        """() => { const v = document.querySelector('#player video');
+        v.addEventListener('seeking', () => { window.__seekedTo = v.currentTime; }, {once: true}); }"""
+    )
+    page.locator('#transcript a[href^="#t=9"]').click()
+    page.wait_for_function("window.__seekedTo !== undefined")
+    assert abs(page.evaluate("window.__seekedTo") - 9.0) < 0.3, "the player moved to the line's time"
+    page.evaluate("document.querySelector('#player video').pause()")
+
+    page.locator("#transcript-filter textarea, #transcript-filter input").first.fill("garden")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#transcript li')].filter(li => li.style.display !== 'none').length === 1"
+    )
+    shot(page, "browser-transcript.png")

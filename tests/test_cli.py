@@ -274,3 +274,78 @@ def test_summarize_streams_markdown_then_each_answer(capsys, tiny_model_dir, sho
     assert out == expected
     # --verbose shows progress on a non-terminal ("vision" only on a feature-cache miss: cached_run ran first).
     assert "frames" in err and "prefill" in err
+
+
+# --- KV-cache dtype, device memory, quantization -----------------------------------------------------------
+
+
+def plan_json(capsys, *argv: str) -> dict:
+    code, out, err = run(capsys, "plan", *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_plan_says_262144_tokens_fit_a_24gb_card_with_a_float8_cache(capsys, short):
+    command = ("--max-context", "262144", "--device-memory", "24GB", "--kv-cache-dtype")
+    data = plan_json(capsys, short, *command, "float8")
+    memory = data["memory"]
+    assert memory["kv_cache_dtype"] == "float8" and memory["context"] == 262_144
+    assert memory["kv_bytes_per_token"] == 2 * 28 * 8 * (128 + 4)  # e4m3 plus a float32 scale per head
+    assert memory["kv_bytes"] == 262_144 * 59_136
+    assert memory["weights_bytes"] == 2_127_532_032 * 2 and memory["headroom_bytes"] == 3 * 2**30
+    assert memory["device_bytes"] == 24 * 10**9
+    assert memory["total_bytes"] == 22_978_437_120 and memory["fits"] is True
+    assert data["plan"]["kv_cache_dtype"] == "float8" and data["plan"]["context"] == 262_144
+    assert data["plan"]["kv_cache_bytes"] == (data["plan"]["tokens"] + 2048) * 59_136
+
+    bf16 = plan_json(capsys, short, *command, "bfloat16")
+    assert bf16["memory"]["kv_bytes"] == 28 * 2**30 and bf16["memory"]["fits"] is False
+
+
+def test_plan_auto_kv_cache_dtype_and_context_follow_the_device(capsys, short):
+    on_24gb = plan_json(capsys, short, "--device-memory", "24GB")  # auto and auto: bf16 would not fit
+    assert on_24gb["memory"]["kv_cache_dtype"] == "float8" and on_24gb["plan"]["context"] == 262_144
+    assert on_24gb["memory"]["fits"] is True
+    on_80gib = plan_json(capsys, short, "--device-memory", "80GiB")
+    assert on_80gib["memory"]["kv_cache_dtype"] == "bfloat16" and on_80gib["memory"]["fits"] is True
+    # An auto context on a 16 GB card with bf16 forced: (16e9 - 4.26e9 - 3 GiB) / 112 KiB = 74,321 tokens,
+    # rounded down to 1,024s.
+    small = plan_json(capsys, short, "--kv-cache-dtype", "bfloat16", "--device-memory", "16GB")
+    assert small["plan"]["context"] == small["memory"]["context"] == 73_728
+    assert small["memory"]["fits"] is True
+    # Without --device-memory nothing is known about memory: auto = not quantized, context = the cap.
+    nothing = plan_json(capsys, short)
+    assert nothing["memory"]["device_bytes"] is None and nothing["memory"]["fits"] is None
+    assert nothing["memory"]["kv_cache_dtype"] == "bfloat16" and nothing["plan"]["context"] == 262_144
+
+
+def test_plan_prints_the_memory_line_for_a_device(capsys, short):
+    code, out, err = run(capsys, "plan", short, "--max-context", "262144", "--device-memory", "24GB")
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert len(lines) == 3 and "KV cache" in lines[1] and "in float8" in lines[1]
+    assert lines[2] == (
+        "memory: weights 3.96 GiB + KV cache 14.44 GiB (float8, 262,144 tokens) + headroom 3.00 GiB "
+        "= 21.40 GiB of 22.35 GiB: fits"
+    )
+
+
+@pytest.mark.parametrize("argv", [("--device-memory", "24XB"), ("--kv-cache-dtype", "int4")])
+def test_bad_memory_or_kv_cache_dtype_is_a_usage_error(capsys, short, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["plan", str(short), *argv])
+    assert exit_info.value.code == 2
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_summarize_with_a_float8_cache(capsys, tiny_model_dir, short):
+    code, out, err = summarize(capsys, tiny_model_dir, short, "--json", "--kv-cache-dtype", "float8")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["plan"]["kv_cache_dtype"] == "float8"
+    assert all(1 <= len(t["tokens"]) <= 5 for t in data["turns"])
+
+
+def test_bitsandbytes_on_the_cpu_is_one_error_line(capsys, tiny_model_dir, short):
+    code, out, err = summarize(capsys, tiny_model_dir, short, "--quantization", "nf4")
+    assert_one_error_line(code, out, err, "model.quantization = nf4", "CUDA", "model.quantization = none")

@@ -167,7 +167,9 @@ def test_no_chapters() -> None:
 
 
 def test_formats_and_registry() -> None:
-    assert FORMATS == ("md", "json", "srt", "vtt", "chapters")
+    assert FORMATS == (
+        "md", "json", "srt", "vtt", "chapters", "transcript.srt", "transcript.vtt", "transcript.txt"
+    )  # fmt: skip
     for fmt in FORMATS:
         writer = get_writer(fmt)
         assert writer.extension and not writer.extension.startswith(".")
@@ -341,3 +343,35 @@ def test_summary_defaults() -> None:
     s = Summary(markdown="x", video="v.mp4", duration=1.0, model="m", prompt="general")
     assert s.stats == {}
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", s.created)
+
+
+# --- the transcript ---------------------------------------------------------------------------------
+
+
+def test_the_transcript_is_exported_as_subtitles_text_and_json() -> None:
+    transcript = {
+        "segments": [
+            {"start": 2.0, "end": 4.25, "text": "Welcome to the lecture."},
+            {"start": 61.5, "end": 61.5, "text": "A <b>bold</b> claim --> here"},
+        ],
+        "language": "en",
+        "source": "asr:tiny.en",
+        "damage": None,
+    }
+    summary = Summary("Notes.", "talk.mp4", 90.0, "m", "p", transcript=transcript)
+    assert get_writer("transcript.srt").to_string(summary) == (
+        "1\n00:00:02,000 --> 00:00:04,250\nWelcome to the lecture.\n\n"
+        "2\n00:01:01,500 --> 00:01:02,500\nA <b>bold</b> claim \u2192 here\n"
+    )
+    vtt = get_writer("transcript.vtt").to_string(summary)
+    assert vtt.startswith("WEBVTT\n\n00:00:02.000 --> 00:00:04.250\nWelcome")
+    assert "A &lt;b&gt;bold&lt;/b&gt; claim" in vtt
+    assert get_writer("transcript.txt").to_string(summary) == (
+        "Welcome to the lecture.\nA <b>bold</b> claim --> here\n"
+    )
+    assert json.loads(get_writer("json").to_string(summary))["transcript"] == transcript
+    # Without a transcript the tracks hold nothing, and say so.
+    empty = Summary("Notes.", "talk.mp4", 90.0, "m", "p")
+    for fmt in ("transcript.srt", "transcript.vtt", "transcript.txt"):
+        writer = get_writer(fmt)
+        assert not writer.has_content(writer.to_string(empty))

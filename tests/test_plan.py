@@ -233,3 +233,91 @@ def test_a_video_needing_absurdly_many_segments_is_refused():
     # 10 hours at 30 fps in 16K contexts: thousands of passes; say so instead of planning them.
     with pytest.raises(ContextTooSmallError, match="segments"):
         make_plan(info(duration=10 * 3600.0), fps=30.0, context=16384)
+
+
+# --- KV-cache dtype and device memory --------------------------------------------------------------------
+
+GB, GIB = 10**9, 2**30
+
+
+def test_kv_bytes_per_token_by_hand():
+    from qwen3vl_summarizer.plan import QWEN3VL_2B_KV_BYTES_PER_TOKEN, QWEN3VL_2B_KV_SHAPE, kv_bytes_per_token
+
+    # Qwen3-VL-2B: K and V x 28 layers x 8 KV heads x 128, at 2 bytes; float8: 1 byte + a 4-byte scale per
+    # head and token.
+    assert QWEN3VL_2B_KV_BYTES_PER_TOKEN == 2 * 28 * 8 * 128 * 2 == 112 * 1024
+    assert kv_bytes_per_token(*QWEN3VL_2B_KV_SHAPE, "float8") == 2 * 28 * 8 * (128 + 4) == 59_136
+    assert kv_bytes_per_token(*QWEN3VL_2B_KV_SHAPE, "float32") == 2 * QWEN3VL_2B_KV_BYTES_PER_TOKEN
+    assert kv_bytes_per_token(4, 2, 16, "float8") == 320  # the tiny test model
+
+
+def test_256k_tokens_fit_a_24gb_card_in_float8_but_not_in_bfloat16():
+    from qwen3vl_summarizer.plan import QWEN3VL_2B_KV_SHAPE, kv_bytes_per_token, memory_plan
+
+    def geometry(dtype):
+        return Geometry(
+            kv_bytes_per_token=kv_bytes_per_token(*QWEN3VL_2B_KV_SHAPE, dtype), kv_cache_dtype=dtype
+        )
+
+    weights = 2_127_532_032 * 2  # 4.26 GB
+    headroom = 3 * GIB
+    bf16 = memory_plan(262_144, geometry("bfloat16"), 24 * GB)
+    assert bf16.kv_bytes == 262_144 * 114_688 == 28 * GIB
+    assert bf16.total_bytes == weights + 28 * GIB + headroom == 37_541_060_608  # 34.96 GiB
+    assert bf16.fits is False
+    fp8 = memory_plan(262_144, geometry("float8"), 24 * GB)
+    assert fp8.kv_bytes == 262_144 * 59_136 == 15_502_147_584  # 14.44 GiB
+    assert fp8.total_bytes == weights + 15_502_147_584 + headroom == 22_978_437_120  # 21.40 GiB
+    assert fp8.fits is True and fp8.total_bytes < 22 * GIB
+    assert "21.40 GiB of 22.35 GiB: fits" in fp8.summary() and "does not fit" in bf16.summary()
+    assert memory_plan(262_144, geometry("float8")).fits is None  # no device, no verdict
+    assert "GiB:" not in memory_plan(262_144).summary()
+
+
+def test_auto_kv_cache_dtype_quantizes_only_what_does_not_fit():
+    from qwen3vl_summarizer.plan import QWEN3VL_2B_KV_SHAPE, choose_kv_cache_dtype, kv_budget_bytes
+
+    shape = QWEN3VL_2B_KV_SHAPE
+    card_24, card_80 = kv_budget_bytes(24 * GB), kv_budget_bytes(80 * GIB)
+    assert choose_kv_cache_dtype("auto", "bfloat16", 262_144, shape, card_24) == "float8"
+    assert choose_kv_cache_dtype("auto", "bfloat16", 131_072, shape, card_24) == "bfloat16"  # 14 GiB fits
+    assert choose_kv_cache_dtype("auto", "bfloat16", 262_144, shape, card_80) == "bfloat16"
+    assert choose_kv_cache_dtype("auto", "float32", 262_144, shape, None) == "float32"  # CPU: no limit known
+    assert choose_kv_cache_dtype("bfloat16", "bfloat16", 262_144, shape, card_24) == "bfloat16"  # as asked
+    assert choose_kv_cache_dtype("bfloat16", "float32", 8192, shape, None) == "float32"  # = not quantized
+    assert choose_kv_cache_dtype("float8", "bfloat16", 8192, shape, card_80) == "float8"
+
+
+def test_context_that_fits_rounds_down_and_stays_within_bounds():
+    from qwen3vl_summarizer.plan import context_that_fits
+
+    assert context_that_fits(100_000 * 1000 + 999, 1000, 262_144) == 99_328  # 100,000 rounded to 1,024s
+    assert context_that_fits(10**12, 1000, 262_144) == 262_144
+    assert context_that_fits(-5, 1000, 262_144) == 8192  # never below the minimum
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("24GB", 24 * GB), ("24GiB", 24 * GIB), ("80G", 80 * GB), ("80 gib", 80 * GIB), ("1.5TB", 15 * 10**11),
+     ("512MiB", 512 * 2**20), ("1000", 1000)],
+)  # fmt: skip
+def test_parse_size(text, size):
+    from qwen3vl_summarizer.plan import parse_size
+
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "GB", "24XB", "-1GB", "0", "24 G B"])
+def test_parse_size_refuses_what_is_not_a_size(text):
+    from qwen3vl_summarizer.plan import parse_size
+
+    with pytest.raises(OptionsError, match="memory size"):
+        parse_size(text)
+
+
+def test_plan_counts_and_names_the_kv_cache_dtype():
+    g = Geometry(kv_bytes_per_token=59_136, kv_cache_dtype="float8")
+    plan = make_plan(info(duration=60.0), geometry=g)
+    assert plan.kv_cache_dtype == "float8" and plan.kv_cache_bytes == (plan.tokens + 2048) * 59_136
+    assert "in float8" in plan.summary()
+    assert make_plan(info(duration=60.0)).kv_cache_dtype == "bfloat16"
