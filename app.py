@@ -17,7 +17,9 @@ import html
 import inspect
 import json
 import logging
+import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
+from gradio.utils import get_upload_folder as gradio_upload_folder
 
 from qwen3vl_summarizer.engine import Engine, VideoSession
 from qwen3vl_summarizer.errors import Cancelled, OptionsError, SessionBrokenError, SummarizerError
@@ -37,24 +41,17 @@ from qwen3vl_summarizer.export import FORMATS, get_writer
 from qwen3vl_summarizer.jobs import JobStore
 from qwen3vl_summarizer.loading import EngineSlot
 from qwen3vl_summarizer.options import Options, load_options
-from qwen3vl_summarizer.plan import Geometry, plan_video
+from qwen3vl_summarizer.plan import Geometry, parse_range, plan_video
 from qwen3vl_summarizer.prompts import list_prompts
 from qwen3vl_summarizer.summarize import VideoJob
+from qwen3vl_summarizer.timeline import NO_SUMMARY_NOTE, TIMELINE_CSS, chapter_timeline, note_html
 from qwen3vl_summarizer.timestamps import format_timestamp, link_timestamps
 from qwen3vl_summarizer.video import VideoInfo, probe
 
 log = logging.getLogger("qwen3vl_summarizer.app")
 
-# Qwen3-VL Instruct checkpoints offered in the model menu; any hub id or local folder can be typed.
-HUB_MODELS = (
-    "Qwen/Qwen3-VL-2B-Instruct",
-    "Qwen/Qwen3-VL-4B-Instruct",
-    "Qwen/Qwen3-VL-8B-Instruct",
-    "Qwen/Qwen3-VL-2B-Instruct-FP8",
-    "Qwen/Qwen3-VL-4B-Instruct-FP8",
-    "Qwen/Qwen3-VL-8B-Instruct-FP8",
-)
 FPS_MIN, FPS_MAX, FPS_STEP = 0.1, 4.0, 0.1  # frames per second offered by the slider
+RANGE_NAMES = ("From", "To")  # the time-range fields, as their errors name them
 CONTEXT_MIN, CONTEXT_MAX, CONTEXT_STEP = 8 * 1024, 256 * 1024, 8 * 1024  # tokens
 DEFAULT_PROMPT = "general"
 IMAGE_PROMPT = "Describe this image in detail, in Markdown. Include any text you can read in it."
@@ -68,6 +65,8 @@ SPEECH_CHOICES = [
     ("Speech recognition", "asr"),
     ("Off: frames only", "off"),
 ]
+DOWNLOADS_PREFIX = "qwen3vl-app-"  # + pid: a folder per server process, removed once that process is gone
+MAX_IMAGE_SIDE = 2048  # pixels; an image is shrunk to this before the model's processor sees it
 SPEECH_POLL_S = 0.5  # how often the page hears how far transcription got, seconds
 # Hides the transcript lines that do not contain the filter box's words (in the browser: no round trip).
 FILTER_TRANSCRIPT_JS = """
@@ -182,7 +181,93 @@ class AppState:
         self.jobs = JobStore(budget_bytes=int(options.server.session_memory_gb * 2**30))
         self.engines = EngineSlot(options.model, on_switch=self.jobs.drop_engine)
         self.cancels = Cancels()
-        self.downloads = Path(tempfile.mkdtemp(prefix="qwen3vl-app-"))
+        remove_leftover_downloads()
+        self.downloads = Path(tempfile.mkdtemp(prefix=f"{DOWNLOADS_PREFIX}{os.getpid()}-"))
+
+    @property
+    def models(self) -> list[str]:
+        """What the model menu offers: the configured model, then the allowed ones."""
+        return list(dict.fromkeys([self.options.model.id, *self.options.server.allowed_models]))
+
+    def model_for(self, model_id: str | None) -> str:
+        """The model a request may load: one the operator offers, or any with server.allow_any_model."""
+        model_id = (model_id or "").strip() or self.options.model.id
+        if model_id not in self.models and not self.options.server.allow_any_model:
+            raise ModelNotOffered(
+                f"this server offers these models: {', '.join(self.models)} (its operator can allow others "
+                "with server.allow_any_model)"
+            )
+        return model_id
+
+    def check_text(self, text: str, what: str) -> str | None:
+        """Why ``text`` (a prompt or a question) cannot be accepted, or None."""
+        limit = self.options.server.max_prompt_chars
+        if len(text) > limit:
+            return f"The {what} is {len(text):,} characters long; this server accepts up to {limit:,}."
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"The {what} holds characters that are not valid text (lone surrogates): type or paste it again."
+        return None
+
+
+class ModelNotOffered(SummarizerError):
+    """A request named a model that the operator does not offer."""
+
+
+class NotAnUpload(SummarizerError):
+    """A request named a file on the server that was not uploaded through it."""
+
+
+def uploaded(path: str) -> str:
+    """``path`` if it is a file uploaded through this server (in Gradio's upload folder), else refuse:
+    a client must not make the server read, or learn about, any other file."""
+    folder = Path(gradio_upload_folder()).resolve()
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(folder) or not resolved.is_file():
+        raise NotAnUpload("only files uploaded through this page can be read: upload the file again")
+    return str(resolved)
+
+
+def remove_leftover_downloads() -> None:
+    """Download folders of app processes that are no longer running (a crash, a kill) are deleted."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{DOWNLOADS_PREFIX}*"):
+        pid = folder.name.removeprefix(DOWNLOADS_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_image(path: str, max_pixels: int) -> np.ndarray:
+    """An uploaded image as RGB [H, W, 3], refused before decoding when its header says it is larger than
+    ``max_pixels``, and shrunk to at most MAX_IMAGE_SIDE pixels a side (the model reads less than that)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise OptionsError(
+                    f"the image is {width}×{height} ({width * height / 1e6:.0f} megapixels); this server reads "
+                    f"images up to {max_pixels / 1e6:.0f} megapixels"
+                )
+            image.draft("RGB", (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))  # JPEG: decode at a reduced scale
+            image = image.convert("RGB")
+            image.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))
+            return np.asarray(image)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as e:
+        raise OptionsError(
+            f"{Path(path).name} is not an image this server can read ({e.__class__.__name__})"
+        ) from None
 
 
 def describe_model(state: AppState) -> str:
@@ -242,6 +327,21 @@ def _status_errors(upload: str | None = None) -> Iterator[_Failure]:
 # Small pure helpers
 
 
+_CODE_RE = re.compile(r"(```.*?```|`[^`\n]*`)", re.DOTALL)
+
+
+def no_raw_html(markdown: str) -> str:
+    """Markdown with every ``<`` outside code shown as text: a model's answer or a person's message cannot
+    make the browser load a remote image (``<img src=…>``) or run anything. Code keeps its ``<``."""
+    parts = _CODE_RE.split(markdown)
+    return "".join(part if i % 2 else part.replace("<", "&lt;") for i, part in enumerate(parts))
+
+
+def shown(markdown: str, duration: float | None) -> str:
+    """Text from the model or a person as the page shows it: no raw HTML, every time a seek link."""
+    return link_timestamps(no_raw_html(markdown), duration)
+
+
 def prompt_choices() -> list[tuple[str, str]]:
     """(menu label, template name) of the summary prompts; the merge templates are internal."""
     return [(f"{p.title} ({p.language})", p.name) for p in list_prompts() if not p.name.startswith("merge")]
@@ -291,6 +391,12 @@ def transcript_markdown(job: VideoJob) -> str:
     return heading + "\n\n" + ("\n".join(lines) if lines else "*(nothing was said)*")
 
 
+def timeline_html(job: VideoJob) -> str:
+    """The chapter timeline of the job's finished summary (a bar over the whole video, a card per chapter
+    with the thumbnail of the frame read nearest its start), or a one-line note when it has no chapters."""
+    return chapter_timeline(job.summary_text, job.info.duration, job.thumbnails, end=job.plan.end)
+
+
 def video_line(info: VideoInfo) -> str:
     parts = [
         f"**Duration** {format_timestamp(info.duration)}",
@@ -303,9 +409,11 @@ def video_line(info: VideoInfo) -> str:
     return " · ".join(parts)
 
 
-def plan_line(info: VideoInfo, options: Options, prompt: str, engine: Engine | None, speech: str = "") -> str:
+def plan_line(info: VideoInfo, options: Options, prompt: str, engine: Engine | None, speech: str = "",
+              start: float = 0.0, end: float | None = None) -> str:  # fmt: skip
     """What the model will see and what it costs, as one line; planning problems become the line.
-    ``speech``: the transcript as the model reads it, once known (its tokens are counted and shown)."""
+    ``speech``: the transcript as the model reads it, once known (its tokens are counted and shown).
+    ``start``/``end``: the time range read, seconds (the whole video by default)."""
     auto = options.context.max_context == "auto"
     if engine is not None:
         context = engine.context_length(options.context)
@@ -313,7 +421,7 @@ def plan_line(info: VideoInfo, options: Options, prompt: str, engine: Engine | N
         context = options.context.max_context_cap if auto else int(options.context.max_context)
     try:
         geometry = engine.geometry if engine is not None else None
-        plan = plan_video(info, options, context, speech + prompt, geometry)
+        plan = plan_video(info, options, context, speech + prompt, geometry, start=start, end=end)
     except SummarizerError as e:
         return f"**Cannot plan:** {e}"
     line = "**Plan:** " + plan.summary()
@@ -355,6 +463,10 @@ def progress_line(stages: dict[str, tuple[int, int]], started: float) -> str:
     return " · ".join(parts)
 
 
+def _folder_name(sid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", sid)
+
+
 def _sid(request: gr.Request | None) -> str:
     return (request.session_hash if request is not None else None) or "local"
 
@@ -377,40 +489,43 @@ def _closing(response: Response, cancel: threading.Event) -> Iterator[Response]:
 
 
 def on_video(state: AppState, video: str | None, fps: float, auto: bool, context: float, prompt: str,
-             request: gr.Request):  # fmt: skip
+             range_from: str, range_to: str, request: gr.Request):  # fmt: skip
     """New upload: show its facts and plan, and clear what belonged to the previous video.
 
-    Yields (video facts, plan line, VideoInfo, status, summary, chat, stats, downloads, transcript); the
-    cleared view comes first, so a bad file leaves nothing of the old one behind."""
+    Yields (video facts, plan line, VideoInfo, status, summary, chat, stats, downloads, transcript,
+    timeline); the cleared view comes first, so a bad file leaves nothing of the old one behind."""
     sid = _sid(request)
     job = state.jobs.get(sid)
     if job is not None and job.info.path != video:
         state.cancels.stop(sid)  # work on the old video has nothing more to show
         state.jobs.drop(sid)  # a new video: free the old one's cache now
-    cleared = ("", SUMMARY_PLACEHOLDER, [], None, None, TRANSCRIPT_PLACEHOLDER)  # status ... transcript
+    cleared = ("", SUMMARY_PLACEHOLDER, [], None, None, TRANSCRIPT_PLACEHOLDER, note_html(NO_SUMMARY_NOTE))
     if not video:
         yield "", "", None, *cleared
         return
     try:
-        info = probe(video)
+        info = probe(uploaded(video))
     except SummarizerError as e:
         yield "", "", None, show_error(_message(e, video)), *cleared[1:]
         return
-    yield video_line(info), on_settings(state, info, fps, auto, context, prompt, request), info, *cleared
+    plan = on_settings(state, info, fps, auto, context, prompt, range_from, range_to, request)
+    yield video_line(info), plan, info, *cleared
 
 
 def on_settings(state: AppState, info: VideoInfo | None, fps: float, auto: bool, context: float,
-                prompt: str, request: gr.Request) -> str:  # fmt: skip
-    """The plan line, redrawn while the sliders move; with the speech's tokens once it was transcribed."""
+                prompt: str, range_from: str, range_to: str, request: gr.Request) -> str:  # fmt: skip
+    """The plan line, redrawn while the sliders and the From/To fields change; with the speech's tokens
+    once it was transcribed."""
     if info is None:
         return "*Upload a video to see how it will be read.*"
     try:
         opts = run_options(state.options, fps, auto, context)
+        start, end = parse_range(range_from, range_to, RANGE_NAMES)
     except OptionsError as e:
         return f"**Cannot plan:** {e}"
     job = state.jobs.peek(_sid(request))
     speech = job.speech if job is not None and job.info.path == info.path else ""
-    return plan_line(info, opts, prompt or "", state.engines.engine, speech)
+    return plan_line(info, opts, prompt or "", state.engines.engine, speech, start, end)
 
 
 def on_prompt_name(name: str) -> str:
@@ -420,35 +535,58 @@ def on_prompt_name(name: str) -> str:
 def load_model(state: AppState, model_id: str, progress=gr.Progress()) -> str:  # noqa: B008 (Gradio's idiom)
     progress(0.1, desc=f"Loading {model_id}…")
     with _status_errors() as failed:
-        state.engines.get(model_id)
+        state.engines.get(state.model_for(model_id))
     if failed:  # the model that was loaded (if any) stays loaded
         return failed.show() + "  \n" + describe_model(state)
     return describe_model(state)
 
 
 def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto: bool, context: float,
-              model_id: str, speech: str, language: str, request: gr.Request):  # fmt: skip
-    """Stream the summary. Yields (summary, status, stats, chat, download files, transcript)."""
+              model_id: str, speech: str, language: str, range_from: str, range_to: str,
+              request: gr.Request):  # fmt: skip
+    """Stream the summary of the video, or of its ``range_from``-``range_to`` (typed times; empty: its
+    start, its end). Yields (summary, status, stats, chat, download files, transcript, job id, timeline)."""
     sid = _sid(request)
-    keep = (gr.skip(),) * 4  # stats, chat, downloads, transcript
+    keep = (gr.skip(),) * 6  # stats, chat, downloads, transcript, job id, timeline
     if not video:
         yield gr.skip(), warn("No video yet: upload one (drag and drop works), then press Summarize."), *keep
         return
     if not (prompt or "").strip():
         yield gr.skip(), warn("The prompt is empty: pick a template or write what you want."), *keep
         return
+    if problem := state.check_text(prompt, "prompt"):
+        yield gr.skip(), warn(problem), *keep
+        return
+    try:
+        time_range = parse_range(range_from, range_to, RANGE_NAMES)
+    except OptionsError as e:
+        yield gr.skip(), warn(str(e)), *keep
+        return
+    state.jobs.expire(state.options.server.session_idle_minutes * 60)
     cancel = state.cancels.new(sid)
-    yield "", "Loading the model…", None, [], None, gr.skip()
+    yield "", "Loading the model…", None, [], None, gr.skip(), gr.skip(), note_html(NO_SUMMARY_NOTE)
     with _status_errors(video) as failed:
+        video = uploaded(video)
         opts = run_options(state.options, fps, auto, context, speech, language)
-        engine = state.engines.get(model_id)
+        engine = state.engines.get(state.model_for(model_id))
         try:
-            opened = yield from _open_with_speech_progress(state, sid, engine, video, opts, prompt, cancel)
+            opened = yield from _open_with_speech_progress(
+                state, sid, engine, video, opts, prompt, cancel, time_range
+            )
         except Cancelled:
             yield gr.skip(), STOPPED, *keep
             return
         job, response = opened
-        yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), transcript_markdown(job)
+        yield (
+            gr.skip(),
+            gr.skip(),
+            gr.skip(),
+            gr.skip(),
+            gr.skip(),
+            transcript_markdown(job),
+            state.jobs.token_for(sid),
+            gr.skip(),
+        )
         info, plan = job.info, job.plan
         note = "" if plan.fits else f" ({len(plan.segments)} parts, then a merge)"
         stages, started = {}, time.perf_counter()
@@ -463,10 +601,10 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
                             stages[event.stage] = (event.done, event.total)
                         yield gr.skip(), progress_line(stages, started) + note, *keep
                     elif isinstance(event, TextDelta):
-                        text = link_timestamps(response.streamed, info.duration)
+                        text = shown(response.streamed, info.duration)
                         yield text, "Writing the summary…" + note, *keep
         except Cancelled:
-            yield link_timestamps(response.streamed, info.duration), STOPPED, gr.skip(), [], None, gr.skip()
+            yield shown(response.streamed, info.duration), STOPPED, gr.skip(), [], None, *(gr.skip(),) * 3
             return
         final = response.stats
         files, skipped = write_downloads(state, sid, job)
@@ -477,34 +615,41 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
                 f"Done: read {final.prefill_tokens:,} tokens, wrote {len(final.tokens):,} "
                 f"({final.decode_tokens_per_s:.1f} tokens/s)"
             )
-            if skipped:
-                done += f" · no {', '.join(skipped)} to download: the summary has no chapter times"
+            chapters = [d for d in skipped if not d.startswith("transcript")]
+            if chapters:
+                done += f" · no {', '.join(chapters)} to download: the summary has no chapter times"
+            if len(chapters) < len(skipped) and job.transcript is not None:
+                done += " · the transcript was empty"
         else:
             done = (
                 f"The model answered with no text ({len(final.tokens):,} tokens of white space or control "
                 "tokens). Try another prompt or template, or a higher frame rate."
             )
         stats = {"turn": "summary", **final.to_dict()}
-        summary = link_timestamps(final.text, info.duration) if final.text.strip() else SUMMARY_PLACEHOLDER
-        yield summary, done + note, stats, [], files, gr.skip()
+        summary = shown(final.text, info.duration) if final.text.strip() else SUMMARY_PLACEHOLDER
+        yield summary, done + note, stats, [], files, gr.skip(), gr.skip(), timeline_html(job)
     if failed:
         yield gr.skip(), failed.show(), *keep
 
 
 def _open_with_speech_progress(state: AppState, sid: str, engine: Engine, video: str, opts: Options,
-                               prompt: str, cancel: threading.Event):  # fmt: skip
-    """``state.jobs.summarize`` on a worker thread, yielding status updates while the speech is
-    transcribed (that happens before the job exists, so before its Response streams). Returns
-    (job, response); raises what it raised."""
+                               prompt: str, cancel: threading.Event,
+                               time_range: tuple[float, float | None] = (0.0, None)):  # fmt: skip
+    """``state.jobs.summarize`` (of ``time_range``, start and end seconds) on a worker thread, yielding
+    status updates while the speech is transcribed (that happens before the job exists, so before its
+    Response streams). Returns (job, response); raises what it raised."""
     heard: dict[str, tuple[float, float]] = {}
     started = time.perf_counter()
 
     def on_speech(done: float, total: float) -> None:
         heard["speech"] = (done, total)
 
-    keep = (gr.skip(),) * 4
+    keep = (gr.skip(),) * 6
+    start, end = time_range
     with ThreadPoolExecutor(1, thread_name_prefix="open-video") as pool:
-        future = pool.submit(state.jobs.summarize, sid, engine, video, opts, prompt, cancel, on_speech)
+        future = pool.submit(
+            state.jobs.summarize, sid, engine, video, opts, prompt, cancel, on_speech, start=start, end=end
+        )
         while True:
             try:
                 return future.result(timeout=SPEECH_POLL_S)
@@ -523,16 +668,23 @@ def speech_line(done: float, total: float, started: float) -> str:
     return line
 
 
-def chat(state: AppState, message: str, history: list[dict], request: gr.Request):
-    """A follow-up about the summarised video, answered from its cache.
+def chat(
+    state: AppState, message: str, history: list[dict], job_id: str | None = None, request: gr.Request = None
+):
+    """A follow-up about the summarised video, answered from its cache. ``job_id`` (what /summarize
+    returned) lets an API client, whose every call is a new session, ask about the video it summarised.
 
     Yields (question box, chat, stats, status)."""
-    sid = _sid(request)
+    sid = state.jobs.key_for(job_id) or _sid(request)
     message = (message or "").strip()
     keep = (gr.skip(),) * 3
     if not message:
         yield *keep, warn("Type a question first.")
         return
+    if problem := state.check_text(message, "question"):
+        yield *keep, warn(problem)
+        return
+    state.jobs.expire(state.options.server.session_idle_minutes * 60)
     job = state.jobs.get(sid)
     if job is None:
         text = (
@@ -542,7 +694,7 @@ def chat(state: AppState, message: str, history: list[dict], request: gr.Request
         yield *keep, show_error(text)
         return
     duration = job.info.duration
-    history = [*(history or []), {"role": "user", "content": link_timestamps(message, duration)}]
+    history = [*(history or []), {"role": "user", "content": shown(message, duration)}]
     cancel = state.cancels.new(sid)
     try:
         response = job.ask(message, cancel=cancel)
@@ -559,44 +711,49 @@ def chat(state: AppState, message: str, history: list[dict], request: gr.Request
                     if isinstance(event, TextDelta):
                         answer = {
                             "role": "assistant",
-                            "content": link_timestamps(response.streamed, duration),
+                            "content": shown(response.streamed, duration),
                         }
                         yield gr.skip(), [*history, answer], gr.skip(), gr.skip()
-            answer = {"role": "assistant", "content": link_timestamps(response.text, duration)}
+            answer = {"role": "assistant", "content": shown(response.text, duration)}
             if not response.text.strip():
                 answer["content"] = "*(the model answered with no text; try asking another way)*"
             yield gr.skip(), [*history, answer], {"turn": "follow-up", **response.stats.to_dict()}, gr.skip()
         except Cancelled:
             answer = {
                 "role": "assistant",
-                "content": link_timestamps(response.streamed, duration) + " *(stopped)*",
+                "content": shown(response.streamed, duration) + " *(stopped)*",
             }
             yield gr.skip(), [*history, answer], gr.skip(), gr.skip()
     if failed:
         yield *keep, failed.show()
 
 
-def describe_image(state: AppState, image: Any, prompt: str, model_id: str, request: gr.Request):
-    """Stream a description of one image with the same model."""
+def describe_image(state: AppState, image: str | None, prompt: str, model_id: str, request: gr.Request):
+    """Stream a description of one uploaded image with the same model."""
     if image is None:
         yield warn("No image yet: upload one, then press Describe.")
+        return
+    prompt = (prompt or "").strip() or IMAGE_PROMPT
+    if problem := state.check_text(prompt, "prompt"):
+        yield warn(problem)
         return
     cancel = state.cancels.new(_sid(request))
     yield "Loading the model…"
     with _status_errors() as failed:
-        engine = state.engines.get(model_id)
+        pixels = read_image(uploaded(image), state.options.server.max_image_pixels)
+        engine = state.engines.get(state.model_for(model_id))
         options = state.options
         session = VideoSession(
-            engine, None, image=image, context=options.context, generation=options.generation
+            engine, None, image=pixels, context=options.context, generation=options.generation
         )
-        response = session.ask((prompt or "").strip() or IMAGE_PROMPT, cancel=cancel)
+        response = session.ask(prompt, cancel=cancel)
         try:
             with _closing(response, cancel):
                 for event in response:
                     if isinstance(event, TextDelta):
-                        yield response.streamed
+                        yield no_raw_html(response.streamed)
         except Cancelled:
-            yield response.streamed + " *(stopped)*"
+            yield no_raw_html(response.streamed) + " *(stopped)*"
     if failed:
         yield failed.show()
 
@@ -611,13 +768,14 @@ def forget(state: AppState, request: gr.Request) -> None:
     sid = _sid(request)
     state.cancels.forget(sid)
     state.jobs.drop(sid)
+    shutil.rmtree(state.downloads / _folder_name(sid), ignore_errors=True)
 
 
 def write_downloads(state: AppState, sid: str, job: VideoJob) -> tuple[list[str], list[str]]:
     """The finished summary in every registered export format that has something to hold: (the files'
     paths, the descriptions of the formats left out because they would be empty, e.g. no chapters)."""
     summary = job.summary()
-    folder = state.downloads / re.sub(r"[^A-Za-z0-9_-]", "_", sid)
+    folder = state.downloads / _folder_name(sid)
     folder.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^\w.-]", "_", Path(job.info.path).stem) or "video"
     paths, skipped = [], []
@@ -664,21 +822,23 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
     auto_default = options.context.max_context == "auto"
     context_default = options.context.max_context_cap if auto_default else options.context.max_context
     context_default = min(max(int(context_default), CONTEXT_MIN), CONTEXT_MAX)
-    models = list(HUB_MODELS) if options.model.id in HUB_MODELS else [options.model.id, *HUB_MODELS]
     gpu = {"concurrency_id": "gpu", "concurrency_limit": options.server.concurrency_limit}
     cheap = {"concurrency_limit": None, "api_visibility": "private"}  # UI plumbing, outside the GPU pool
 
-    with gr.Blocks(title="Qwen3-VL video summarizer") as demo:
+    max_age = int(options.server.upload_max_age_hours * 3600)
+    # Uploads (and Gradio's copies of the files it serves) older than max_age are deleted, checked hourly;
+    # Gradio also empties its cache when the server restarts, interrupted uploads included.
+    with gr.Blocks(title="Qwen3-VL video summarizer", delete_cache=(min(max_age, 3600), max_age)) as demo:
         demo.app_state = state  # for tests and embedding
         gr.Markdown(
             "# Qwen3-VL video summarizer\nUpload a video, get a timestamped summary, then ask about it."
         )
         with gr.Row(equal_height=True):
             model_id = gr.Dropdown(
-                models,
+                state.models,
                 value=options.model.id,
                 label="Model",
-                allow_custom_value=True,
+                allow_custom_value=options.server.allow_any_model,
                 scale=3,
                 info="A Qwen3-VL Instruct checkpoint: hub id, local folder or quantized checkpoint",
             )
@@ -691,6 +851,10 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                     label="Video (MP4, MKV, AVI, WebM, MOV)", sources=["upload"], elem_id="player"
                 )
                 gr.HTML('<p id="player-note-text" role="status"></p>', elem_id="player-note", padding=False)
+                # Chapters of the finished summary: a bar of spans and cards that seek the player (SEEK_JS).
+                timeline = gr.HTML(
+                    note_html(NO_SUMMARY_NOTE), elem_id="timeline", css_template=TIMELINE_CSS, js_on_load=None
+                )
                 video_md = gr.Markdown(elem_id="video-info")
                 with gr.Accordion(
                     "Transcript: what is said, each time a link", open=False, elem_id="transcript-box"
@@ -702,14 +866,22 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                 info_state = gr.State(None)  # this page's VideoInfo
                 prompt_name = gr.Dropdown(prompt_choices(), value=DEFAULT_PROMPT, label="Prompt template")
                 prompt = gr.Textbox(prompt_text(DEFAULT_PROMPT), label="Prompt", lines=4, max_lines=8)
-                fps = gr.Slider(
-                    FPS_MIN,
-                    FPS_MAX,
-                    value=options.sampling.fps,
-                    step=FPS_STEP,
-                    label="Frames per second",
-                    elem_id="fps",
-                )
+                with gr.Row(equal_height=True):
+                    fps = gr.Slider(
+                        FPS_MIN,
+                        FPS_MAX,
+                        value=options.sampling.fps,
+                        step=FPS_STEP,
+                        label="Frames per second",
+                        elem_id="fps",
+                        scale=3,
+                    )
+                    # The time range read; empty: from the start, to the end. 90, 1:30 or 01:00:00. (An
+                    # initial "" makes them optional for API clients.)
+                    range_from = gr.Textbox("", label=RANGE_NAMES[0], placeholder="start", max_lines=1,
+                                            scale=1, min_width=90, elem_id="range-from")  # fmt: skip
+                    range_to = gr.Textbox("", label=RANGE_NAMES[1], placeholder="end", max_lines=1,
+                                          scale=1, min_width=90, elem_id="range-to")  # fmt: skip
                 with gr.Row():
                     auto = gr.Checkbox(auto_default, label="Auto context (what fits the device)")
                     context = gr.Slider(
@@ -747,6 +919,8 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                     height=120,
                 )
                 chatbot = gr.Chatbot(label="Follow-up questions", elem_id="chat", height=320)
+                # The summarised video's id: API clients pass it to /chat (each of their calls is a session).
+                job_id = gr.Textbox(visible=False, label="Job id")
                 with gr.Row(equal_height=True):
                     question = gr.Textbox(
                         placeholder="Ask about the video…", show_label=False, elem_id="question", scale=4
@@ -757,20 +931,21 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
 
         with gr.Tab("Image"), gr.Row():
             with gr.Column():
-                image = gr.Image(label="Image", type="numpy", sources=["upload"])
+                # A path, opened by read_image with its pixel cap: Gradio only reads the header (image_mode=None).
+                image = gr.Image(label="Image", type="filepath", image_mode=None, sources=["upload"])
                 image_prompt = gr.Textbox(IMAGE_PROMPT, label="Prompt", lines=2)
                 describe_btn = gr.Button("Describe", variant="primary")
             image_md = gr.Markdown(elem_id="image-description")
 
         # Cheap events run outside the GPU pool so the plan line stays live during a summary.
-        settings = [info_state, fps, auto, context, prompt]
+        settings = [info_state, fps, auto, context, prompt, range_from, range_to]
         load_btn.click(bind(load_model, state), model_id, model_status, api_name="load_model", **gpu).then(
             bind(on_settings, state), settings, plan_md, **cheap
         )
         video.change(
             bind(on_video, state),
-            [video, fps, auto, context, prompt],
-            [video_md, plan_md, info_state, status, summary, chatbot, stats, downloads, transcript],
+            [video, fps, auto, context, prompt, range_from, range_to],
+            [video_md, plan_md, info_state, status, summary, chatbot, stats, downloads, transcript, timeline],
             concurrency_limit=None,
             show_progress="hidden",
             api_name="video",
@@ -778,13 +953,13 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
         prompt_name.change(on_prompt_name, prompt_name, prompt, **cheap)
         transcript_filter.change(None, transcript_filter, None, js=FILTER_TRANSCRIPT_JS)
         auto.change(lambda a: gr.update(interactive=not a), auto, context, **cheap)
-        for component in (fps, auto, context, prompt):
+        for component in (fps, auto, context, prompt, range_from, range_to):
             component.change(bind(on_settings, state), settings, plan_md, show_progress="hidden", **cheap)
         summarizing = (
             summarize_btn.click(
                 bind(summarize, state),
-                [video, prompt, fps, auto, context, model_id, speech, language],
-                [summary, status, stats, chatbot, downloads, transcript],
+                [video, prompt, fps, auto, context, model_id, speech, language, range_from, range_to],
+                [summary, status, stats, chatbot, downloads, transcript, job_id, timeline],
                 api_name="summarize",
                 show_progress="hidden",  # the status line shows progress and errors; no badges
                 **gpu,
@@ -797,7 +972,7 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                 **cheap,  # the loaded model fixes the auto context
             )
         )
-        ask_inputs, ask_outputs = [question, chatbot], [question, chatbot, stats, status]
+        ask_inputs, ask_outputs = [question, chatbot, job_id], [question, chatbot, stats, status]
         ask = {
             "fn": bind(chat, state),
             "inputs": ask_inputs,
@@ -840,6 +1015,14 @@ def launch(demo: gr.Blocks, options: Options, **kwargs: Any) -> Any:
         "max_file_size": f"{server.max_upload_mb}mb",
         **kwargs,
     }
+    if server.auth:
+        settings["auth"] = [tuple(pair.split(":", 1)) for pair in server.auth.split(",")]
+    elif settings["server_name"] not in ("127.0.0.1", "localhost", "::1") or settings["share"]:
+        log.warning(
+            "listening on %s without a login: anyone who can reach it can use the model; "
+            "pass --auth USER:PASSWORD (or QWEN3VL_SERVER__AUTH)",
+            "a share link" if settings["share"] else settings["server_name"],
+        )
     return demo.launch(**settings)
 
 
@@ -856,6 +1039,11 @@ def main(argv: list[str] | None = None) -> None:
         "--share", action="store_true", default=None, help="also open a public gradio.live link"
     )
     parser.add_argument("--config", help="TOML config file (default: the package's configs/default.toml)")
+    parser.add_argument(
+        "--auth", metavar="USER:PASSWORD",
+        help="require this login (comma-separated for several; or QWEN3VL_SERVER__AUTH): use it whenever the "
+        "server listens beyond this machine (--host 0.0.0.0, --share, Docker)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -863,7 +1051,7 @@ def main(argv: list[str] | None = None) -> None:
             args.config,
             overrides={
                 "model": {"id": args.model},
-                "server": {"host": args.host, "port": args.port, "share": args.share},
+                "server": {"host": args.host, "port": args.port, "share": args.share, "auth": args.auth},
             },
         )
     except OptionsError as e:

@@ -28,7 +28,7 @@ from .errors import OptionsError, SummarizerError
 from .events import TurnStats
 from .export import FORMATS, QUESTION_HEADING, get_writer
 from .options import KV_CACHE_DTYPES, QUANTIZATIONS, SPEECH_MODES, Options, load_options
-from .plan import MemoryPlan, Plan, parse_size
+from .plan import MemoryPlan, Plan, parse_size, parse_time
 from .timestamps import format_timestamp
 
 QUESTION_SEPARATOR = QUESTION_HEADING  # printed before each --ask answer
@@ -59,6 +59,13 @@ def _context_arg(value: str) -> int | str:
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of tokens or 'auto', got {value!r}") from None
+
+
+def _time_arg(value: str) -> float:
+    try:
+        return parse_time(value)
+    except OptionsError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("time: ")) from None
 
 
 def _memory_arg(value: str) -> int:
@@ -112,6 +119,14 @@ def _add_sampling(parser: argparse.ArgumentParser, batch: bool = False) -> None:
     else:
         parser.add_argument("video", metavar="VIDEO", help="video file")
     parser.add_argument("--fps", type=float, help="frames per second sampled from the video (0, 30]")
+    parser.add_argument(
+        "--start", type=_time_arg, metavar="TIME", default=0.0,
+        help="read the video from this time on: 90, 1:30 or 01:00:00 (default: its start); times in "
+        "the output stay on the whole video's clock",
+    )  # fmt: skip
+    parser.add_argument(
+        "--end", type=_time_arg, metavar="TIME", help="read the video up to this time (default: its end)"
+    )
     parser.add_argument(
         "--max-context", type=_context_arg, metavar="N", help="context length in tokens, or 'auto'"
     )
@@ -394,7 +409,9 @@ def _probe_and_plan(args: argparse.Namespace, options: Options) -> tuple[Any, Pl
     )
     if c.max_context == "auto" and budget is not None:
         context = context_that_fits(budget, geometry.kv_bytes_per_token, c.max_context_cap)
-    plan = plan_video(info, options, context, prompt=_prompt_text(args), geometry=geometry)
+    plan = plan_video(
+        info, options, context, prompt=_prompt_text(args), geometry=geometry, start=args.start, end=args.end
+    )
     return info, plan, memory_plan(context, geometry, device)
 
 
@@ -429,7 +446,7 @@ def cmd_frames(args: argparse.Namespace, options: Options) -> int:
     from .video import sample
 
     info, plan, _ = _probe_and_plan(args, options)
-    stream = sample(args.video, plan.fps, (plan.width, plan.height))
+    stream = sample(args.video, plan.fps, (plan.width, plan.height), start=plan.start, end=plan.end)
     out = Path(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -495,15 +512,15 @@ def _check_summarize(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         path = Path(arg)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-            if not found:
+            if not found and len(args.videos) > 1:  # alone, it is the error below
                 log.warning("no video files in %s", path)
             paths += found
         else:
             paths.append(path)
     paths = list(dict.fromkeys(paths))  # a file named twice (or also found in a folder) runs once
     batch = len(args.videos) > 1 or any(Path(a).is_dir() for a in args.videos)
-    if not paths:
-        parser.error("no video files to summarize in " + ", ".join(args.videos))
+    if not paths:  # not a usage error: the folders exist but hold no video (exit 1, like a missing file)
+        raise OptionsError("no video files to summarize in " + ", ".join(args.videos))
     if args.out is None:
         if batch:
             parser.error("several videos (or a folder) need --out DIR to write their summaries to")
@@ -574,8 +591,17 @@ def _open(engine, path: Path, options: Options, prompt: str, args: argparse.Name
     if transcript is not None:
         progress.note(f"speech: {len(transcript.segments)} lines from {transcript.source}")
     return open_video(
-        engine, path, options, prompt, cache_reuse=not args.no_cache_reuse, transcript=transcript
-    )
+        engine, path, options, prompt, cache_reuse=not args.no_cache_reuse, transcript=transcript,
+        start=args.start, end=args.end,
+    )  # fmt: skip
+
+
+def _probe(path: Path, args: argparse.Namespace) -> None:
+    """Fail on a bad file, or a --start/--end it cannot hold, before the model is loaded for it."""
+    from .plan import check_range
+    from .video import probe
+
+    check_range(args.start, args.end, probe(path).duration)
 
 
 def _run_json(job) -> dict[str, Any]:
@@ -643,11 +669,9 @@ def _load_engine(options: Options, progress: _Progress):
 def cmd_summarize(args: argparse.Namespace, options: Options) -> int:
     if args.out is not None:
         return _summarize_batch(args, options)
-    from .video import probe
-
     prompt = _prompt_text(args)
     path = args.paths[0]
-    probe(path)  # fail on a bad file before loading the model
+    _probe(path, args)  # fail on a bad file or range before loading the model
     progress = _Progress(args.verbose or sys.stderr.isatty(), sys.stderr)
     engine = _load_engine(options, progress)
     job = _open(engine, path, options, prompt, args, progress)
@@ -666,8 +690,6 @@ def _summarize_batch(args: argparse.Namespace, options: Options) -> int:
     """Each video's files in ``--out``; a video that fails is reported and the others go on."""
     import time
 
-    from .video import probe
-
     prompt = _prompt_text(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -682,7 +704,7 @@ def _summarize_batch(args: argparse.Namespace, options: Options) -> int:
         results.append(result)
         t0 = time.perf_counter()
         try:
-            probe(path)  # a bad file fails here, before the model is loaded for it
+            _probe(path, args)  # a bad file (or range) fails here, before the model is loaded for it
         except Exception as e:
             _report_failure(path, e, args.debug, progress)
             result.seconds = time.perf_counter() - t0

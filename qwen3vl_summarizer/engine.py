@@ -400,6 +400,14 @@ class VideoSession:
             )
         kept = self.turns if branch is None else self.turns[:branch]
         turn = Turn(question, self.engine._template.turn_ids(self.engine.tokenizer, question, first=not kept))
+        if self.max_context is not None and self._media_done:  # refuse now, not after minutes of prefill
+            history = sum(len(t.prompt_ids) + len(t.answer_ids) for t in kept)
+            needed = self._media_len + history + len(turn.prompt_ids) + 1  # + at least one answer token
+            if needed > self.max_context:
+                raise OptionsError(
+                    f"the conversation would exceed the context length ({needed:,} > {self.max_context:,} "
+                    "tokens); ask a shorter question, start a new conversation or raise the context length"
+                )
         return Response(self._run_turn(kept, turn, cancel))
 
     # -- the turn -----------------------------------------------------------------------------------

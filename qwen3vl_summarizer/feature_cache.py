@@ -216,6 +216,11 @@ def _read_file(entry: str, dir_fd: int | None, name: str) -> bytes:
         return f.read()
 
 
+def _reason_of(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def _is_key(name: str) -> bool:
     return len(name) == KEY_HEX_CHARS and all(c in "0123456789abcdef" for c in name)
 
@@ -420,8 +425,12 @@ class FeatureCache:
                 _fsync_dir(entry.parent)
                 self._touch(entry, None)
                 logger.debug("cached %d bytes of features under %s", size, key)
-        except Exception:
-            logger.warning("could not write feature cache entry %s", key, exc_info=True)
+        except Exception as e:  # the video is still summarised; only the cache entry is lost
+            reason = (
+                "the disk is full" if isinstance(e, OSError) and e.errno == errno.ENOSPC else _reason_of(e)
+            )
+            logger.warning("could not cache the vision features (%s): %s", key, reason)
+            logger.debug("feature cache write failed", exc_info=True)
             return
         finally:
             if tmp is not None:

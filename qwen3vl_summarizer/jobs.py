@@ -2,16 +2,18 @@
 caller), their KV caches released least recently used first beyond a byte budget.
 
 ``JobStore.summarize(key, engine, path, options, prompt)`` holds the reuse rule: the same file read the
-same way (sampling, context, model) keeps its video and only the new prompt is computed; anything else
-opens the video afresh. A released job keeps its conversation as token ids, and its next question rebuilds
-the cache from the on-disk vision features, without decoding or encoding the video again.
+same way (sampling, context, model, time range) keeps its video and only the new prompt is computed;
+anything else opens the video afresh. A released job keeps its conversation as token ids, and its next
+question rebuilds the cache from the on-disk vision features, without decoding or encoding the video again.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -19,6 +21,7 @@ from .engine import Engine
 from .errors import Cancelled, SessionBrokenError
 from .events import Response
 from .options import Options
+from .plan import check_range
 from .summarize import VideoJob, open_video, transcript_for
 from .video import probe
 
@@ -31,7 +34,32 @@ class JobStore:
     def __init__(self, budget_bytes: int):
         self.budget_bytes = budget_bytes
         self._jobs: OrderedDict[str, VideoJob] = OrderedDict()  # least recently used first
+        self._used: dict[str, float] = {}  # key -> time.monotonic() of its last use
+        self._tokens: dict[str, str] = {}  # job token -> key, for callers without a lasting session
         self._lock = threading.Lock()
+
+    def token_for(self, key: str) -> str:
+        """An unguessable id of ``key``'s job: whoever holds it may ask about that video (an API client,
+        whose every call is a new session, passes it back)."""
+        with self._lock:
+            for token, owner in self._tokens.items():
+                if owner == key:
+                    return token
+            token = secrets.token_urlsafe(18)
+            self._tokens[token] = key
+            return token
+
+    def key_for(self, token: str | None) -> str | None:
+        """The key a job token stands for (None for an unknown or empty token)."""
+        return self._tokens.get(token) if token else None
+
+    def expire(self, idle_seconds: float) -> None:
+        """Forget the jobs unused for ``idle_seconds`` (a page closed without saying so, an API client)."""
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, used in self._used.items() if now - used > idle_seconds]:
+                log.info("forgot the video of %s (unused for %.0f s)", key, now - self._used[key])
+                self._forget(key)
 
     def summarize(
         self,
@@ -42,18 +70,22 @@ class JobStore:
         prompt: str,
         cancel: threading.Event | None = None,
         on_speech: Callable[[float, float], None] | None = None,
+        start: float = 0.0,
+        end: float | None = None,
     ) -> tuple[VideoJob, Response]:
-        """The summary of ``path`` for ``key``: a new prompt on the video already open when it is read the
-        same way, else the video opened afresh, its speech transcribed first (``on_speech(done, total)``
-        seconds of audio; the cancel event stops it). Probe and plan errors are raised here."""
+        """The summary of ``path`` (or of its range ``[start, end)`` seconds) for ``key``: a new prompt on
+        the video already open when it is read the same way (same range too), else the video opened
+        afresh, its speech transcribed first (``on_speech(done, total)`` seconds of audio; the cancel event
+        stops it). Probe, range and plan errors are raised here."""
         job = self.get(key)
-        if job is not None and job.reads_as(path, options, engine):
+        if job is not None and job.reads_as(path, options, engine, start, end):
             try:
                 return job, job.ask(prompt, branch=0, cancel=cancel)
             except SessionBrokenError:  # an earlier read failed midway: read the video again
                 log.info("reopening the video of %s after a failed read", key)
         self.drop(key)  # a new video, or read another way: free the old one's cache now
-        probe(path)  # a file that is no video fails before its audio is transcribed
+        info = probe(path)  # a file that is no video, or a range it cannot hold, fails before transcribing
+        check_range(start, end, info.duration)
 
         def speech_progress(done: float, total: float) -> None:
             if cancel is not None and cancel.is_set():
@@ -62,7 +94,7 @@ class JobStore:
                 on_speech(done, total)
 
         transcript = transcript_for(path, options, on_progress=speech_progress)
-        job = open_video(engine, path, options, prompt, transcript=transcript)
+        job = open_video(engine, path, options, prompt, transcript=transcript, start=start, end=end)
         self.put(key, job)
         return job, job.ask(prompt, cancel=cancel)
 
@@ -72,6 +104,7 @@ class JobStore:
             job = self._jobs.get(key)
             if job is not None:
                 self._jobs.move_to_end(key)
+                self._used[key] = time.monotonic()
                 job.released = False
                 self._release_over_budget(keep=key)
             return job
@@ -84,21 +117,29 @@ class JobStore:
         with self._lock:
             self._jobs[key] = job
             self._jobs.move_to_end(key)
+            self._used[key] = time.monotonic()
             self._release_over_budget(keep=key)
 
     def drop(self, key: str) -> None:
         with self._lock:
-            self._jobs.pop(key, None)
+            self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        self._jobs.pop(key, None)
+        self._used.pop(key, None)
+        for token in [t for t, owner in self._tokens.items() if owner == key]:
+            del self._tokens[token]
 
     def drop_engine(self, engine: Engine) -> None:
         """Forget the jobs opened with ``engine`` (a model that was replaced)."""
         with self._lock:
             for key in [k for k, job in self._jobs.items() if job.engine is engine]:
-                del self._jobs[key]
+                self._forget(key)
 
     def clear(self) -> None:
         with self._lock:
-            self._jobs.clear()
+            for key in list(self._jobs):
+                self._forget(key)
 
     def __contains__(self, key: str) -> bool:
         return key in self._jobs

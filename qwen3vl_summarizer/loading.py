@@ -141,6 +141,13 @@ def load_model(
                 "FlashAttention is not installed: pip install flash-attn, or use attn_implementation=sdpa"
             ) from None
         raise ModelLoadError(f"could not load {model_id}: {first_line(e)}") from None
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise ModelLoadError(
+            f"could not load {model_id}: a weights file is damaged or incomplete ({first_line(e)}); "
+            "download it again"
+        ) from None
     if target.type != "cuda":
         model = model.to(target)
     if use_split_attention(model):

@@ -71,6 +71,14 @@ class ServerOptions:
     max_upload_mb: int = 4096
     concurrency_limit: int = 1  # GPU jobs at once
     session_memory_gb: float = 16.0  # budget for cached browser sessions before LRU eviction
+    # Models a browser may pick, besides model.id; any other hub id or server path only with allow_any_model.
+    allowed_models: tuple[str, ...] = ()
+    allow_any_model: bool = False  # let browsers and API clients load any hub id or server folder
+    max_prompt_chars: int = 20_000  # longest prompt or question accepted, characters
+    max_image_pixels: int = 40_000_000  # larger images are refused before they are decoded
+    session_idle_minutes: float = 60.0  # a page's video is forgotten after this long unused
+    upload_max_age_hours: float = 24.0  # uploads and downloads older than this are deleted
+    auth: str = ""  # "user:password" (comma-separated for several) to require a login; "" = none
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,14 @@ def validate(opts: Options) -> Options:
         (v.max_upload_mb >= 1, "server.max_upload_mb must be >= 1"),
         (v.concurrency_limit >= 1, "server.concurrency_limit must be >= 1"),
         (v.session_memory_gb > 0, "server.session_memory_gb must be > 0"),
+        (v.max_prompt_chars >= 1, "server.max_prompt_chars must be >= 1"),
+        (v.max_image_pixels >= 1, "server.max_image_pixels must be >= 1"),
+        (v.session_idle_minutes > 0, "server.session_idle_minutes must be > 0"),
+        (v.upload_max_age_hours > 0, "server.upload_max_age_hours must be > 0"),
+        (
+            all(":" in pair for pair in v.auth.split(",")) if v.auth else True,
+            "server.auth must be user:password (comma-separated for several)",
+        ),
         (opts.cache.max_gb > 0, "cache.max_gb must be > 0"),
         (
             opts.speech.mode in SPEECH_MODES,
@@ -208,6 +224,8 @@ def _coerce(name: str, f: dataclasses.Field, value: Any, source: str) -> Any:
                 return value.lower() in ("1", "true", "yes")
             if kind.startswith("int | Literal") and value.strip().lower() == "auto":
                 return "auto"
+            if kind.startswith("tuple[str"):
+                return tuple(item.strip() for item in value.split(",") if item.strip())
             value = {"int": int, "float": float, "str": str}.get(kind.split(" ")[0], str)(value)
         if kind == "bool" and isinstance(value, bool):
             return value
@@ -222,6 +240,12 @@ def _coerce(name: str, f: dataclasses.Field, value: Any, source: str) -> Any:
             return float(value)
         elif kind == "str" and isinstance(value, str):
             return value
+        elif (
+            kind.startswith("tuple[str")
+            and isinstance(value, (list, tuple))
+            and all(isinstance(item, str) for item in value)
+        ):
+            return tuple(value)
     except ValueError:
         pass
     raise OptionsError(f"{name} in {source} has the wrong type: {value!r} (expected {kind})")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from .errors import ContextTooSmallError, OptionsError
 from .options import Options, SamplingOptions
+from .timestamps import DURATION_TOLERANCE, format_timestamp, parse_timestamp
 from .video import MAX_FPS, VideoInfo, target_times
 
 # Bytes of one cached key or value element in each dtype a KV cache can hold. "float8" is e4m3 plus
@@ -116,6 +117,15 @@ class Plan:
     kv_cache_bytes: int  # KV cache for the largest pass plus the reserve
     segments: tuple[Segment, ...]  # one segment when the whole video fits
     kv_cache_dtype: str = "bfloat16"  # what the KV cache is stored in (Geometry.kv_cache_dtype)
+    # The time range read, seconds on the whole video's clock: frames, groups and tokens above count only
+    # this range ("the video" in their comments). end None: to the end of the video.
+    start: float = 0.0
+    end: float | None = None
+
+    @property
+    def is_range(self) -> bool:
+        """Whether only part of the video is read (a start or an end was given)."""
+        return self.start > 0 or self.end is not None
 
     @property
     def fits(self) -> bool:
@@ -128,7 +138,8 @@ class Plan:
 
     def summary(self) -> str:
         """One line for people: what the model will see and what it costs."""
-        line = (
+        line = f"{describe_range(self.start, self.end)}: " if self.is_range else ""
+        line += (
             f"{self.frames} frames at {self.width}x{self.height}, {self.tokens:,} tokens "
             f"({self.context_share:.0%} of {self.context:,}), "
             f"KV cache {self.kv_cache_bytes / 2**30:.2f} GiB in {self.kv_cache_dtype}"
@@ -170,8 +181,11 @@ def make_plan(
     min_pixels: int = SamplingOptions.min_pixels,
     max_pixels: int = SamplingOptions.max_pixels,
     geometry: Geometry | None = None,
+    start: float = 0.0,
+    end: float | None = None,
 ) -> Plan:
-    """Plan how ``info``'s video is fed to the model at ``fps`` within ``context`` tokens.
+    """Plan how ``info``'s video, or its range ``[start, end)`` seconds, is fed to the model at ``fps``
+    within ``context`` tokens (:func:`check_range` says which ranges are refused).
 
     The frame size is the largest (up to ``max_pixels``) at which the whole video plus ``prompt`` and
     ``reserve`` fits. If even ``min_pixels`` frames do not fit, the video is split into the fewest
@@ -182,9 +196,15 @@ def make_plan(
         raise OptionsError(f"fps must be in (0, {MAX_FPS:g}], got {fps:g}")
     if min_pixels > max_pixels:
         raise OptionsError("min_pixels must be <= max_pixels")
+    start, end = check_range(start, end, info.duration)
+    stop = info.duration if end is None else end  # seconds: where reading stops
     prompt_tokens = g.template_tokens + g.text_tokens(prompt)
     budget = context - reserve - prompt_tokens  # tokens available to the video span of one pass
-    times = target_times(info.duration, fps)
+    times = target_times(info.duration, fps, start, end)
+    if not times and (start, end) != (0.0, None):
+        raise OptionsError(
+            f"the range {describe_range(start, end)} holds no frame at {fps:g} fps; widen it or raise the fps"
+        )
     if not times:
         raise OptionsError(f"the video is too short ({info.duration:.3f} s) to sample at {fps:g} fps")
     stamps = [g.timestamp_tokens(t) for t in group_times(times, g.temporal_patch_size)]
@@ -230,7 +250,7 @@ def make_plan(
         Segment(
             index=i,
             start=times[a * k],
-            end=times[b * k] if b * k < len(times) else info.duration,
+            end=times[b * k] if b * k < len(times) else stop,
             frames=min(b * k, len(times)) - a * k,
             tokens=span_tokens(a, b, w, h) + prompt_tokens,
         )
@@ -253,13 +273,23 @@ def make_plan(
         kv_cache_bytes=(largest + reserve) * g.kv_bytes_per_token,
         segments=segments,
         kv_cache_dtype=g.kv_cache_dtype,
+        start=start,
+        end=end,
     )
 
 
 def plan_video(
-    info: VideoInfo, options: Options, context: int, prompt: str = "", geometry: Geometry | None = None
+    info: VideoInfo,
+    options: Options,
+    context: int,
+    prompt: str = "",
+    geometry: Geometry | None = None,
+    *,
+    start: float = 0.0,
+    end: float | None = None,
 ) -> Plan:
-    """``make_plan`` with the sampling and context settings of ``options``."""
+    """``make_plan`` with the sampling and context settings of ``options``, for the range ``[start, end)``
+    seconds of the video (the whole video by default)."""
     return make_plan(
         info,
         options.sampling.fps,
@@ -269,7 +299,76 @@ def plan_video(
         min_pixels=options.sampling.min_pixels,
         max_pixels=options.sampling.max_pixels,
         geometry=geometry,
+        start=start,
+        end=end,
     )
+
+
+# --- time range -------------------------------------------------------------------------------------------
+
+TIME_EXAMPLES = "seconds (90), minutes:seconds (1:30) or hours:minutes:seconds (01:00:00)"
+
+
+def parse_time(text: str, name: str = "time") -> float:
+    """Seconds of a time a person typed (``90``, ``1:30``, ``01:00:00``, ``1m30s``...); ``name`` says
+    which field in the error (OptionsError)."""
+    try:
+        seconds = parse_timestamp(text)
+    except ValueError:
+        raise OptionsError(f"{name}: {text.strip()!r} is not a time; write {TIME_EXAMPLES}") from None
+    if not math.isfinite(seconds):
+        raise OptionsError(f"{name}: {text.strip()!r} is not a time; write {TIME_EXAMPLES}")
+    return seconds
+
+
+def parse_range(
+    start: str | None, end: str | None, names: tuple[str, str] = ("start", "end")
+) -> tuple[float, float | None]:
+    """(start, end) seconds from two typed times; an empty start is 0, an empty end the video's end
+    (None). Whether they fit a video is :func:`check_range`'s part."""
+    first = parse_time(start, names[0]) if start and start.strip() else 0.0
+    last = parse_time(end, names[1]) if end and end.strip() else None
+    return first, last
+
+
+def check_range(start: float, end: float | None, duration: float) -> tuple[float, float | None]:
+    """``(start, end)`` checked against a video of ``duration`` seconds: start inside the video, end after
+    start and not past the end (by more than DURATION_TOLERANCE, the rounding of a shown duration). An end
+    at or past the video's end is returned as None (to the end), so the same range always reads the same.
+    Raises OptionsError with what is wrong."""
+    start = float(start)
+    if not (math.isfinite(start) and start >= 0):
+        raise OptionsError(f"the range must start at a time >= 0, got {start!r}")
+    shown = format_timestamp(duration)
+    if start > 0 and start >= duration:  # (at 0: the whole video, however short; make_plan says if too short)
+        raise OptionsError(
+            f"the range starts at {format_timestamp(start)}, at or after the end of the video ({shown})"
+        )
+    if end is None:
+        return start, None
+    end = float(end)
+    if not (math.isfinite(end) and end > start):
+        raise OptionsError(
+            f"the range must end after it starts: {_clock(end)} is not after {format_timestamp(start)}"
+        )
+    if end > duration + DURATION_TOLERANCE:
+        raise OptionsError(
+            f"the range ends at {format_timestamp(end)}, after the end of the video ({shown}); "
+            "leave the end empty to read to the end"
+        )
+    return start, None if end >= duration else end
+
+
+def describe_range(start: float, end: float | None) -> str:
+    """``01:00:00–01:10:00``, or ``from 01:00:00`` when it runs to the end."""
+    hours = max(start, end or 0.0) >= 3600
+    if end is None:
+        return f"from {format_timestamp(start, hours)}"
+    return f"{format_timestamp(start, hours)}–{format_timestamp(end, hours)}"
+
+
+def _clock(seconds: float) -> str:
+    return format_timestamp(seconds) if math.isfinite(seconds) and seconds >= 0 else f"{seconds:g}"
 
 
 def group_times(times: list[float], group: int = 2) -> list[float]:

@@ -29,13 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engine import Engine, Turn, VideoSession
+from .errors import OptionsError
 from .events import Event, Progress, Response, TextDelta, TurnStats
 from .export import QUESTION_HEADING, Summary
 from .feature_cache import FeatureCache, file_fingerprint
 from .options import Options
-from .plan import Plan, Segment, plan_video
+from .plan import Plan, Segment, check_range, describe_range, plan_video
 from .prompts import load_prompt
 from .speech import SpeechSegment, Transcript, find_sidecar, get_transcript, prompt_lines
+from .timeline import Thumbnails
 from .timestamps import find_timestamps, format_timestamp
 from .video import FrameStream, VideoInfo, probe, sample
 
@@ -84,8 +86,9 @@ class VideoJob:
     merged: str = ""  # the merged summary of a segmented video
     answers: list[TurnStats] = field(default_factory=list)  # the conversation: summary, then follow-ups
     transcript: Transcript | None = None  # what is said in the video, when it was transcribed
-    speech: str = ""  # the whole transcript as the model reads it (speech_block); parts get their lines
+    speech: str = ""  # the transcript inside the range read, as the model reads it; parts get their lines
     speech_tokens: int = 0  # tokens of ``speech``
+    thumbnails: Thumbnails | None = None  # small JPEGs of the frames read, for the chapter timeline
     released: bool = False  # its KV caches were freed (release); the next ask rebuilds them
     _merge_session: VideoSession | None = None
     _prompt: str = ""
@@ -151,6 +154,8 @@ class VideoJob:
             "damage": self.damage,
             "turns": [t.to_dict() for t in self.answers],
         }
+        if self.plan.is_range:  # seconds on the whole video's clock; end None: to the video's end
+            stats["range"] = {"start": self.plan.start, "end": self.plan.end}
         return Summary(
             markdown,
             Path(self.info.path).name,
@@ -161,16 +166,33 @@ class VideoJob:
             transcript=self.transcript.to_dict() if self.transcript is not None else None,
         )
 
-    def reads_as(self, path: str | os.PathLike, options: Options, engine: Engine) -> bool:
-        """Whether this job reads ``path`` as ``options`` would, with ``engine``: then a new prompt can
-        reuse its video (``ask(prompt, branch=0)``) instead of reading it again."""
+    def reads_as(
+        self,
+        path: str | os.PathLike,
+        options: Options,
+        engine: Engine,
+        start: float = 0.0,
+        end: float | None = None,
+    ) -> bool:
+        """Whether this job reads ``path`` as ``options`` would, with ``engine``, over the same time range
+        (``start``/``end`` as :func:`open_video` takes them): then a new prompt can reuse its video
+        (``ask(prompt, branch=0)``) instead of reading it again."""
         return (
             engine is self.engine
             and str(Path(path)) == self.info.path
+            and self.same_range(start, end)
             and options.sampling == self.options.sampling
             and options.context.max_context == self.options.context.max_context
             and options.speech == self.options.speech
         )
+
+    def same_range(self, start: float = 0.0, end: float | None = None) -> bool:
+        """Whether ``[start, end)`` is the range this job reads (an end at or past the video's end is the
+        end; a range the video cannot hold is not this job's)."""
+        try:
+            return check_range(start, end, self.info.duration) == (self.plan.start, self.plan.end)
+        except OptionsError:
+            return False
 
     def release(self) -> None:
         """Free every KV cache. The conversation is kept as token ids and rebuilt on the next ask, from
@@ -188,8 +210,9 @@ class VideoJob:
             for other in self.parts:  # one KV cache at a time: keep the others as token ids
                 if other is not part and other.session is not None:
                     other.turns, other.session = list(other.session.turns), None
+            frames = part.frames if self.thumbnails is None else self.thumbnails.tap(part.frames)
             part.session = self.engine.session(
-                part.frames,
+                frames,
                 total_frames=part.segment.frames,
                 feature_cache=self.feature_cache,
                 feature_key=part.feature_key,
@@ -281,42 +304,55 @@ def open_video(
     *,
     cache_reuse: bool = True,
     transcript: Transcript | None = None,
+    start: float = 0.0,
+    end: float | None = None,
 ) -> VideoJob:
-    """Probe and plan ``path`` and prepare its sessions (nothing is decoded yet).
+    """Probe and plan ``path`` (or its range ``[start, end)`` seconds) and prepare its sessions (nothing
+    is decoded yet).
 
-    ``transcript`` (see :func:`transcript_for`) goes into the prompt after the video, each part of a long
-    video getting the lines of its own time range; the plan counts its tokens.
-    Raises VideoError / OptionsError / ContextTooSmallError before any model work.
+    A range is read and planned on its own (its frames, its tokens, its segments), with its frames' times
+    on the whole video's clock, so the summary's times are the video's. ``transcript`` (see
+    :func:`transcript_for`) goes into the prompt after the video, only its lines inside the range, each
+    part of a long video getting the lines of its own time range; the plan counts their tokens.
+    Raises VideoError / OptionsError (a bad range too) / ContextTooSmallError before any model work.
     """
     info = probe(path)
+    start, end = check_range(start, end, info.duration)
     context = engine.context_length(options.context)
     hours = info.duration >= 3600
-    speech = speech_block(transcript.segments, hours) if transcript is not None else ""
-    plan = plan_video(info, options, context, speech + prompt, engine.geometry)
+    speech = ""
+    if transcript is not None:
+        said = transcript.between(start, info.duration if end is None else end)
+        speech = speech_block(said, hours)
+    plan = plan_video(info, options, context, speech + prompt, engine.geometry, start=start, end=end)
     if not plan.fits:
         # Plan again with the longest prompt a segment gets, so every segment fits. Each part reads only
         # its own lines of the transcript; the plan counts all of them in every part, which errs on the
         # side of smaller parts.
         note = SEGMENT_NOTE.format(part=999, parts=999, start="00:00:00", end="00:00:00")
-        plan = plan_video(info, options, context, speech + note + "\n\n" + prompt, engine.geometry)
+        prompt_text = speech + note + "\n\n" + prompt
+        plan = plan_video(info, options, context, prompt_text, engine.geometry, start=start, end=end)
+    if plan.is_range:
+        log.info("%s: reading %s only", info.path, describe_range(plan.start, plan.end))
     size = (plan.width, plan.height)
     fps = options.sampling.fps
     cache = feature_cache(options)
     parts = []
     for s in plan.segments:
-        end = None if plan.fits else s.end
+        stop = plan.end if plan.fits else s.end  # None: to the end of the video (a key as before ranges)
         key = None
         if cache is not None:
-            key = cache.key(path, fps=fps, size=size, start=s.start, end=end, model=engine.fingerprint)
+            key = cache.key(path, fps=fps, size=size, start=s.start, end=stop, model=engine.fingerprint)
         lines = speech
         if transcript is not None and not plan.fits:
             lines = speech_block(transcript.between(s.start, s.end), hours)
-        parts.append(_Part(s, sample(path, fps, size, start=s.start, end=end), key, speech=lines))
+        parts.append(_Part(s, sample(path, fps, size, start=s.start, end=stop), key, speech=lines))
     if not plan.fits:
         log.info("%s does not fit %d tokens: %d segments", info.path, context, len(parts))
     job = VideoJob(engine, info, plan, context, options, cache_reuse, parts, cache)
     job.transcript, job.speech = transcript, speech
     job.speech_tokens = engine.geometry.text_tokens(speech) if speech else 0
+    job.thumbnails = Thumbnails.for_span((info.duration if plan.end is None else plan.end) - plan.start)
     return job
 
 

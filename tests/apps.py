@@ -52,7 +52,10 @@ class Served:
         model: str | None = None,
         speech: str = "auto",
         language: str = "",
+        start: str = "",
+        end: str = "",
     ):
+        """/summarize of ``video``; ``start``/``end``: the From/To fields (typed times; empty: all of it)."""
         args = (
             handle_file(str(video)),
             prompt,
@@ -62,6 +65,8 @@ class Served:
             model or self.options.model.id,
             speech,
             language,
+            start,
+            end,
         )
         return client.submit(*args, api_name="/summarize")
 

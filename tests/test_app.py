@@ -10,6 +10,7 @@ import av
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
@@ -53,7 +54,7 @@ def test_summary_streams_then_follow_ups_reuse_the_cached_video(served: Served, 
     assert len(texts) >= 3, "the summary should arrive in several streamed updates"
     assert all(len(a) <= len(b) for a, b in zip(texts, texts[1:], strict=False))
     assert any("frames" in str(o[1]) for o in outputs), "progress through the stages is shown"
-    summary, status, stats, chat, files, _ = outputs[-1]
+    summary, status, stats, chat, files, *_ = outputs[-1]
     transcripts = [o[5] for o in outputs if isinstance(o[5], str)]
     assert any("no audio track" in t for t in transcripts), "the page says why no speech was used"
     # Every registered format that has something to hold; the chapter tracks only if the noise has times.
@@ -144,9 +145,9 @@ def test_bad_input_is_a_message_and_the_app_keeps_serving(served: Served, media,
     assert status.startswith("**Error:** No video has been read")
     empty = tmp_path / "not-a-model"
     empty.mkdir()
-    status = served.summarize(client, media.short, model=str(empty)).result()[1]
-    assert "not a model folder" in status
-    # Still serving, with the configured model (never unloaded by the failed switch).
+    with pytest.raises(AppError, match="not in the list of choices"):  # a client cannot pick a server folder
+        served.summarize(client, media.short, model=str(empty)).result()
+    # Still serving, with the configured model (never unloaded by the refused switch).
     engine = served.state.engines.engine
     outputs = list(served.summarize(client, media.short))
     assert outputs[-1][1].startswith("Done") and served.state.engines.engine is engine
@@ -239,3 +240,38 @@ def test_a_video_longer_than_the_context_is_summarised_in_parts(served: Served, 
     answer = list(client.submit(f"What is at 00:{int(last.segment.start) + 1:02d}?", [], api_name="/chat"))
     assert answer[-1][1][-1]["role"] == "assistant"
     assert last.session is not None and len(last.session.turns) == 2
+
+
+def test_a_time_range_is_planned_and_summarised_on_the_videos_clock(served: Served, tmp_path: Path) -> None:
+    video = tmp_path / "walk.mp4"
+    write_video(video, [i * 0.5 for i in range(24)])  # 12 s
+    client = served.client()
+    # The plan line follows the From/To fields.
+    _, plan, *_ = client.predict(
+        handle_file(str(video)), 1.0, True, 8192, PROMPT, "0:04", "8", api_name="/video"
+    )
+    assert "00:04–00:08: 4 frames at" in plan
+    outputs = list(served.summarize(client, video, start="0:04", end="8"))
+    status, timeline = outputs[-1][1], outputs[-1][-1]
+    assert status.startswith("Done"), status
+    job = served.state.jobs.get(client.session_hash)
+    assert (job.plan.start, job.plan.end, job.plan.frames) == (4.0, 8.0, 4)
+    assert job.session.timestamps == [4.0, 5.0, 6.0, 7.0], "only the range, on the video's clock"
+    # The timeline of the finished summary (the tiny model's noise has no chapters: a one-line note), and
+    # thumbnails of the frames read, for when it has.
+    assert outputs[0][-1] == app.note_html(app.NO_SUMMARY_NOTE) and timeline == app.timeline_html(job)
+    assert job.thumbnails.times == [4.0, 6.0]
+    # Another range reads again; a range the video cannot hold, or a time that is not one, is one message.
+    served.summarize(client, video, start="6").result()
+    assert served.state.jobs.get(client.session_hash).plan.frames == 6
+    for start, end, words in [
+        ("0:10", "0:05", "must end after it starts"),
+        ("soon", "", "From: 'soon' is not a time"),
+        ("", "1:00", "after the end of the video"),
+    ]:
+        status = served.summarize(client, video, start=start, end=end).result()[1]
+        assert words in status, status
+        _, plan, *_ = client.predict(
+            handle_file(str(video)), 1.0, True, 8192, PROMPT, start, end, api_name="/video"
+        )
+        assert plan.startswith("**Cannot plan:**") and words in plan

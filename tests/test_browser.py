@@ -228,3 +228,70 @@ def test_the_transcript_panel_lists_what_is_said_and_seeks(page, served, tmp_pat
         "[...document.querySelectorAll('#transcript li')].filter(li => li.style.display !== 'none').length === 1"
     )
     shot(page, "browser-transcript.png")
+
+
+# The tiny model writes noise, never chapters: the timeline test gives the summary it is drawn from.
+CHAPTERS = """### [00:00–00:03] Arrival at the <b>park</b>
+- people arrive
+
+### [00:03–00:06] A walk & a talk
+
+### [00:06] Goodbye
+"""
+
+
+def test_a_time_range_and_the_chapter_timeline_that_seeks(page, served, tmp_path: Path, monkeypatch) -> None:
+    """From/To read only that range (the plan line follows them); the finished summary's chapters become a
+    bar of spans over the whole video and cards with the thumbnail read nearest each start; clicking a span
+    or a card seeks the player."""
+    from qwen3vl_summarizer.summarize import VideoJob
+    from qwen3vl_summarizer.video import probe
+
+    video = tmp_path / "walk.mp4"
+    write_video(video, [i * 0.5 for i in range(20)], size=(320, 180))  # 10 s
+    page.goto(served.url)
+    page.locator("#player input[type=file]").set_input_files(str(video))
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('10 frames at')")
+    assert "Chapters appear here once the video is summarised" in page.inner_text("#timeline")
+
+    page.locator("#range-from input, #range-from textarea").first.fill("0:02")
+    page.locator("#range-to input, #range-to textarea").first.fill("8")
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('00:02–00:08: 6 frames at')")
+    monkeypatch.setattr(VideoJob, "summary_text", property(lambda self: CHAPTERS))
+    page.get_by_role("button", name="Summarize").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Done')")
+
+    spans = page.locator("#timeline a.timeline-span")
+    assert spans.count() == 3
+    styles = [spans.nth(i).get_attribute("style") for i in range(3)]
+    # Placed on the whole video (~9.5 s); the last chapter ends where the range does (8 s).
+    duration = probe(video).duration
+    for style, (start, end) in zip(styles, [(0, 3), (3, 6), (6, 8)], strict=True):
+        assert f"left: {start / duration:.2%}; width: {(end - start) / duration:.2%}" in style
+    assert spans.nth(0).get_attribute("data-title") == "Arrival at the <b>park</b>", "a title is text"
+    cards = page.locator("#timeline .timeline-card")
+    assert cards.count() == 3 and page.locator("#timeline .timeline-card img").count() == 3
+    times = [
+        float(page.locator("#timeline .timeline-card img").nth(i).get_attribute("data-t")) for i in range(3)
+    ]
+    assert times == [2.0, 4.0, 6.0], "the frame read nearest each start (none before 2 s was read)"
+    assert "00:06–00:08" in cards.nth(2).inner_text()
+    box = page.locator("#timeline .timeline-bar").bounding_box()
+    assert box["width"] > 300 and box["height"] >= 16, "the bar is visible under the player"
+    page.locator("#timeline").screenshot(path=str(ARTIFACTS / "browser-timeline-only.png"))
+    shot(page, "browser-timeline.png")
+
+    seeked = """() => { const v = document.querySelector('#player video'); window.__seekedTo = undefined;
+        v.addEventListener('seeking', () => { window.__seekedTo = v.currentTime; }, {once: true}); }"""
+    page.evaluate(seeked)
+    spans.nth(1).click()
+    page.wait_for_function("window.__seekedTo !== undefined")
+    assert abs(page.evaluate("window.__seekedTo") - 3.0) < 0.25, "the span moved the player to 00:03"
+    assert page.locator("#question textarea").input_value() == "What is happening at 00:03?"
+    page.evaluate("document.querySelector('#player video').pause()")
+    page.evaluate(seeked)
+    image = cards.nth(2).locator("img").bounding_box()
+    page.mouse.click(image["x"] + image["width"] / 2, image["y"] + image["height"] / 2)  # on the thumbnail
+    page.wait_for_function("window.__seekedTo !== undefined")
+    assert abs(page.evaluate("window.__seekedTo") - 6.0) < 0.25, "the card moved the player to 00:06"
+    page.evaluate("document.querySelector('#player video').pause()")

@@ -349,3 +349,65 @@ def test_summarize_with_a_float8_cache(capsys, tiny_model_dir, short):
 def test_bitsandbytes_on_the_cpu_is_one_error_line(capsys, tiny_model_dir, short):
     code, out, err = summarize(capsys, tiny_model_dir, short, "--quantization", "nf4")
     assert_one_error_line(code, out, err, "model.quantization = nf4", "CUDA", "model.quantization = none")
+
+
+# --- a time range ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "end"), [("1", "3"), ("0:01", "0:03"), ("00:00:01", "00:00:03"), ("1s", "3.0")]
+)
+def test_plan_reads_start_and_end_in_any_time_style(capsys, short, start, end):
+    code, out, err = run(capsys, "plan", short, "--start", start, "--end", end, "--json")
+    assert code == 0, err
+    plan = json.loads(out)["plan"]
+    assert (plan["start"], plan["end"], plan["frames"]) == (1.0, 3.0, 2)  # targets 1 s and 2 s at 1 fps
+    code, out, _ = run(capsys, "plan", short, "--start", start, "--end", end)
+    assert "plan at 1 fps: 00:01–00:03: 2 frames at 128x96" in out
+
+
+def test_frames_lists_only_the_range_on_the_videos_clock(capsys, short):
+    code, out, err = run(capsys, "frames", short, "--fps", "2", "--start", "1", "--end", "0:03", "--json")
+    assert code == 0, err
+    frames = json.loads(out)["frames"]
+    assert [f["target"] for f in frames] == [1.0, 1.5, 2.0, 2.5]
+    times = [i / 5 for i in range(20)]  # as `short` was written
+    assert [f["t"] for f in frames] == pytest.approx(
+        [on_screen(times, f["target"]) for f in frames], abs=1e-3
+    )
+
+
+def test_summarize_a_range(capsys, tiny_model_dir, short):
+    code, out, err = summarize(capsys, tiny_model_dir, short, "--json", "--start", "2")
+    assert code == 0, err
+    data = json.loads(out)
+    assert (data["plan"]["start"], data["plan"]["end"], data["plan"]["frames"]) == (2.0, None, 2)
+    assert data["turns"][0]["prefill_tokens"] == data["plan"]["tokens"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [(["--start", "3", "--end", "2"], ["must end after it starts"]),
+     (["--start", "0:10"], ["starts at 00:10", "at or after the end of the video (00:03)"]),
+     (["--end", "1:00"], ["ends at 01:00", "after the end of the video"])],
+)  # fmt: skip
+def test_a_range_the_video_cannot_hold_is_one_error_line(capsys, tiny_model_dir, short, argv, words):
+    assert_one_error_line(*run(capsys, "plan", short, *argv), *words)
+    assert_one_error_line(*run(capsys, "frames", short, *argv), *words)
+    code, out, err = summarize(capsys, tiny_model_dir, short, "--verbose", *argv)
+    assert "loading" not in err, "refused before the model is loaded"
+    assert_one_error_line(code, out, err, *words)
+
+
+def test_a_time_that_is_not_a_time_is_a_usage_error(capsys, short):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["plan", str(short), "--start", "soon"])
+    assert exit_info.value.code == 2
+    assert "argument --start: 'soon' is not a time; write seconds (90)" in capsys.readouterr().err
+
+
+def test_a_folder_without_videos_is_an_error_not_a_usage_error(capsys, tmp_path):
+    folder = tmp_path / "lecture.mp4"  # a folder that is named like a video
+    folder.mkdir()
+    code, out, err = run(capsys, "summarize", folder)
+    assert_one_error_line(code, out, err, "no video files to summarize", "lecture.mp4")

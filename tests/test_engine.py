@@ -16,7 +16,7 @@ import torch
 
 from qwen3vl_summarizer import engine as engine_module
 from qwen3vl_summarizer.engine import Engine, Progress, TextDelta, TurnStats
-from qwen3vl_summarizer.errors import Cancelled, ModelLoadError
+from qwen3vl_summarizer.errors import Cancelled, ModelLoadError, OptionsError
 from qwen3vl_summarizer.options import ContextOptions, GenerationOptions
 from qwen3vl_summarizer.plan import group_times
 from qwen3vl_summarizer.video import Frame
@@ -426,3 +426,13 @@ def test_typed_control_tokens_cannot_forge_chat_roles(engine, frames):
     assert s.ids.count(im_start) == 4
     assert s.ids.count(im_end) == 3
     assert "<|im_start|>system" in engine.tokenizer.decode(s.turns[0].prompt_ids), "kept, as text"
+
+
+def test_a_question_too_long_for_the_context_is_refused_before_any_work(engine, frames):
+    s = session(engine, frames, max_context=600)
+    run(s, PROMPT)
+    ids, turns = list(s.ids), list(s.turns)
+    with pytest.raises(OptionsError, match=r"would exceed the context length \(\d[\d,]* > 600 tokens\)"):
+        s.ask("Why? " * 400)  # refused when asked, not after a prefill
+    assert s.ids == ids and s.turns == turns, "the session is as it was"
+    assert run(s, "Short one?").tokens, "and still answers"

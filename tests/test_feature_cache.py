@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -407,7 +408,8 @@ def test_unwritable_root_is_logged_not_raised(tmp_path: Path, caplog: pytest.Log
     cache = FeatureCache(root, max_bytes=MiB)
     caplog.set_level(logging.WARNING, logger=LOGGER)
     cache.store(key_of(60), make_features())
-    assert "could not write" in warnings_in(caplog)[0]
+    warning = warnings_in(caplog)[0]
+    assert "could not cache the vision features" in warning and re.search(r"\): \w+Error", warning), warning
     assert cache.load(key_of(60)) is None
     assert cache.total_bytes() == 0
 
@@ -422,7 +424,8 @@ def test_permission_denied_is_logged_not_raised(
     monkeypatch.setattr(feature_cache, "_write_file", refused)
     caplog.set_level(logging.WARNING, logger=LOGGER)
     cache.store(key_of(61), make_features())
-    assert "could not write" in warnings_in(caplog)[0]
+    warning = warnings_in(caplog)[0]
+    assert "could not cache the vision features" in warning and "PermissionError" in warning, warning
     assert cache.load(key_of(61)) is None
 
 
@@ -447,3 +450,22 @@ def test_disk_full_leaves_no_trace(
     assert_same(loaded, make_features())
     assert cache.total_bytes() == before
     assert list((cache.root / TMP_DIR).iterdir()) == []
+
+
+def test_a_full_disk_is_named_in_the_warning(
+    cache: FeatureCache, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import qwen3vl_summarizer.feature_cache as feature_cache
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(feature_cache, "_write_file", full)
+    with caplog.at_level("WARNING"):
+        cache.store(key_of(1), make_features())
+    assert any(
+        "could not cache the vision features" in w and "the disk is full" in w for w in warnings_in(caplog)
+    )
+    assert cache.load(key_of(1)) is None

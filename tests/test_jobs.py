@@ -156,6 +156,26 @@ def test_the_same_video_read_the_same_way_is_reused_for_a_new_prompt(engine, tmp
     assert store.get("page") is other
 
 
+def test_another_time_range_reads_the_video_again(engine, tmp_path) -> None:
+    from qwen3vl_summarizer.errors import OptionsError
+
+    video = tmp_path / "clip.mp4"
+    write_video(video, [i * 0.5 for i in range(12)])  # 6 s
+    store = JobStore(budget_bytes=2**30)
+    job, response = store.summarize("page", engine, video, options(), PROMPT, start=1.0, end=4.0)
+    assert response.stats.read_video and (job.plan.start, job.plan.end, job.plan.frames) == (1.0, 4.0, 6)
+    again, response = store.summarize("page", engine, video, options(), "List it.", start=1, end=4)
+    assert again is job and not response.stats.read_video, "the same range: a new prompt only"
+    assert job.reads_as(video, options(), engine, 1.0, 4.0) and not job.reads_as(video, options(), engine)
+    other, response = store.summarize("page", engine, video, options(), PROMPT, start=2.0, end=4.0)
+    assert other is not job and response.stats.read_video, "another range reads the video again"
+    # An end at the video's end is the whole rest of it: the same reading as no end.
+    rest, _ = store.summarize("page", engine, video, options(), PROMPT, start=2.0)
+    assert rest.reads_as(video, options(), engine, 2.0, 6.0) and rest.plan.end is None
+    with pytest.raises(OptionsError, match="after the end of the video"):
+        store.summarize("page", engine, video, options(), PROMPT, start=1.0, end=60.0)
+
+
 def test_the_exported_summary_is_built_from_the_jobs_answers(engine, tmp_path) -> None:
     video = tmp_path / "clip.mp4"
     write_video(video, [i * 0.5 for i in range(6)])

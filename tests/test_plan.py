@@ -321,3 +321,75 @@ def test_plan_counts_and_names_the_kv_cache_dtype():
     assert plan.kv_cache_dtype == "float8" and plan.kv_cache_bytes == (plan.tokens + 2048) * 59_136
     assert "in float8" in plan.summary()
     assert make_plan(info(duration=60.0)).kv_cache_dtype == "bfloat16"
+
+
+# --- a time range ----------------------------------------------------------------------------------------
+
+
+def test_a_range_plans_its_own_frames_and_tokens_on_the_videos_clock():
+    # 1:00:00-1:10:00 of a 2-hour video at 1 fps: targets 3600..4199, 300 groups at 3600.5, 3602.5, ...
+    plan = make_plan(info(64, 64, duration=7200.0), fps=1.0, start=3600, end=4200)
+    assert (plan.start, plan.end, plan.frames, plan.groups) == (3600.0, 4200.0, 600, 300)
+    stamps = group_times(target_times(7200.0, 1.0, 3600, 4200))
+    assert stamps[0] == 3600.5 and stamps[-1] == 4198.5
+    # Each group: 4 tokens + start/end markers + "<3600.5 seconds>" (9 tokens: one per digit).
+    assert plan.video_tokens == 300 * (4 + 2 + 9)
+    assert plan.tokens == plan.video_tokens + plan.prompt_tokens
+    (segment,) = plan.segments
+    assert (segment.start, segment.end, segment.frames) == (3600.0, 4200.0, 600)
+    assert plan.summary().startswith("01:00:00–01:10:00: 600 frames")
+    whole = make_plan(info(64, 64, duration=7200.0), fps=1.0)
+    assert whole.frames == 7200 and not whole.is_range and plan.is_range
+
+
+def test_a_range_too_long_for_the_context_is_split_inside_the_range():
+    plan = make_plan(info(duration=7200.0), fps=1.0, context=32_768, start=1800.0, end=5400.0)
+    assert not plan.fits and plan.frames == 3600
+    assert plan.segments[0].start == 1800.0 and plan.segments[-1].end == 5400.0
+    for a, b in zip(plan.segments, plan.segments[1:], strict=False):
+        assert a.end == b.start
+    assert sum(s.frames for s in plan.segments) == 3600
+    assert all(s.tokens + plan.reserve <= plan.context for s in plan.segments)
+
+
+def test_a_range_to_the_end_of_the_video_is_the_video_from_its_start():
+    plan = make_plan(info(64, 64, duration=60.0), fps=1.0, start=30.0, end=60.4)  # within the rounding
+    assert (plan.start, plan.end, plan.frames) == (30.0, None, 30)
+    assert plan.segments[0].end == 60.0 and plan.summary().startswith("from 00:30: 30 frames")
+    assert make_plan(info(64, 64, duration=60.0), start=0, end=None) == make_plan(info(64, 64, duration=60.0))
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        (20.0, 10.0, "must end after it starts: 00:10 is not after 00:20"),
+        (20.0, 20.0, "must end after it starts"),
+        (60.0, None, "starts at 01:00, at or after the end of the video"),
+        (0.0, 75.0, "ends at 01:15, after the end of the video \\(01:00\\)"),
+        (-1.0, None, "start at a time >= 0"),
+        (10.2, 10.6, "10–00:10 holds no frame at 1 fps"),
+    ],
+)
+def test_a_range_the_video_cannot_hold_is_one_clear_error(start, end, message):
+    with pytest.raises(OptionsError, match=message):
+        make_plan(info(duration=60.0), fps=1.0, start=start, end=end)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [("90", "", (90.0, None)), ("1:30", "2:00", (90.0, 120.0)), ("01:00:00", "1:10:00", (3600.0, 4200.0)),
+     ("", "  ", (0.0, None)), (None, "45.5", (0.0, 45.5)), ("1m30s", "100s", (90.0, 100.0))],
+)  # fmt: skip
+def test_parse_range_reads_the_ways_people_write_times(start, end, expected):
+    from qwen3vl_summarizer.plan import parse_range
+
+    assert parse_range(start, end) == expected
+
+
+def test_parse_range_names_the_field_that_is_not_a_time():
+    from qwen3vl_summarizer.plan import parse_range
+
+    with pytest.raises(OptionsError, match=r"^To: 'soon' is not a time; write seconds \(90\)"):
+        parse_range("1:00", "soon", names=("From", "To"))
+    with pytest.raises(OptionsError, match="^start: '1:75' is not a time"):
+        parse_range("1:75", None)

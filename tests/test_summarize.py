@@ -191,3 +191,48 @@ def test_a_cancelled_read_from_the_feature_cache_resumes_without_decoding(engine
     resumed = list(job.ask(PROMPT, cancel=cancel))[-1]
     assert job.session.frames_read == frames
     assert resumed.tokens == cold.tokens
+
+
+# --- a time range ----------------------------------------------------------------------------------------
+
+
+def test_a_range_reads_only_its_frames_and_the_prompt_keeps_the_videos_clock(engine, long_video):
+    opts = options(8192).replace(cache={"enabled": False})  # decode, so thumbnails are kept
+    job = open_video(engine, long_video, opts, PROMPT, start=12.0, end=20.0)
+    assert job.plan.fits and (job.plan.start, job.plan.end, job.plan.frames) == (12.0, 20.0, 16)
+    stats = job.ask(PROMPT).stats
+    assert stats.prefill_tokens == job.plan.tokens, "the range was planned exactly"
+    assert job.session.timestamps == [12.0 + i * 0.5 for i in range(16)]
+    got = stamps(engine, job.session)  # the <t seconds> the model read
+    # Each group's mean time, written to one decimal: 12.25 -> "12.2", ..., 19.75 -> "19.8".
+    assert got == [float(f"{12.25 + i:.1f}") for i in range(8)] and len(got) == job.plan.groups
+    assert all(12.0 <= t < 20.0 for t in got)
+    assert job.summary().stats["range"] == {"start": 12.0, "end": 20.0}
+    # Thumbnails of the frames read, at most one per MIN_THUMBNAIL_INTERVAL_S (2 s), inside the range.
+    assert job.thumbnails.times == [12.0, 14.0, 16.0, 18.0]
+
+
+def test_a_range_longer_than_the_context_is_split_inside_it(engine, long_video):
+    opts = options(1024).replace(context={"reserve_tokens": 700})  # ~250 tokens a pass
+    job = open_video(engine, long_video, opts, PROMPT, start=10.0, end=30.0)
+    assert len(job.parts) >= 2
+    assert job.parts[0].segment.start == 10.0 and job.parts[-1].segment.end == 30.0
+    times = [f.t for part in job.parts for f in part.frames]
+    assert times == [10.0 + i * 0.5 for i in range(40)]
+
+
+def test_a_range_gets_only_the_speech_said_inside_it(engine, long_video):
+    from qwen3vl_summarizer.errors import OptionsError
+    from qwen3vl_summarizer.speech import SpeechSegment, Transcript
+
+    lines = [(2.0, 4.0, "before the range"), (11.0, 13.0, "across the start"), (15.0, 16.0, "inside it"),
+             (21.0, 22.0, "after the range")]  # fmt: skip
+    transcript = Transcript(tuple(SpeechSegment(*line) for line in lines), "sidecar:talk.srt")
+    job = open_video(engine, long_video, options(8192), PROMPT, transcript=transcript, start=12.0, end=20.0)
+    assert "across the start" in job.speech and "inside it" in job.speech
+    assert "before the range" not in job.speech and "after the range" not in job.speech
+    assert job.speech_tokens == engine.geometry.text_tokens(job.speech)
+    whole = open_video(engine, long_video, options(8192), PROMPT, transcript=transcript)
+    assert job.plan.prompt_tokens < whole.plan.prompt_tokens, "the plan counts the range's lines only"
+    with pytest.raises(OptionsError, match="after the end of the video"):
+        open_video(engine, long_video, options(8192), PROMPT, start=30.0, end=90.0)

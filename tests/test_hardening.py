@@ -1,0 +1,193 @@
+"""What a hostile or careless client can do to the server, and what it must not (tiny model, loopback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app
+from qwen3vl_summarizer.errors import OptionsError
+from qwen3vl_summarizer.jobs import JobStore
+from tests.apps import PROMPT, Served, tiny_options
+from tests.videos import write_video
+
+
+def call(served: Served, api: str, data: list | str, timeout: float = 120) -> list:
+    """A raw /gradio_api/call request, as a script without gradio_client would make it (``data`` may be
+    the JSON text itself); the final data, or the raw answer when the call failed."""
+    body = data if isinstance(data, str) else json.dumps(data)
+    with httpx.Client(base_url=served.url, timeout=timeout) as http:
+        posted = http.post(
+            f"gradio_api/call/{api}",
+            content='{"data": ' + body + "}",
+            headers={"content-type": "application/json"},
+        )
+        event = posted.json()["event_id"]
+        text = http.get(f"gradio_api/call/{api}/{event}").text
+    lines = [line.removeprefix("data: ") for line in text.splitlines() if line.startswith("data: ")]
+    return json.loads(lines[-1]) if lines and lines[-1] != "null" else [text]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("hardening") / "clip.mp4"
+    write_video(path, [i * 0.5 for i in range(6)])
+    return path
+
+
+def test_only_uploaded_files_are_read(served: Served, clip: Path, tmp_path: Path) -> None:
+    """A path the client names (not uploaded through this server) is refused, existing or not, the same way."""
+    picture = tmp_path / "server-side.png"
+    Image.fromarray(np.full((32, 32, 3), 9, np.uint8)).save(picture)
+    for path in (str(picture), "/etc/passwd", "/no/such/file.png", str(clip)):
+        described = str(
+            call(served, "describe_image", [{"path": path}, "Describe.", served.options.model.id])
+        )
+        # Refused by this app, or earlier by Gradio's own checks: never described, and the same answer for a
+        # file that exists as for one that does not.
+        assert "only files uploaded through this page" in described or "'error'" in described, path
+        assert "Loading the model" not in described
+    for path in (str(clip), "/etc/passwd"):
+        for api, data in (
+            ("summarize", [{"path": path}, PROMPT, 1.0, True, 8192, served.options.model.id]),
+            ("video", [{"path": path}, 1.0, True, 8192, PROMPT]),
+        ):
+            answer = str(call(served, api, data))
+            assert "only files uploaded through this page" in answer or "'error'" in answer, (api, path)
+            assert "Duration" not in answer and "Done" not in answer, (api, path)
+    # With Gradio's file metadata, as its own client sends it, the path still has to be an upload.
+    meta = {"meta": {"_type": "gradio.FileData"}}
+    answer = str(call(served, "video", [{"path": str(clip), **meta}, 1.0, True, 8192, PROMPT]))
+    assert "only files uploaded through this page" in answer or "'error'" in answer
+    assert "Duration" not in answer
+
+
+def test_an_image_bomb_is_refused_before_decoding(served: Served, tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (12_000, 12_000)).save(bomb, optimize=True)  # 144 megapixels in a small file
+    assert bomb.stat().st_size < 1_000_000
+    client = served.client()
+    t0 = time.perf_counter()
+    text = client.predict(
+        handle_file(str(bomb)), "Describe.", served.options.model.id, api_name="/describe_image"
+    )
+    assert "megapixels" in text and time.perf_counter() - t0 < 30
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("just text", encoding="utf-8")
+    with pytest.raises(AppError):  # Gradio's image input refuses it before the handler (no clear message)
+        client.predict(
+            handle_file(str(not_an_image)), "Describe.", served.options.model.id, api_name="/describe_image"
+        )
+
+
+def test_long_or_broken_text_is_refused_at_once(served: Served, clip: Path) -> None:
+    client = served.client()
+    long_prompt = "Describe everything. " * 2_000  # 42,000 characters
+    t0 = time.perf_counter()
+    status = served.summarize(client, clip, prompt=long_prompt).result()[1]
+    assert "characters long" in status and "20,000" in status and time.perf_counter() - t0 < 15
+    # JSON may carry a lone surrogate; no Python client sends one, so a raw request does.
+    status = call(served, "chat", '["What \\ud800 is this?", [], null]')[3]
+    assert "not valid text" in status
+
+
+def test_an_api_client_keeps_its_video_across_calls_with_the_job_id(served: Served, clip: Path) -> None:
+    """Each /call is its own session; the job id that /summarize returns carries the video to /chat."""
+    outputs = list(served.summarize(served.client(), clip))
+    job_id = next(o[6] for o in outputs if isinstance(o[6], str) and o[6])
+    later = served.client()  # a new session, as every raw HTTP call is
+    answer = list(later.submit("What happens at 0:01?", [], job_id, api_name="/chat"))
+    history = answer[-1][1]
+    stats = next(o[2] for o in reversed(answer) if isinstance(o[2], dict) and "read_video" in o[2])
+    assert history[-1]["role"] == "assistant" and stats["read_video"] is False
+    _, _, _, status = later.predict("And without the id?", [], api_name="/chat")
+    assert "No video has been read" in status
+    _, _, _, status = later.predict("A made-up id?", [], "not-a-real-job-id", api_name="/chat")
+    assert "No video has been read" in status
+
+
+def test_model_choice_is_the_operators(tiny_model_dir: Path) -> None:
+    options = tiny_options(tiny_model_dir)
+    state = app.AppState(options)
+    assert state.model_for("") == str(tiny_model_dir) and state.model_for("Qwen/Qwen3-VL-4B-Instruct")
+    for model in ("/etc/shadow", "someone/huge-model", "../models"):
+        with pytest.raises(app.ModelNotOffered, match="this server offers these models"):
+            state.model_for(model)
+    open_server = app.AppState(options.replace(server={"allow_any_model": True}))
+    assert open_server.model_for("someone/other-model") == "someone/other-model"
+
+
+def test_markdown_from_the_model_or_a_person_cannot_carry_html() -> None:
+    text = (
+        'See <img src="https://example.com/x.png"> and `a <b> tag` and\n```\n<div>\n```\n<script>x</script>'
+    )
+    shown = app.no_raw_html(text)
+    assert "<img" not in shown and "&lt;img" in shown and "&lt;script>" in shown
+    assert "`a <b> tag`" in shown and "```\n<div>\n```" in shown, "code keeps its characters"
+
+
+def test_idle_sessions_are_forgotten_and_their_tokens_with_them() -> None:
+    store = JobStore(budget_bytes=2**30)
+    job = type("Job", (), {"plan": type("Plan", (), {"kv_cache_bytes": 1})(), "released": False})()
+    store.put("a", job)
+    token = store.token_for("a")
+    assert store.key_for(token) == "a" and store.token_for("a") == token
+    store.expire(idle_seconds=60)
+    assert "a" in store
+    store._used["a"] -= 120  # as if two minutes had passed
+    store.expire(idle_seconds=60)
+    assert "a" not in store and store.key_for(token) is None
+
+
+def test_download_folders_of_dead_servers_are_removed(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(app.tempfile, "gettempdir", lambda: str(tmp_path))
+    dead = tmp_path / f"{app.DOWNLOADS_PREFIX}999999999-abc"
+    alive = tmp_path / f"{app.DOWNLOADS_PREFIX}{os.getpid()}-abc"
+    for folder in (dead, alive):
+        (folder / "session").mkdir(parents=True)
+    app.remove_leftover_downloads()
+    assert not dead.exists() and alive.exists()
+
+
+def test_auth_is_passed_to_gradio_and_a_public_server_without_it_is_warned_about(
+    tiny_model_dir: Path, monkeypatch, caplog
+) -> None:
+    seen = {}
+    demo = type("Demo", (), {"launch": lambda self, **kw: seen.update(kw)})()
+    options = tiny_options(tiny_model_dir, auth="ann:secret,bob:pw")
+    app.launch(demo, options)
+    assert seen["auth"] == [("ann", "secret"), ("bob", "pw")]
+    with pytest.raises(OptionsError, match="server.auth"):
+        tiny_options(tiny_model_dir, auth="no-colon")
+    app.launch(demo, tiny_options(tiny_model_dir, host="0.0.0.0"))
+    assert "without a login" in caplog.text
+
+
+def test_the_handlers_own_upload_check(tmp_path: Path, monkeypatch) -> None:
+    """Behind Gradio's checks, every handler also refuses a path outside the upload folder itself."""
+    uploads = tmp_path / "uploads"
+    (uploads / "abc").mkdir(parents=True)
+    inside = uploads / "abc" / "clip.mp4"
+    inside.write_bytes(b"x")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret", encoding="utf-8")
+    (uploads / "abc" / "link.mp4").symlink_to(outside)
+    monkeypatch.setattr(app, "gradio_upload_folder", lambda: str(uploads))
+    assert app.uploaded(str(inside)) == str(inside.resolve())
+    for path in (
+        outside,
+        uploads / "abc" / "link.mp4",
+        uploads / "abc" / ".." / ".." / "secret.txt",
+        uploads,
+    ):
+        with pytest.raises(app.NotAnUpload, match="only files uploaded"):
+            app.uploaded(str(path))
