@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +44,23 @@ from qwen3vl_summarizer.options import Options, load_options
 from qwen3vl_summarizer.plan import Geometry, parse_range, plan_video
 from qwen3vl_summarizer.prompts import list_prompts
 from qwen3vl_summarizer.summarize import VideoJob
-from qwen3vl_summarizer.timeline import NO_SUMMARY_NOTE, TIMELINE_CSS, chapter_timeline, note_html
+from qwen3vl_summarizer.timeline import (
+    NO_SUMMARY_NOTE,
+    TIMELINE_CSS,
+    chapter_timeline,
+    frame_reader,
+    note_html,
+)
 from qwen3vl_summarizer.timestamps import format_timestamp, link_timestamps
-from qwen3vl_summarizer.video import VideoInfo, probe
+from qwen3vl_summarizer.video import VideoInfo, probe, video_extensions
 
 log = logging.getLogger("qwen3vl_summarizer.app")
 
 FPS_MIN, FPS_MAX, FPS_STEP = 0.1, 4.0, 0.1  # frames per second offered by the slider
 RANGE_NAMES = ("From", "To")  # the time-range fields, as their errors name them
-CONTEXT_MIN, CONTEXT_MAX, CONTEXT_STEP = 8 * 1024, 256 * 1024, 8 * 1024  # tokens
+# The context length a run may use, tokens: a typed or dragged value snaps into [CONTEXT_MIN, CONTEXT_MAX].
+# The slider itself starts at 0, so that typing "5000" never passes through a value Gradio refuses ("5").
+CONTEXT_MIN, CONTEXT_MAX, CONTEXT_STEP = 1024, 256 * 1024, 1024
 DEFAULT_PROMPT = "general"
 IMAGE_PROMPT = "Describe this image in detail, in Markdown. Include any text you can read in it."
 STOPPED = "Stopped. The video stays loaded: ask again or press Summarize."
@@ -79,6 +87,49 @@ FILTER_TRANSCRIPT_JS = """
   return query;
 }
 """
+# The upload field takes every video container FFmpeg (PyAV) demuxes, by extension (video_extensions).
+# Gradio's video upload accepts only what the browser types video/*, and Chromium types an MPEG-TS file
+# (.ts) as a Qt translation (text/...): UPLOAD_TYPES_JS retypes such files and lists the extensions in the
+# file picker.
+UPLOAD_TYPES_JS = """
+() => {
+  if (window.__qwen3vlUploadTypes) return;
+  window.__qwen3vlUploadTypes = true;
+  const extensions = EXTENSIONS;
+  const isVideo = (file) => file.type.startsWith("video/")
+    || !extensions.some((ext) => file.name.toLowerCase().endsWith(ext));
+  const retyped = (files) => {
+    const list = new DataTransfer();
+    for (const file of files) {
+      list.items.add(isVideo(file) ? file : new File([file], file.name, { type: "video/mp2t" }));
+    }
+    return list.files;
+  };
+  const inPlayer = (event) => event.target.closest && event.target.closest("#player");
+  // Before Gradio's own listeners (capture): a picked file gets a video type...
+  document.addEventListener("change", (event) => {
+    const input = event.target;
+    if (!inPlayer(event) || input.type !== "file" || [...input.files].every(isVideo)) return;
+    input.files = retyped(input.files);
+  }, true);
+  // ...and a dropped one goes through the file input the same way.
+  document.addEventListener("drop", (event) => {
+    const files = event.dataTransfer ? [...event.dataTransfer.files] : [];
+    const input = inPlayer(event) && document.querySelector("#player input[type=file]");
+    if (!input || files.every(isVideo)) return;
+    event.preventDefault();
+    event.stopPropagation();
+    input.files = retyped(files);
+    input.dispatchEvent(new Event("change", { bubbles: true }));
+  }, true);
+  const widen = () => {  // the file picker lists these files too
+    const input = document.querySelector("#player input[type=file]");
+    if (input && !input.accept.includes(extensions[0])) input.accept += ", " + extensions.join(", ");
+  };
+  new MutationObserver(widen).observe(document.body, { childList: true, subtree: true });
+  widen();
+}
+""".replace("EXTENSIONS", json.dumps(video_extensions()))
 GENERIC_ERROR = "Something went wrong on the server (details are in its log). Try again, or reload the page."
 
 # Clicking a seek link ``[03:25](#t=205)`` (made by link_timestamps) moves the player there and plays;
@@ -97,6 +148,10 @@ SEEK_JS = """
     if (video && Number.isFinite(seconds)) {
       video.currentTime = seconds;
       video.play().catch(() => {});
+      const box = video.getBoundingClientRect();  // a link far below it (a phone): bring the player up
+      if (box.top < 0 || box.bottom > window.innerHeight) {
+        video.scrollIntoView({ block: "nearest" });
+      }
     }
     const box = document.querySelector("#question textarea");
     if (box && !box.value.trim()) {
@@ -107,9 +162,62 @@ SEEK_JS = """
 }
 """
 
+# For screen readers and keyboards: the status line and the summary are live regions (read out as they
+# change), every seek link is named for what it does ("Play from 01:30"), and Ctrl+Enter (or Cmd+Enter)
+# presses Ask in the question box, else the visible tab's main button (Summarize, Describe).
+KEYS_HINT = (
+    "<small>Keys: <kbd>Ctrl</kbd>+<kbd>Enter</kbd> (<kbd>⌘</kbd>+<kbd>Enter</kbd> on a Mac) summarizes; "
+    "<kbd>Enter</kbd> in the question box asks.</small>"
+)
+ACCESS_JS = """
+() => {
+  if (window.__qwen3vlAccess) return;
+  window.__qwen3vlAccess = true;
+  const label = () => {
+    for (const [id, name] of [["status", "Status"], ["summary", "Summary"], ["model-status", "Model"]]) {
+      const el = document.getElementById(id);
+      if (el && !el.hasAttribute("aria-live")) {
+        el.setAttribute("role", id === "summary" ? "region" : "status");
+        el.setAttribute("aria-live", "polite");
+        el.setAttribute("aria-label", name);
+      }
+    }
+    for (const link of document.querySelectorAll('a[href^="#t="]:not([aria-label])')) {
+      link.setAttribute("aria-label", `Play from ${link.textContent.trim()}`);
+    }
+  };
+  new MutationObserver(label).observe(document.body, { childList: true, subtree: true, characterData: true });
+  label();
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey) || event.isComposing) return;
+    const asking = event.target.closest && event.target.closest("#question");
+    const ids = asking ? ["#ask"] : ["#summarize", "#describe"];
+    const button = ids.map((id) => document.querySelector(id)).find((el) => el && el.offsetParent);
+    if (!button) return;
+    event.preventDefault();
+    event.stopPropagation();  // not also Gradio's own Enter in the question box
+    button.click();
+  }, true);
+}
+"""
+SUMMARY_MAX_HEIGHT = 520  # pixels; a longer summary scrolls inside its box
+PLAYER_HEIGHT = 360  # pixels: a tall (4:3, portrait) video leaves room for its timeline and transcript
+# Layout fixes Gradio's options do not reach (served with the page by launch()).
+PAGE_CSS = """
+#model-row { flex-wrap: nowrap; align-items: flex-end; }
+#model-row > * { min-width: 0; }
+#load-model { flex: 0 0 auto; align-self: flex-end; }
+#player-note:has(#player-note-text:empty) { display: none; }
+#keys-hint kbd { font-size: 0.85em; padding: 0 3px; border: 1px solid var(--border-color-primary);
+  border-radius: 3px; }
+"""
+
 # Only the browser knows what it can play: Chromium plays H.264, VP9 and AV1 in MP4, MOV and MKV, but not
 # AVI or MPEG-TS files, MPEG-4 Part 2, or HEVC without a hardware decoder. When the player fails (an error,
 # or a picture 0 pixels wide) the page says so under it; the summary reads the file itself and still works.
+# That note is the page's one word on it: Gradio's own "Video not playable" toast is kept from firing (the
+# error stops at the document, before the player's listener). A file the summary cannot read either is
+# taken out of the player by on_video, with the reason in the status line.
 CANNOT_PLAY = (
     "Your browser cannot play this file, so the player stays blank and clicking a time will not move "
     "it. The summary and the questions still work. To watch along, convert it to H.264 MP4, e.g. "
@@ -126,7 +234,11 @@ PLAYER_NOTE_JS = """
   const inPlayer = (event) => event.target.closest && event.target.closest("#player video");
   // media events do not bubble, so listen while they descend (capture)
   document.addEventListener("loadstart", (event) => { if (inPlayer(event)) note(""); }, true);
-  document.addEventListener("error", (event) => { if (inPlayer(event)) note(CANNOT_PLAY); }, true);
+  document.addEventListener("error", (event) => {
+    if (!inPlayer(event)) return;
+    event.stopPropagation();
+    note(CANNOT_PLAY);
+  }, true);
   document.addEventListener("loadedmetadata", (event) => {
     const video = inPlayer(event);
     if (video) note(video.videoWidth ? "" : CANNOT_PLAY);
@@ -157,6 +269,12 @@ class Cancels:
         with self._lock:
             self._events[sid] = event
         return event
+
+    def running(self, sid: str) -> bool:
+        """Whether work that this session started still runs (its event is not set)."""
+        with self._lock:
+            event = self._events.get(sid)
+        return event is not None and not event.is_set()
 
     def stop(self, sid: str) -> bool:
         """Set the session's event; False when none was running."""
@@ -209,6 +327,28 @@ class AppState:
         except UnicodeEncodeError:
             return f"The {what} holds characters that are not valid text (lone surrogates): type or paste it again."
         return None
+
+
+def image_input(**kwargs: Any) -> gr.Image:
+    """gr.Image that hands a file Pillow cannot open to the handler (read_image says what is wrong, in the
+    status line) instead of failing the event with Gradio's generic error, as an API client's upload can.
+    Its preprocess is wrapped on the instance: a subclass of a Gradio component writes a .pyi stub beside
+    this file at import."""
+    from PIL import UnidentifiedImageError
+
+    image = gr.Image(**kwargs)
+    preprocess = image.preprocess
+
+    def preprocess_or_path(payload: Any) -> Any:
+        try:
+            return preprocess(payload)
+        except (UnidentifiedImageError, OSError, ValueError):
+            if payload is None or payload.path is None:
+                raise
+            return str(payload.path)
+
+    image.preprocess = preprocess_or_path
+    return image
 
 
 class ModelNotOffered(SummarizerError):
@@ -357,7 +497,7 @@ def run_options(
 ) -> Options:  # fmt: skip
     """The options of one run: the page's fps, context length and speech settings over the configured
     ones (None keeps the configured value)."""
-    max_context = "auto" if auto_context else int(context)
+    max_context = "auto" if auto_context else snap_context(context)
     speech_options = {"mode": speech, "language": None if language is None else language.strip().lower()}
     return options.replace(
         sampling={"fps": float(fps)},
@@ -366,10 +506,22 @@ def run_options(
     )
 
 
+def snap_context(tokens: float | None) -> int:
+    """A context length from the page (typed, dragged, or sent by a client) as a run uses it: a whole
+    number of tokens in [CONTEXT_MIN, CONTEXT_MAX]."""
+    try:
+        value = round(float(tokens))
+    except (TypeError, ValueError, OverflowError):
+        return CONTEXT_MAX
+    return min(max(value, CONTEXT_MIN), CONTEXT_MAX)
+
+
 def transcript_markdown(job: VideoJob) -> str:
     """The transcript panel: one line a segment, its time a link that seeks the player; or why there is
     no speech in this summary."""
     transcript = job.transcript
+    if transcript is None and job.pending_speech is not None:
+        return "*The speech is being transcribed while the video is read; its lines come with the summary.*"
     if transcript is None:
         if job.options.speech.mode == "off":
             return "*Speech is off for this summary: the model read the frames only.*"
@@ -392,9 +544,16 @@ def transcript_markdown(job: VideoJob) -> str:
 
 
 def timeline_html(job: VideoJob) -> str:
-    """The chapter timeline of the job's finished summary (a bar over the whole video, a card per chapter
-    with the thumbnail of the frame read nearest its start), or a one-line note when it has no chapters."""
-    return chapter_timeline(job.summary_text, job.info.duration, job.thumbnails, end=job.plan.end)
+    """The chapter timeline of the job's finished summary (a bar over the whole video, where speech is under
+    it, a card per chapter with the thumbnail of the frame read nearest its start, decoded now when the
+    frames were not: a feature-cache hit), or a one-line note when it has no chapters."""
+    plan = job.plan
+    end = job.info.duration if plan.end is None else plan.end
+    read = frame_reader(job.info.path, plan.fps, (plan.width, plan.height), plan.start, end)
+    speech = job.transcript.segments if job.transcript is not None else ()
+    return chapter_timeline(
+        job.summary_text, job.info.duration, job.thumbnails, end=plan.end, speech=speech, read_frame=read
+    )
 
 
 def video_line(info: VideoInfo) -> str:
@@ -460,6 +619,8 @@ def progress_line(stages: dict[str, tuple[int, int]], started: float) -> str:
     elapsed = time.perf_counter() - started
     if 0 < done < total and elapsed > 1:
         parts.append(f"about {elapsed * (total - done) / done:.0f} s left")
+    if "speech" in stages and stages["speech"][0] < stages["speech"][1]:  # recognition beside the video
+        parts.append(speech_line(*stages["speech"], started))
     return " · ".join(parts)
 
 
@@ -493,7 +654,8 @@ def on_video(state: AppState, video: str | None, fps: float, auto: bool, context
     """New upload: show its facts and plan, and clear what belonged to the previous video.
 
     Yields (video facts, plan line, VideoInfo, status, summary, chat, stats, downloads, transcript,
-    timeline); the cleared view comes first, so a bad file leaves nothing of the old one behind."""
+    timeline, player); the cleared view comes first, so a bad file leaves nothing of the old one behind,
+    and a file that cannot be read leaves the player too (its reason stays in the status line)."""
     sid = _sid(request)
     job = state.jobs.get(sid)
     if job is not None and job.info.path != video:
@@ -501,15 +663,20 @@ def on_video(state: AppState, video: str | None, fps: float, auto: bool, context
         state.jobs.drop(sid)  # a new video: free the old one's cache now
     cleared = ("", SUMMARY_PLACEHOLDER, [], None, None, TRANSCRIPT_PLACEHOLDER, note_html(NO_SUMMARY_NOTE))
     if not video:
-        yield "", "", None, *cleared
+        yield "", "", None, *cleared, gr.skip()
         return
     try:
         info = probe(uploaded(video))
     except SummarizerError as e:
-        yield "", "", None, show_error(_message(e, video)), *cleared[1:]
+        yield "", "", None, show_error(_message(e, video)), *cleared[1:], None
         return
     plan = on_settings(state, info, fps, auto, context, prompt, range_from, range_to, request)
-    yield video_line(info), plan, info, *cleared
+    yield video_line(info), plan, info, *cleared, gr.skip()
+
+
+def on_clear(state: AppState, request: gr.Request):
+    """The player was emptied: what belonged to its video goes too (see :func:`on_video`)."""
+    yield from on_video(state, None, FPS_MIN, True, 0, "", "", "", request)
 
 
 def on_settings(state: AppState, info: VideoInfo | None, fps: float, auto: bool, context: float,
@@ -526,6 +693,23 @@ def on_settings(state: AppState, info: VideoInfo | None, fps: float, auto: bool,
     job = state.jobs.peek(_sid(request))
     speech = job.speech if job is not None and job.info.path == info.path else ""
     return plan_line(info, opts, prompt or "", state.engines.engine, speech, start, end)
+
+
+def context_view(state: AppState, auto: bool, context: float) -> dict:
+    """The context slider: with Auto, greyed and showing the length auto picks (the loaded model's, on its
+    device; the configured cap until a model is loaded); without, editable from the value it shows."""
+    if not auto:
+        return gr.update(interactive=True)
+    engine = state.engines.engine
+    opts = replace(state.options.context, max_context="auto")
+    value = engine.context_length(opts) if engine is not None else opts.max_context_cap
+    return gr.update(interactive=False, value=value)
+
+
+def on_context_left(context: float) -> Any:
+    """The context field was left (or the slider let go): a typed value outside the range snaps into it."""
+    snapped = snap_context(context)
+    return gr.skip() if snapped == context else snapped
 
 
 def on_prompt_name(name: str) -> str:
@@ -610,6 +794,8 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
         files, skipped = write_downloads(state, sid, job)
         if job.damage:
             gr.Warning(f"The file is damaged; only the part before the damage was read: {job.damage}")
+        if job.speech_note:
+            gr.Warning(f"Speech: {job.speech_note}.")
         if final.text.strip():
             done = (
                 f"Done: read {final.prefill_tokens:,} tokens, wrote {len(final.tokens):,} "
@@ -627,7 +813,7 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
             )
         stats = {"turn": "summary", **final.to_dict()}
         summary = shown(final.text, info.duration) if final.text.strip() else SUMMARY_PLACEHOLDER
-        yield summary, done + note, stats, [], files, gr.skip(), gr.skip(), timeline_html(job)
+        yield summary, done + note, stats, [], files, transcript_markdown(job), gr.skip(), timeline_html(job)
     if failed:
         yield gr.skip(), failed.show(), *keep
 
@@ -636,8 +822,9 @@ def _open_with_speech_progress(state: AppState, sid: str, engine: Engine, video:
                                prompt: str, cancel: threading.Event,
                                time_range: tuple[float, float | None] = (0.0, None)):  # fmt: skip
     """``state.jobs.summarize`` (of ``time_range``, start and end seconds) on a worker thread, yielding
-    status updates while the speech is transcribed (that happens before the job exists, so before its
-    Response streams). Returns (job, response); raises what it raised."""
+    status updates while speech is transcribed before the job exists (``summarize.SPEECH_BESIDE_VIDEO``
+    off; otherwise recognition runs beside the video and reports in the Response's events, and this returns
+    at once). Returns (job, response); raises what it raised."""
     heard: dict[str, tuple[float, float]] = {}
     started = time.perf_counter()
 
@@ -821,7 +1008,7 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
     state = state or AppState(options)
     auto_default = options.context.max_context == "auto"
     context_default = options.context.max_context_cap if auto_default else options.context.max_context
-    context_default = min(max(int(context_default), CONTEXT_MIN), CONTEXT_MAX)
+    context_default = snap_context(context_default)
     gpu = {"concurrency_id": "gpu", "concurrency_limit": options.server.concurrency_limit}
     cheap = {"concurrency_limit": None, "api_visibility": "private"}  # UI plumbing, outside the GPU pool
 
@@ -833,22 +1020,26 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
         gr.Markdown(
             "# Qwen3-VL video summarizer\nUpload a video, get a timestamped summary, then ask about it."
         )
-        with gr.Row(equal_height=True):
+        with gr.Row(elem_id="model-row"):  # one line even on a phone (PAGE_CSS); the status goes under it
             model_id = gr.Dropdown(
                 state.models,
                 value=options.model.id,
                 label="Model",
                 allow_custom_value=options.server.allow_any_model,
                 scale=3,
+                min_width=180,
                 info="A Qwen3-VL Instruct checkpoint: hub id, local folder or quantized checkpoint",
             )
-            load_btn = gr.Button("Load model", scale=0, min_width=140)
-            model_status = gr.Markdown(describe_model(state))
+            load_btn = gr.Button("Load model", scale=0, min_width=110, elem_id="load-model")
+        model_status = gr.Markdown(describe_model(state), elem_id="model-status")
 
         with gr.Tab("Video"), gr.Row():
             with gr.Column(scale=1):
                 video = gr.Video(
-                    label="Video (MP4, MKV, AVI, WebM, MOV)", sources=["upload"], elem_id="player"
+                    label="Video (MP4, MKV, MOV, WebM, AVI, MPEG-TS…)",
+                    sources=["upload"],
+                    elem_id="player",
+                    height=PLAYER_HEIGHT,
                 )
                 gr.HTML('<p id="player-note-text" role="status"></p>', elem_id="player-note", padding=False)
                 # Chapters of the finished summary: a bar of spans and cards that seek the player (SEEK_JS).
@@ -885,7 +1076,7 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                 with gr.Row():
                     auto = gr.Checkbox(auto_default, label="Auto context (what fits the device)")
                     context = gr.Slider(
-                        CONTEXT_MIN,
+                        0,
                         CONTEXT_MAX,
                         value=context_default,
                         step=CONTEXT_STEP,
@@ -902,15 +1093,18 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                     )  # fmt: skip
                 plan_md = gr.Markdown("*Upload a video to see how it will be read.*", elem_id="plan")
                 with gr.Row():
-                    summarize_btn = gr.Button("Summarize", variant="primary")
+                    summarize_btn = gr.Button("Summarize", variant="primary", elem_id="summarize")
                     stop_btn = gr.Button("Stop", variant="stop")
+                gr.Markdown(KEYS_HINT, elem_id="keys-hint")
             with gr.Column(scale=1):
                 status = gr.Markdown(elem_id="status")
-                summary = gr.Markdown(
+                summary = gr.Markdown(  # long summaries scroll inside: the chat stays in reach
                     SUMMARY_PLACEHOLDER,
                     label="Summary",
                     elem_id="summary",
                     min_height=120,
+                    max_height=SUMMARY_MAX_HEIGHT,
+                    buttons=["copy"],
                 )
                 downloads = gr.File(
                     label="Downloads: " + ", ".join(get_writer(f).description for f in FORMATS),
@@ -923,36 +1117,46 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                 job_id = gr.Textbox(visible=False, label="Job id")
                 with gr.Row(equal_height=True):
                     question = gr.Textbox(
-                        placeholder="Ask about the video…", show_label=False, elem_id="question", scale=4
+                        placeholder="Ask about the video…",
+                        label="Question about the video",
+                        show_label=False,
+                        elem_id="question",
+                        scale=4,
                     )
-                    ask_btn = gr.Button("Ask", scale=1)
+                    ask_btn = gr.Button("Ask", scale=1, elem_id="ask")
                 with gr.Accordion("Last turn statistics", open=False):
                     stats = gr.JSON(label="Statistics", elem_id="stats")
 
         with gr.Tab("Image"), gr.Row():
             with gr.Column():
                 # A path, opened by read_image with its pixel cap: Gradio only reads the header (image_mode=None).
-                image = gr.Image(label="Image", type="filepath", image_mode=None, sources=["upload"])
+                image = image_input(label="Image", type="filepath", image_mode=None, sources=["upload"])
                 image_prompt = gr.Textbox(IMAGE_PROMPT, label="Prompt", lines=2)
-                describe_btn = gr.Button("Describe", variant="primary")
+                describe_btn = gr.Button("Describe", variant="primary", elem_id="describe")
             image_md = gr.Markdown(elem_id="image-description")
 
         # Cheap events run outside the GPU pool so the plan line stays live during a summary.
         settings = [info_state, fps, auto, context, prompt, range_from, range_to]
         load_btn.click(bind(load_model, state), model_id, model_status, api_name="load_model", **gpu).then(
             bind(on_settings, state), settings, plan_md, **cheap
-        )
-        video.change(
+        ).then(bind(context_view, state), [auto, context], context, **cheap)
+        # upload and clear, not change: on_video empties the player of a file it cannot read, and that
+        # change must not wipe the status line that says why.
+        video_view = [video_md, plan_md, info_state, status, summary, chatbot, stats, downloads, transcript,
+                      timeline, video]  # fmt: skip
+        video.upload(
             bind(on_video, state),
             [video, fps, auto, context, prompt, range_from, range_to],
-            [video_md, plan_md, info_state, status, summary, chatbot, stats, downloads, transcript, timeline],
+            video_view,
             concurrency_limit=None,
             show_progress="hidden",
             api_name="video",
         )
+        video.clear(bind(on_clear, state), None, video_view, show_progress="hidden", **cheap)
         prompt_name.change(on_prompt_name, prompt_name, prompt, **cheap)
         transcript_filter.change(None, transcript_filter, None, js=FILTER_TRANSCRIPT_JS)
-        auto.change(lambda a: gr.update(interactive=not a), auto, context, **cheap)
+        auto.change(bind(context_view, state), [auto, context], context, **cheap)
+        context.release(on_context_left, context, context, **cheap)  # a typed 500 becomes 1024
         for component in (fps, auto, context, prompt, range_from, range_to):
             component.change(bind(on_settings, state), settings, plan_md, show_progress="hidden", **cheap)
         summarizing = (
@@ -965,6 +1169,7 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                 **gpu,
             )
             .then(bind(describe_model, state), None, model_status, **cheap)
+            .then(bind(context_view, state), [auto, context], context, **cheap)
             .then(
                 bind(on_settings, state),
                 settings,
@@ -999,7 +1204,10 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
             api_name="stop",
         )
         demo.load(None, js=SEEK_JS)
+        demo.load(bind(context_view, state), [auto, context], context, **cheap)
         demo.load(None, js=PLAYER_NOTE_JS)
+        demo.load(None, js=UPLOAD_TYPES_JS)
+        demo.load(None, js=ACCESS_JS)
         demo.unload(bind(forget, state))  # the page closed: stop its work, free its cached video
     demo.queue(default_concurrency_limit=options.server.concurrency_limit)
     return demo
@@ -1013,6 +1221,7 @@ def launch(demo: gr.Blocks, options: Options, **kwargs: Any) -> Any:
         "server_port": server.port,
         "share": server.share,
         "max_file_size": f"{server.max_upload_mb}mb",
+        "css": PAGE_CSS,
         **kwargs,
     }
     if server.auth:

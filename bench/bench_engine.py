@@ -2,10 +2,14 @@
 peak memory, at real 1 fps lengths.
 
     python bench/bench_engine.py --minutes 10 45                 # CPU, tiny random Qwen3-VL
+    python bench/bench_engine.py --minutes 10 45 --plain --skip-no-reuse  # and the plain path: ratios
     python bench/bench_engine.py --arch 2b --minutes 45          # CUDA, real Qwen3-VL-2B shapes, random weights
     bash bench/gpu.sh                                            # the prepared GPU run (see that script)
 
-Each length runs in its own process so that its peak memory is its own. Test videos (448x256, 30 fps
+Each length runs in its own process so that its peak memory is its own. ``--plain`` adds, for each
+length, the plain transformers path (``processor(...)`` + ``model.generate`` on the frames decoded
+beforehand) in a process of its own right after the engine's, and a ``compare`` line with the ratios
+engine/plain of time to first token and peak RSS, measured in the same run. Test videos (448x256, 30 fps
 H.264) are made once under --cache: with ffmpeg's testsrc2 where ffmpeg is installed, else with PyAV
 (its wheels bundle FFmpeg and libx264), a moving gradient; ``--video-maker`` chooses. Results go to
 stdout as one JSON line per run; bench/RESULTS_engine.md records them with the machine.
@@ -18,6 +22,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -138,14 +143,34 @@ def _free_cores() -> int:
 
 
 def load_engine(arch: str, work: Path):
-    import torch
-
     from qwen3vl_summarizer.engine import Engine
     from qwen3vl_summarizer.tiny_model import build_tiny_model
 
     folder = build_tiny_model(work / "tiny")
     if arch == "tiny":
         return Engine.load(str(folder), dtype="float32")
+    return Engine(*_random_2b(folder), "qwen3-vl-2b-random")
+
+
+def load_plain(arch: str, work: Path):
+    """(model, processor) as a transformers user loads them: ``from_pretrained``, sdpa, nothing of ours
+    (no split attention, no engine settings)."""
+    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+    from qwen3vl_summarizer.tiny_model import build_tiny_model
+
+    folder = build_tiny_model(work / "tiny")
+    if arch != "tiny":
+        return _random_2b(folder)
+    model = Qwen3VLForConditionalGeneration.from_pretrained(
+        folder, dtype="float32", attn_implementation="sdpa"
+    )
+    return model.eval(), AutoProcessor.from_pretrained(folder)
+
+
+def _random_2b(folder: Path):
+    """(model, processor): Qwen3-VL-2B's architecture at random weights, with the tiny folder's tokenizer."""
+    import torch
     from transformers import AutoProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     tiny = Qwen3VLConfig.from_pretrained(folder)  # keeps the tiny tokenizer's special token ids
@@ -158,9 +183,10 @@ def load_engine(arch: str, work: Path):
     )  # fmt: skip
     config._attn_implementation = "sdpa"
     device, dtype = ("cuda", torch.bfloat16) if torch.cuda.is_available() else ("cpu", torch.float32)
+    torch.manual_seed(0)  # the same weights in the engine's and the plain path's processes
     with torch.device(device):  # random init in place: no download, no 4 GB copy from the CPU
         model = Qwen3VLForConditionalGeneration(config).to(dtype)
-    return Engine(model, AutoProcessor.from_pretrained(folder), "qwen3-vl-2b-random")
+    return model.eval(), AutoProcessor.from_pretrained(folder)
 
 
 def run_one(args: argparse.Namespace) -> dict:
@@ -179,15 +205,14 @@ def run_one(args: argparse.Namespace) -> dict:
         qwen3vl_summarizer.loading.use_split_attention = lambda model: False
     with tempfile.TemporaryDirectory() as work:
         engine = load_engine(args.arch, Path(work))
-    overrides = {
-        "sampling": {"fps": 1.0, "min_pixels": args.min_pixels, "max_pixels": 448 * 256},
-        "context": {"max_context": 262144, "prefill_chunk_size": args.chunk},
-        "generation": {"max_new_tokens": args.new_tokens, "temperature": 0.0},
-    }
-    if args.no_feature_cache:
-        overrides["cache"] = {"enabled": False}
-    options = load_options(overrides=overrides)
-    result = {"arch": args.arch, "minutes": minutes, "device": str(engine.device), "chunk": args.chunk}
+    fresh_cache = None
+    if args.plain and not args.no_feature_cache:  # a first read, as the first summary of a new video
+        fresh_cache = tempfile.TemporaryDirectory(prefix="qwen3vl-bench-features-")
+    options = load_options(overrides=_overrides(args, fresh_cache and fresh_cache.name))
+    result = {"path": "engine", "arch": args.arch, "minutes": minutes, "device": str(engine.device)}
+    result["chunk"] = options.context.prefill_chunk_size
+    result["vision_batch_groups"] = options.context.vision_batch_groups
+    result["kv_cache_dtype"] = options.context.kv_cache_dtype
     result["attention"] = engine.config.text_config._attn_implementation
     if torch.cuda.is_available():
         result["gpu"] = torch.cuda.get_device_name()
@@ -200,40 +225,206 @@ def run_one(args: argparse.Namespace) -> dict:
                 return event, time.perf_counter() - t0
         raise RuntimeError("no stats")
 
-    job = open_video(engine, video, options, "Summarize the video.")
+    job = open_video(engine, video, options, PROMPT)
     result["plan"] = job.plan.summary()
     if not job.plan.fits:  # only the first segment's session is measured below
         result["segments"] = len(job.plan.segments)
-    first, wall = turn(job.session, "Summarize the video.")
+    first, wall = turn(job.session, PROMPT)
     result |= {
         "prompt_tokens": job.session.media_tokens + len(job.session.turns[0].prompt_ids),
         "first_turn_s": round(wall, 2),
         "first_ttft_s": round(first.ttft_s, 2),
         "stages_s": {k: round(v, 2) for k, v in first.timings.items()},
         "decode_tokens_per_s": round(first.decode_tokens_per_s, 1),
+        "first_token": first.tokens[0] if first.tokens else None,
+        "first_turn_peak_rss_gib": _peak_rss_gib(),  # before the follow-ups and the no-reuse comparison
     }
+    result["kv_cache_dtype_used"] = str(job.session.kv_cache_dtype).removeprefix("torch.")
+    if torch.cuda.is_available():
+        result["first_turn_peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     follow, _ = turn(job.session, "What is on screen at 05:00?")
     result["followup_reuse"] = {"ttft_s": round(follow.ttft_s, 4), "prefill_tokens": follow.prefill_tokens}
     if not args.skip_no_reuse:
-        slow = open_video(engine, video, options, "Summarize the video.", cache_reuse=False)
-        turn(slow.session, "Summarize the video.")
+        slow = open_video(engine, video, options, PROMPT, cache_reuse=False)
+        turn(slow.session, PROMPT)
         follow_slow, _ = turn(slow.session, "What is on screen at 05:00?")
         result["followup_no_reuse"] = {
             "ttft_s": round(follow_slow.ttft_s, 2),
             "prefill_tokens": follow_slow.prefill_tokens,
         }
         result["reuse_speedup"] = round(follow_slow.ttft_s / follow.ttft_s, 1)
-    result["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    result["peak_rss_gib"] = _peak_rss_gib()
+    if torch.cuda.is_available():
+        result["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    if fresh_cache is not None:
+        fresh_cache.cleanup()
+    return result
+
+
+def run_plain(args: argparse.Namespace) -> dict:
+    """The plain transformers path on the same frames: ``processor(...)`` then ``model.generate``.
+
+    What a transformers user writes (the chat template with the same prompt and the same per-group
+    layout as the engine, real frame times as ``video_metadata``), on the model loaded plainly (sdpa,
+    none of the engine's attention). The frames are decoded and stacked before the clock starts, so its
+    time to first token is processor + vision + one prefill pass, while the engine's includes decoding.
+    """
+    import numpy as np
+    import torch
+    import transformers
+    from transformers.video_utils import VideoMetadata
+
+    from qwen3vl_summarizer.engine import Engine
+    from qwen3vl_summarizer.options import load_options
+    from qwen3vl_summarizer.summarize import open_video
+
+    minutes = args.minutes[0]
+    video = make_video(minutes, Path(args.cache), args.video_maker)
+    with tempfile.TemporaryDirectory() as work:
+        model, processor = load_plain(args.arch, Path(work))
+    options = load_options(overrides=_overrides(args, None) | {"cache": {"enabled": False}})
+    # The engine wrapper only plans (probe, frame size) and samples, exactly as for the engine's run.
+    job = open_video(Engine(model, processor, "plain"), video, options, PROMPT)
+    frames = list(job.frames)
+    pixels = np.stack([f.image for f in frames])  # [T, H, W, 3] uint8
+    meta = VideoMetadata(
+        total_num_frames=len(frames), fps=1000.0, frames_indices=[round(f.t * 1000) for f in frames]
+    )
+    del frames
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PROMPT}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    # The engine's layout (engine.py's docstring): no outer vision span around the per-group spans.
+    triple = processor.vision_start_token + processor.video_token + processor.vision_end_token
+    text = text.replace(triple, processor.video_token)
+    model.model.rope_deltas = None
+    t0 = time.perf_counter()
+    inputs = processor(
+        text=[text],
+        videos=[pixels],
+        video_metadata=[meta],
+        do_sample_frames=False,
+        do_resize=False,
+        cap_pixels_per_frame=False,
+        return_tensors="pt",
+    ).to(model.device)
+    t_processor = time.perf_counter() - t0
+    with torch.inference_mode():
+        out = model.generate(
+            **inputs,
+            max_new_tokens=1,
+            do_sample=False,
+            repetition_penalty=options.generation.repetition_penalty,  # as the engine's first token
+        )
+    ttft = time.perf_counter() - t0
+    result = {"path": "plain", "arch": args.arch, "minutes": minutes, "device": str(model.device)}
+    result["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
+    result |= {
+        "frames": int(pixels.shape[0]),
+        "prompt_tokens": int(inputs["input_ids"].shape[1]),
+        "first_ttft_s": round(ttft, 2),
+        "stages_s": {"processor": round(t_processor, 2), "generate": round(ttft - t_processor, 2)},
+        "first_token": int(out[0, -1]),
+        "peak_rss_gib": _peak_rss_gib(),
+    }
     if torch.cuda.is_available():
         result["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return result
+
+
+def compare(engine: dict, plain: dict) -> dict:
+    """The ratios of one length: engine over plain, time to first token and peak memory."""
+    row = {
+        "minutes": engine["minutes"],
+        "prompt_tokens": engine["prompt_tokens"],
+        "same_prompt_tokens": engine["prompt_tokens"] == plain["prompt_tokens"],
+        "same_first_token": engine["first_token"] == plain["first_token"],
+        "ttft_engine_s": engine["first_ttft_s"],
+        "ttft_plain_s": plain["first_ttft_s"],
+        "ttft_ratio": round(engine["first_ttft_s"] / plain["first_ttft_s"], 3),
+        "rss_engine_gib": engine["first_turn_peak_rss_gib"],
+        "rss_plain_gib": plain["peak_rss_gib"],
+        "rss_ratio": round(engine["first_turn_peak_rss_gib"] / plain["peak_rss_gib"], 3),
+    }
+    if "peak_gpu_gib" in engine and "peak_gpu_gib" in plain:
+        row["gpu_ratio"] = round(engine["peak_gpu_gib"] / plain["peak_gpu_gib"], 3)
+    return row
+
+
+def summarize_pairs(rows: list[dict]) -> dict:
+    """Median, lowest and highest of each ratio over ``--repeat`` pairs of one length."""
+    out = {"minutes": rows[0]["minutes"], "pairs": len(rows)}
+    for key in ("ttft_ratio", "rss_ratio"):
+        values = sorted(r[key] for r in rows)
+        out[key] = {"median": round(statistics.median(values), 3), "min": values[0], "max": values[-1]}
+    return out
+
+
+PROMPT = "Summarize the video."
+
+
+def _overrides(args: argparse.Namespace, feature_dir: str | None) -> dict:
+    overrides = {
+        "sampling": {"fps": 1.0, "min_pixels": args.min_pixels, "max_pixels": 448 * 256},
+        "context": {
+            "max_context": 262144,
+            "prefill_chunk_size": args.chunk,  # None: the config's default
+            "vision_batch_groups": args.vision_groups,
+            "kv_cache_dtype": args.kv_cache_dtype,  # None: the config's default
+        },
+        "generation": {"max_new_tokens": args.new_tokens, "temperature": 0.0},
+    }
+    if args.no_feature_cache:
+        overrides["cache"] = {"enabled": False}
+    elif feature_dir is not None:
+        overrides["cache"] = {"dir": feature_dir}
+    return overrides
+
+
+def _peak_rss_gib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
+def _chunk(value: str) -> int | str:
+    return "auto" if value == "auto" else int(value)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, nargs="+", default=[10, 45])
     p.add_argument("--arch", choices=["tiny", "2b"], default="tiny")
-    p.add_argument("--chunk", type=int, default=2048, help="prefill chunk size, tokens")
+    p.add_argument(
+        "--chunk",
+        type=_chunk,
+        default=None,
+        help="prefill chunk size, tokens, or auto (default: the config's context.prefill_chunk_size)",
+    )
+    p.add_argument(
+        "--vision-groups",
+        type=int,
+        default=None,
+        help="temporal groups per vision pass (default: the config's context.vision_batch_groups)",
+    )
+    p.add_argument(
+        "--plain",
+        action="store_true",
+        help="also run the plain transformers path (processor + generate on the decoded frames) on each "
+        "length, in its own process, and print the ratios engine/plain of time to first token and peak RSS; "
+        "the engine then reads the video afresh (a new feature cache) unless --no-feature-cache",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="with --plain: pairs of runs per length, alternating which path goes first, and a summary "
+        "line with the median ratios (a shared machine's load varies from minute to minute)",
+    )
+    p.add_argument(
+        "--kv-cache-dtype",
+        choices=["auto", "bfloat16", "float8"],
+        default=None,
+        help="KV cache dtype (default: the config's context.kv_cache_dtype)",
+    )
+    p.add_argument("--path", choices=["engine", "plain"], default=None, help=argparse.SUPPRESS)
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument(
         "--skip-no-reuse", action="store_true", help="skip the slow recompute-everything comparison"
@@ -270,7 +461,10 @@ def main() -> None:
             made_s = round(time.perf_counter() - t0, 1)
             print(json.dumps({"video": str(path), "minutes": minutes, "made_s": made_s}), flush=True)
         return
-    if len(args.minutes) == 1:
+    if args.path == "plain":
+        print(json.dumps(run_plain(args)), flush=True)
+        return
+    if args.path == "engine" or (len(args.minutes) == 1 and not args.plain):
         print(json.dumps(run_one(args)), flush=True)
         return
     rest, skip = [], False
@@ -278,8 +472,27 @@ def main() -> None:
         skip = a == "--minutes" or (skip and not a.startswith("--"))
         if not skip:
             rest.append(a)
-    for minutes in args.minutes:  # one process per length: peak memory is per run
-        subprocess.run([sys.executable, __file__, *rest, "--minutes", f"{minutes:g}"], check=True)
+    for minutes in args.minutes:  # one process per length and path: peak memory is per run
+        command = [sys.executable, __file__, *rest, "--minutes", f"{minutes:g}"]
+        if not args.plain:
+            subprocess.run(command, check=True)
+            continue
+        rows = []
+        for i in range(args.repeat):
+            # One after the other, never competing for the cores; the order alternates between pairs, so
+            # a load that comes and goes on a shared machine does not always land on the same path.
+            runs = {}
+            for path in ("engine", "plain") if i % 2 == 0 else ("plain", "engine"):
+                out = subprocess.run(
+                    [*command, "--path", path], check=True, stdout=subprocess.PIPE, text=True
+                )
+                line = out.stdout.strip().splitlines()[-1]
+                runs[path] = json.loads(line) | {"load_average": os.getloadavg()[0]}
+                print(json.dumps(runs[path]), flush=True)
+            rows.append(compare(runs["engine"], runs["plain"]))
+            print(json.dumps({"compare": rows[-1]}), flush=True)
+        if len(rows) > 1:
+            print(json.dumps({"summary": summarize_pairs(rows)}), flush=True)
 
 
 if __name__ == "__main__":

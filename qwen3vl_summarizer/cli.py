@@ -46,9 +46,6 @@ DEFAULT_FORMAT = "md"
 TRANSCRIPT_FORMATS = ("srt", "vtt", "txt", "json")
 DEFAULT_TRANSCRIPT_FORMAT = "srt"
 # What a folder given to `summarize` expands to (its files, not its subfolders), by extension.
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".avi", ".webm", ".mov", ".ts", ".m4v", ".mpg", ".mpeg"})
-
-
 # --- arguments -------------------------------------------------------------------------------------------
 
 
@@ -176,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prompt.add_argument("--prompt-file", metavar="FILE", help="read the prompt from a file")
     prompt.add_argument("--prompt-text", metavar="TEXT", help="the prompt itself")
-    p.add_argument("--prefill-chunk-size", type=int, metavar="N", help="tokens per prefill pass")
+    p.add_argument(
+        "--prefill-chunk-size", type=_context_arg, metavar="N", help="tokens per prefill pass, or 'auto'"
+    )
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="most tokens generated per answer")
     p.add_argument("--temperature", type=float, metavar="T", help="0 = greedy")
     p.add_argument(
@@ -506,12 +505,16 @@ class _Result:
 
 def _check_summarize(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Usage errors of ``summarize`` (exit 2); sets ``args.formats`` and ``args.paths`` (folders expanded)."""
+    from .video import video_extensions
+
     formats = list(dict.fromkeys(f for group in args.format or [[DEFAULT_FORMAT]] for f in group))
     paths: list[Path] = []
     for arg in args.videos:
         path = Path(arg)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+            found = sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in video_extensions()
+            )
             if not found and len(args.videos) > 1:  # alone, it is the error below
                 log.warning("no video files in %s", path)
             paths += found
@@ -559,6 +562,8 @@ def _ask_all(job, questions: list[str], progress: _Progress, stream: bool) -> li
         response = job.ask(question)
         for event in response:
             if isinstance(event, Progress):
+                if event.stage == "speech" and not progress.tty and event.done < event.total:
+                    continue  # recognition beside the video: on a log, one line when it is done
                 progress.update(event.stage, event.done, event.total)
             elif isinstance(event, TextDelta):
                 progress.clear()
@@ -568,6 +573,8 @@ def _ask_all(job, questions: list[str], progress: _Progress, stream: bool) -> li
         progress.clear()
         if i == 0 and job.damage:
             log.warning("%s", job.damage)
+        if i == 0 and job.speech_note:
+            log.warning("speech: %s", job.speech_note)
         if stream and not response.streamed.endswith("\n"):
             sys.stdout.write("\n")
             sys.stdout.flush()
@@ -578,17 +585,20 @@ def _ask_all(job, questions: list[str], progress: _Progress, stream: bool) -> li
 
 
 def _open(engine, path: Path, options: Options, prompt: str, args: argparse.Namespace, progress: _Progress):
-    """The video's job, its speech transcribed first (or read from subtitles, or from the cache)."""
-    from .summarize import open_video, transcript_for
+    """The video's job, its speech read from subtitles or the cache, or recognised beside the video (its
+    progress comes with the answer's), or first when ``summarize.SPEECH_BESIDE_VIDEO`` is off."""
+    from .summarize import PendingTranscript, open_video, start_transcript
 
-    transcript = transcript_for(
+    transcript = start_transcript(
         path,
         options,
         _subtitle_file(args),
         on_progress=lambda done, total: progress.update("speech", int(done), int(total)),
     )
     progress.clear()
-    if transcript is not None:
+    if isinstance(transcript, PendingTranscript):
+        progress.note("speech: recognising it while the video is read")
+    elif transcript is not None:
         progress.note(f"speech: {len(transcript.segments)} lines from {transcript.source}")
     return open_video(
         engine, path, options, prompt, cache_reuse=not args.no_cache_reuse, transcript=transcript,
@@ -607,6 +617,7 @@ def _probe(path: Path, args: argparse.Namespace) -> None:
 def _run_json(job) -> dict[str, Any]:
     plan = _plan_dict(job.plan)
     plan["speech_tokens"] = job.speech_tokens
+    plan["speech_reserved"] = job.speech_reserved  # what "tokens" counted for it: a bound while recognising
     return {
         "video": job.info.path,
         "model": job.engine.model_id,

@@ -26,9 +26,10 @@ import functools
 import hashlib
 import logging
 import os
+import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,19 @@ from .plan import (
 from .video import Frame
 
 log = logging.getLogger(__name__)
+
+# context.prefill_chunk_size = "auto": the largest multiple of AUTO_CHUNK_STEP tokens whose transient memory
+# (chunk_bytes_per_token) fits the memory left beside the weights and the KV cache, capped at
+# AUTO_CHUNK_BUDGET_BYTES, within [AUTO_CHUNK_MIN, AUTO_CHUNK_MAX]. Fewer, larger chunks are faster: on the
+# 2-core CPU a 36.6K-token prefill in 2,048-token chunks took 6 % longer than in 16,384-token ones when
+# quiet and about 30 % more CPU time when loaded, and 8,192 or 16,384 the same as one pass
+# (bench/RESULTS_engine.md).
+AUTO_CHUNK_MIN = 2048  # tokens: the former fixed size, within plan.ACTIVATION_HEADROOM_BYTES
+AUTO_CHUNK_MAX = 16384  # tokens: beyond this no faster, and a Stop waits for one chunk at most
+AUTO_CHUNK_STEP = 1024  # tokens
+AUTO_CHUNK_BUDGET_BYTES = 2 * 2**30  # one chunk's activations, queued features and attention mask, at most
+CHUNK_SLACK = 2  # chunk_bytes_per_token's count of live tensors times this: temporaries, allocator slack
+DECODER_THREAD_PREFIX = "video-sampler"  # video.py's decoding threads are named so (_vision_threads)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -204,6 +218,10 @@ class Engine:
             width=video.shape[2],
             height=video.shape[1],
         )
+        vp = self.processor.video_processor
+        # The processor patchifies the frames as uint8 and we rescale and normalise the patches in place
+        # (_normalize_patches): one float32 copy of the batch instead of three, the same values.
+        normalize_here = bool(vp.do_rescale and vp.do_normalize)
         inputs = self.processor(
             text=[self.processor.video_token],
             videos=[video],
@@ -211,9 +229,13 @@ class Engine:
             do_sample_frames=False,  # we sampled the frames
             do_resize=False,  # the plan chose the size; the sampler produced exactly it
             cap_pixels_per_frame=False,  # nor cap its pixels (and do not warn that we do not)
+            **({"do_rescale": False, "do_normalize": False} if normalize_here else {}),
             return_tensors="pt",
         )
-        return self._encode_media(inputs, "video")
+        del video
+        if normalize_here:
+            inputs["pixel_values_videos"] = _normalize_patches(inputs["pixel_values_videos"], vp)
+        return self._encode_media(inputs, "video", threads=_vision_threads(self.device))
 
     def encode_image(self, image: np.ndarray) -> _Rows:
         """Token ids, positions and vision features of one image (the processor picks its size)."""
@@ -221,7 +243,8 @@ class Engine:
         return self._encode_media(inputs, "image")
 
     @torch.inference_mode()
-    def _encode_media(self, inputs: Any, kind: str) -> _Rows:
+    def _encode_media(self, inputs: Any, kind: str, threads: int | None = None) -> _Rows:
+        """``threads``: CPU threads for the vision tower (None: as set)."""
         ids = inputs["input_ids"][0]  # [n]
         grid_key, pixel_key = (
             ("video_grid_thw", "pixel_values_videos")
@@ -238,7 +261,7 @@ class Engine:
             mm_token_type_ids=inputs["mm_token_type_ids"],
             **{grid_key: grid},
         )  # [3, 1, n], starting at 0
-        with self.lock:
+        with self.lock, _torch_threads(threads):
             out = (inner.get_video_features if kind == "video" else inner.get_image_features)(
                 inputs[pixel_key].to(self.device), grid.to(self.device), return_dict=True
             )
@@ -329,7 +352,7 @@ class VideoSession:
         cache_reuse: bool = True,
         feature_cache: FeatureCache | None = None,
         feature_key: str | None = None,
-        speech: str | None = None,
+        speech: str | Callable[[threading.Event | None], Iterator[Event]] | None = None,
     ):
         if frames is not None and image is not None:
             raise ValueError("a session holds frames or an image (or neither, for text), not both")
@@ -350,6 +373,7 @@ class VideoSession:
         self._image = image
         layers = engine.config.text_config.num_hidden_layers
         capacity = min(max_context or 32_768, expected_tokens or 32_768)
+        self._capacity = capacity  # tokens the KV cache is first allocated for
         self.kv_cache_dtype = engine.kv_cache_dtype_for(self.context)  # "float8" or the model's dtype
         self._new_cache = lambda: growing_cache(layers, capacity, self.kv_cache_dtype)
         self.cache = self._new_cache()
@@ -368,12 +392,11 @@ class VideoSession:
         self._media_len = 0  # tokens of the prefix through the media, once read
         # What is said in the video, as text right after it (summarize.speech_block): part of the reusable
         # prefix, so a new prompt or a follow-up keeps it. Tokenized as plain text: a transcript that
-        # contains "<|im_start|>" must not open a chat turn.
-        self._speech_ids: list[int] = (
-            engine.tokenizer(speech, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-            if speech
-            else []
-        )
+        # contains "<|im_start|>" must not open a chat turn. Or a generator function of the cancel event
+        # that returns the text, yielding Progress while it waits: called after the last frame, so speech
+        # recognition can run while the frames are read (summarize.PendingTranscript).
+        self._speech_later = speech if callable(speech) else None
+        self._speech_ids: list[int] = self._speech_tokens(speech) if isinstance(speech, str) else []
         self._speech_rows: _Rows | None = None  # once queued, kept to recompute without cache reuse
 
     # -- public -------------------------------------------------------------------------------------
@@ -556,6 +579,17 @@ class VideoSession:
                 timings["vision"] += time.perf_counter() - t0
                 yield Progress("vision", self.frames_read, self.total_frames or self.frames_read)
                 self._batch = []
+            if frame is None and self._speech_later is not None:
+                t0 = time.perf_counter()
+                # the whole video first, then wait for the text
+                for n, _ in self._prefill(cancel, final=True):
+                    computed += n
+                    yield Progress("prefill", len(self.ids), self._expected_media_tokens())
+                timings["prefill"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                self._speech_ids = self._speech_tokens((yield from self._speech_later(cancel)))
+                self._speech_later = None
+                timings["speech_wait"] = timings.get("speech_wait", 0.0) + time.perf_counter() - t0
             if frame is None and self._speech_ids and self._speech_rows is None:
                 self._speech_rows = self._text_rows(self._speech_ids)
                 self._pending.append(self._speech_rows)
@@ -613,6 +647,11 @@ class VideoSession:
             ),
         )
 
+    def _speech_tokens(self, text: str | None) -> list[int]:
+        if not text:
+            return []
+        return self.engine.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
     def _expected_media_tokens(self) -> int:
         speech = len(self._speech_ids) if self._speech_rows is None else 0  # still to come after the frames
         if not self.total_frames or not self.frames_read:
@@ -652,17 +691,35 @@ class VideoSession:
         positions = torch.arange(start, start + len(ids)).expand(3, -1)
         return _Rows(torch.tensor(ids, dtype=torch.long), positions)
 
+    @functools.cached_property
+    def prefill_chunk_tokens(self) -> int:
+        """Tokens per prefill pass: ``context.prefill_chunk_size``, or for "auto" what the memory allows
+        (:func:`auto_chunk_tokens`), settled at the first prefill, before the KV cache is allocated."""
+        if self.context.prefill_chunk_size != "auto":
+            return int(self.context.prefill_chunk_size)
+        engine = self.engine
+        per_token = chunk_bytes_per_token(
+            engine.config,
+            element_bytes=engine.model.get_input_embeddings().weight.element_size(),
+            masked=_attention_needs_mask(engine.model, self.kv_cache_dtype),
+            keys=self._capacity,
+        )
+        kv_to_come = self._capacity * kv_bytes_per_token(*engine.kv_shape, self.kv_cache_dtype)
+        free = _free_memory(engine.device) - (0 if self.ids else kv_to_come)
+        chunk = auto_chunk_tokens(per_token, free)
+        log.debug("prefill chunks of %d tokens (%d bytes per token, %d bytes free)", chunk, per_token, free)
+        return chunk
+
     def _prefill(
         self, cancel: threading.Event | None, final: bool
     ) -> Iterator[tuple[int, torch.Tensor | None]]:
         """Prefill pending tokens in chunks; yields (tokens done, logits of the last one or None)."""
-        chunk = self.context.prefill_chunk_size
-        while any(len(p) for p in self._pending):
-            rows = _Rows.concat(self._pending)
-            self._pending = [rows]
-            if len(rows) < chunk and not final:
-                return
+        chunk = self.prefill_chunk_tokens
+        while (pending := sum(len(p) for p in self._pending)) > 0:
+            if pending < chunk and not final:
+                return  # wait for more: the queue is joined only when a chunk is due, not per vision batch
             _check(cancel)
+            rows = _Rows.concat(self._pending)
             head, tail = rows.split(min(chunk, len(rows)), self._media_mask(rows.ids))
             last = not len(tail) and final
             logits = self._forward(head, start_pos=len(self.ids), logits=last)
@@ -694,10 +751,15 @@ class VideoSession:
             )
         mask = self._media_mask(rows.ids).to(device)
         float8 = self.kv_cache_dtype == "float8"
+        deepstack = len(getattr(engine.config.vision_config, "deepstack_visual_indexes", ()))
         with (
             engine.lock,
             _attention_backends(device),
             float8_kv_attention(engine.model) if float8 else contextlib.nullcontext(),
+            # a prefill chunk: the last layer only for the last token (decode steps are that already)
+            _prefill_last_layer_for_last_token(engine.model, logits, deepstack)
+            if n > 1
+            else contextlib.nullcontext(),
         ):
             embeds = inner.get_input_embeddings()(ids[None])  # [1, n, D]
             kwargs: dict[str, Any] = {}
@@ -763,6 +825,142 @@ def _logits_processors(g: GenerationOptions) -> Any:
     return procs
 
 
+def _normalize_patches(patches: torch.Tensor, vp: Any) -> torch.Tensor:
+    """uint8 patches [N, C*T*P*P] (channel outermost, as the processor's patchify lays them out) as the
+    processor's float32 pixels: ``(x - mean / rescale) / (std / rescale)`` per channel, its fused rescale
+    and normalisation, the same operations in the same order, so the values are identical."""
+    mean = torch.as_tensor(vp.image_mean, dtype=torch.float32).reshape(-1) * (1.0 / vp.rescale_factor)
+    std = torch.as_tensor(vp.image_std, dtype=torch.float32).reshape(-1) * (1.0 / vp.rescale_factor)
+    pixels = patches.to(torch.float32)
+    pixels.view(len(pixels), len(mean), -1).sub_(mean[:, None]).div_(std[:, None])  # [N, C, T*P*P]
+    return pixels
+
+
+def chunk_bytes_per_token(config: Any, element_bytes: int, masked: bool, keys: int) -> int:
+    """Transient bytes one token of a prefill chunk costs beyond the KV cache, times CHUNK_SLACK.
+
+    A layer's live activations (residual, norm, queries, keys and values with their rotated copies,
+    attention output, the MLP's gate, up and product), the split attention's float32 merge on the CPU, the
+    token's queued vision features (main and DeepStack rows), and where the attention takes an explicit
+    mask (sdpa or eager on a GPU, chunks after the first), its row over ``keys`` keys: a boolean and the
+    additive bias made from it (eager also its scores and their float32 softmax).
+    """
+    text_config = config.text_config
+    hidden = text_config.hidden_size
+    head_dim = getattr(text_config, "head_dim", None) or hidden // text_config.num_attention_heads
+    queries = text_config.num_attention_heads * head_dim
+    kv = text_config.num_key_value_heads * head_dim
+    intermediate = getattr(text_config, "intermediate_size", None) or 4 * hidden
+    layer = element_bytes * (4 * hidden + 2 * (queries + 2 * kv) + 3 * intermediate)
+    merge = 4 * 3 * queries
+    deepstack = len(getattr(config.vision_config, "deepstack_visual_indexes", ()))
+    media = element_bytes * hidden * (1 + deepstack)
+    mask = 0
+    if masked:
+        mask = keys * (1 + element_bytes)
+        if text_config._attn_implementation == "eager":
+            mask += keys * text_config.num_attention_heads * (element_bytes + 4)
+    return CHUNK_SLACK * (layer + merge + media + mask)
+
+
+def auto_chunk_tokens(bytes_per_token: int, free_bytes: int) -> int:
+    """``context.prefill_chunk_size = "auto"``: the most tokens whose ``bytes_per_token`` fit ``free_bytes``
+    (capped at AUTO_CHUNK_BUDGET_BYTES), a multiple of AUTO_CHUNK_STEP in [AUTO_CHUNK_MIN, AUTO_CHUNK_MAX]."""
+    budget = min(AUTO_CHUNK_BUDGET_BYTES, max(0, free_bytes))
+    tokens = budget // max(1, bytes_per_token) // AUTO_CHUNK_STEP * AUTO_CHUNK_STEP
+    return int(min(AUTO_CHUNK_MAX, max(AUTO_CHUNK_MIN, tokens)))
+
+
+class _LastLayerForLastToken(torch.nn.Module):
+    """The text model's last decoder layer for one prefill chunk, computing only what is ever read.
+
+    Later tokens read the last layer's keys and values (from the cache); its output is read only by the
+    final norm and the output head, for the prompt's last token. So for a chunk of n tokens this computes
+    the keys and values of all n into the cache, and queries, attention and MLP for the chunk's last token
+    only when its logits are wanted (``last``), for none otherwise. That skips 1/L of the prefill's
+    attention and MLP (a quarter on the 4-layer test model, 1/28 on Qwen3-VL-2B), exactly: nothing reads
+    what is skipped. Returns hidden states [1, 1, D]: the last token's (a placeholder when not ``last``).
+    """
+
+    def __init__(self, layer: torch.nn.Module, last: bool):
+        super().__init__()
+        self.layer = layer
+        self.last = last
+        self._rotate_half = sys.modules[type(layer).__module__].rotate_half
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,  # [1, n, D]
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],  # cos, sin [1, n, E]
+        attention_mask: torch.Tensor | None = None,  # None, or [1, 1, n, keys]
+        position_ids: torch.Tensor | None = None,  # [1, n]
+        cache: Any = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        layer, attn = self.layer, self.layer.self_attn
+        normed = layer.input_layernorm(hidden_states)
+        heads = (*normed.shape[:-1], -1, attn.head_dim)
+        cos, sin = (x.unsqueeze(1) for x in position_embeddings)  # [1, 1, n, E]
+        keys = attn.k_norm(attn.k_proj(normed).view(heads)).transpose(1, 2)  # [1, Hkv, n, E]
+        keys = (keys * cos) + (self._rotate_half(keys) * sin)  # apply_rotary_pos_emb's formula
+        values = attn.v_proj(normed).view(heads).transpose(1, 2)
+        keys, values = cache.update(keys, values, attn.layer_idx)
+        if not self.last:
+            return hidden_states[:, -1:]
+        query = attn.q_norm(attn.q_proj(normed[:, -1:]).view(1, 1, -1, attn.head_dim)).transpose(1, 2)
+        query = (query * cos[:, :, -1:]) + (self._rotate_half(query) * sin[:, :, -1:])  # [1, H, 1, E]
+        if attention_mask is not None:
+            attention_mask = attention_mask[..., -1:, :]
+        if position_ids is not None:
+            position_ids = position_ids[..., -1:]
+        attend = ALL_ATTENTION_FUNCTIONS[attn.config._attn_implementation]
+        out, _ = attend(
+            attn, query, keys, values, attention_mask, dropout=0.0, scaling=attn.scaling,
+            position_ids=position_ids, **kwargs,
+        )  # fmt: skip
+        hidden = hidden_states[:, -1:] + attn.o_proj(out.reshape(1, 1, -1).contiguous())
+        mlp = layer.mlp(layer.post_attention_layernorm(hidden))
+        return hidden + (mlp[0] if isinstance(mlp, tuple) else mlp)
+
+
+@contextlib.contextmanager
+def _prefill_last_layer_for_last_token(model: Any, last: bool, deepstack_layers: int) -> Iterator[None]:
+    """While inside, ``model``'s last text layer is :class:`_LastLayerForLastToken`; nothing changes where
+    that would not be exact or is not known to work: DeepStack features added after the last layer, an
+    attention implementation outside transformers' registry (eager), a layer of another shape."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    layers = model.model.language_model.layers
+    layer = layers[-1]
+    attn = getattr(layer, "self_attn", None)
+    usable = (
+        deepstack_layers < len(layers)
+        and type(layer).__name__.endswith("TextDecoderLayer")
+        and all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"))
+        and attn.config._attn_implementation in ALL_ATTENTION_FUNCTIONS
+        and hasattr(sys.modules[type(layer).__module__], "rotate_half")
+    )
+    if not usable:
+        yield
+        return
+    layers[-1] = _LastLayerForLastToken(layer, last)
+    try:
+        yield
+    finally:
+        layers[-1] = layer
+
+
+def _attention_needs_mask(model: Any, kv_cache_dtype: str) -> bool:
+    """Whether prefill chunks after the first get an explicit chunk x keys mask: not with the CPU split
+    attention (attention.py), the float8 cache's attention, or FlashAttention."""
+    from .attention import NAME as SPLIT
+
+    implementation = model.config.text_config._attn_implementation
+    return kv_cache_dtype != "float8" and implementation != SPLIT and "flash" not in implementation
+
+
 def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
     n = min(len(a), len(b), max(limit, 0))
     for i in range(n):
@@ -781,6 +979,38 @@ def _attention_backends(device: torch.device) -> contextlib.AbstractContextManag
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH])
+
+
+def _vision_threads(device: torch.device) -> int | None:
+    """CPU threads for a vision batch: half of torch's while the video's decoding threads still run, else
+    None (torch's own count).
+
+    The sampler's threads decode ahead of the reader, so the first vision batches of a video share the
+    cores with them. The vision tower is many small operations (attention within each temporal group),
+    and each waits for its slowest thread: on the 2-core CPU, one thread for those batches and a core
+    left to the decoder made the 10-minute first turn 1-2 s faster (bench/RESULTS_engine.md). Prefill's
+    large operations keep every thread.
+    """
+    if device.type != "cpu" or not any(
+        t.name.startswith(DECODER_THREAD_PREFIX) and t.is_alive() for t in threading.enumerate()
+    ):
+        return None
+    return max(1, torch.get_num_threads() // 2)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` while inside (None: unchanged). Callers hold the engine's
+    lock, so no other forward pass runs meanwhile."""
+    if threads is None or threads == torch.get_num_threads():
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _check(cancel: threading.Event | None) -> None:

@@ -19,8 +19,8 @@ from .errors import IncompleteAnswerError
 
 @dataclass(frozen=True)
 class Progress:
-    """Work under way: ``stage`` is "frames", "vision", "prefill", "segment" or "merge"; ``done`` of
-    ``total`` units (frames, tokens, or parts)."""
+    """Work under way: ``stage`` is "frames", "vision", "prefill", "segment", "merge" or "speech"
+    (recognition beside the video); ``done`` of ``total`` units (frames, tokens, parts, or audio seconds)."""
 
     stage: str
     done: int

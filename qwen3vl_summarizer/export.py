@@ -310,6 +310,24 @@ def _cue_time(seconds: float, separator: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{separator}{ms:03d}"
 
 
+def _srt(cues: list[tuple[float, float, str]]) -> str:
+    """SubRip: numbered cues, ``HH:MM:SS,mmm``."""
+    return "\n".join(
+        f"{i}\n{_cue_time(start, ',')} --> {_cue_time(end, ',')}\n{text}\n"
+        for i, (start, end, text) in enumerate(cues, 1)
+    )
+
+
+def _vtt(cues: list[tuple[float, float, str]], numbered: bool) -> str:
+    """WebVTT: the header, then the cues (with their numbers as identifiers when ``numbered``), text escaped."""
+    blocks = [VTT_HEADER + "\n"]
+    for i, (start, end, text) in enumerate(cues, 1):
+        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        cue_id = f"{i}\n" if numbered else ""
+        blocks.append(f"{cue_id}{_cue_time(start, '.')} --> {_cue_time(end, '.')}\n{text}\n")
+    return "\n".join(blocks)
+
+
 def _cues(summary: Summary, fmt: str) -> list[tuple[float, float, str]]:
     """One cue per chapter, at least :data:`MIN_CUE_SECONDS` long, title on one line."""
     chapters, warnings = summary_chapters(summary)
@@ -330,11 +348,7 @@ class SRTWriter(Writer):
     description = "SRT chapters"
 
     def to_string(self, summary: Summary) -> str:
-        blocks = [
-            f"{i}\n{_cue_time(start, ',')} --> {_cue_time(end, ',')}\n{title}\n"
-            for i, (start, end, title) in enumerate(_cues(summary, self.format), 1)
-        ]
-        return "\n".join(blocks)
+        return _srt(_cues(summary, self.format))
 
 
 class VTTWriter(Writer):
@@ -346,11 +360,7 @@ class VTTWriter(Writer):
         return text.strip() != VTT_HEADER
 
     def to_string(self, summary: Summary) -> str:
-        blocks = [VTT_HEADER + "\n"]
-        for i, (start, end, title) in enumerate(_cues(summary, self.format), 1):
-            text = title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            blocks.append(f"{i}\n{_cue_time(start, '.')} --> {_cue_time(end, '.')}\n{text}\n")
-        return "\n".join(blocks)
+        return _vtt(_cues(summary, self.format), numbered=True)
 
 
 class ChaptersWriter(Writer):
@@ -406,10 +416,7 @@ class TranscriptSRTWriter(Writer):
     description = "transcript (SRT)"
 
     def to_string(self, summary: Summary) -> str:
-        return "\n".join(
-            f"{i}\n{_cue_time(start, ',')} --> {_cue_time(end, ',')}\n{text}\n"
-            for i, (start, end, text) in enumerate(_speech_cues(summary), 1)
-        )
+        return _srt(_speech_cues(summary))
 
 
 class TranscriptVTTWriter(VTTWriter):
@@ -420,11 +427,7 @@ class TranscriptVTTWriter(VTTWriter):
     description = "transcript (WebVTT)"
 
     def to_string(self, summary: Summary) -> str:
-        blocks = [VTT_HEADER + "\n"]
-        for start, end, text in _speech_cues(summary):
-            text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            blocks.append(f"{_cue_time(start, '.')} --> {_cue_time(end, '.')}\n{text}\n")
-        return "\n".join(blocks)
+        return _vtt(_speech_cues(summary), numbered=False)
 
 
 class TranscriptTextWriter(Writer):

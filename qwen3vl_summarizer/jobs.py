@@ -18,11 +18,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from .engine import Engine
-from .errors import Cancelled, SessionBrokenError
+from .errors import SessionBrokenError
 from .events import Response
 from .options import Options
 from .plan import check_range
-from .summarize import VideoJob, open_video, transcript_for
+from .summarize import PendingTranscript, VideoJob, open_video, start_transcript
 from .video import probe
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,9 @@ class JobStore:
     ) -> tuple[VideoJob, Response]:
         """The summary of ``path`` (or of its range ``[start, end)`` seconds) for ``key``: a new prompt on
         the video already open when it is read the same way (same range too), else the video opened
-        afresh, its speech transcribed first (``on_speech(done, total)`` seconds of audio; the cancel event
-        stops it). Probe, range and plan errors are raised here."""
+        afresh, its speech recognised beside the video (reported in the answer's events) or first
+        (``summarize.SPEECH_BESIDE_VIDEO`` off: ``on_speech(done, total)`` seconds of audio; the cancel
+        event stops it). Probe, range and plan errors are raised here."""
         job = self.get(key)
         if job is not None and job.reads_as(path, options, engine, start, end):
             try:
@@ -87,14 +88,13 @@ class JobStore:
         info = probe(path)  # a file that is no video, or a range it cannot hold, fails before transcribing
         check_range(start, end, info.duration)
 
-        def speech_progress(done: float, total: float) -> None:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("stopped")
-            if on_speech is not None:
-                on_speech(done, total)
-
-        transcript = transcript_for(path, options, on_progress=speech_progress)
-        job = open_video(engine, path, options, prompt, transcript=transcript, start=start, end=end)
+        transcript = start_transcript(path, options, on_progress=on_speech, cancel=cancel)
+        try:
+            job = open_video(engine, path, options, prompt, transcript=transcript, start=start, end=end)
+        except BaseException:
+            if isinstance(transcript, PendingTranscript):  # no job will read it
+                transcript.stop()
+            raise
         self.put(key, job)
         return job, job.ask(prompt, cancel=cancel)
 
@@ -125,7 +125,9 @@ class JobStore:
             self._forget(key)
 
     def _forget(self, key: str) -> None:
-        self._jobs.pop(key, None)
+        pending = getattr(self._jobs.pop(key, None), "pending_speech", None)
+        if pending is not None:  # nobody will read its transcript now
+            pending.stop()
         self._used.pop(key, None)
         for token in [t for t, owner in self._tokens.items() if owner == key]:
             del self._tokens[token]

@@ -49,7 +49,8 @@ class ContextOptions:
     max_context: int | Literal["auto"] = "auto"  # tokens; auto = what fits the device, capped
     max_context_cap: int = MAX_CONTEXT  # upper bound for "auto", tokens
     reserve_tokens: int = 2048  # kept for prompt text and answer, tokens
-    prefill_chunk_size: int = 2048  # tokens per prefill forward pass
+    # Tokens per prefill forward pass; auto = as many as a memory budget allows (engine.auto_chunk_tokens)
+    prefill_chunk_size: int | Literal["auto"] = "auto"
     vision_batch_groups: int = 32  # temporal groups per vision-encoder pass
     kv_cache_dtype: str = "auto"  # auto | bfloat16 (not quantized) | float8 (e4m3, half the bytes)
 
@@ -127,7 +128,10 @@ def validate(opts: Options) -> Options:
         ),
         (0 < c.max_context_cap <= MAX_CONTEXT, f"context.max_context_cap must be in (0, {MAX_CONTEXT}]"),
         (c.reserve_tokens >= 0, "context.reserve_tokens must be >= 0"),
-        (c.prefill_chunk_size >= 1, "context.prefill_chunk_size must be >= 1"),
+        (
+            c.prefill_chunk_size == "auto" or c.prefill_chunk_size >= 1,
+            f"context.prefill_chunk_size must be 'auto' or >= 1, got {c.prefill_chunk_size!r}",
+        ),
         (c.vision_batch_groups >= 1, "context.vision_batch_groups must be >= 1"),
         (
             c.kv_cache_dtype in KV_CACHE_DTYPES,

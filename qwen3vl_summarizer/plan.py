@@ -55,6 +55,21 @@ QWEN_TIMESTAMP_BASE_TOKENS = 6
 QWEN_TEMPLATE_TOKENS = 8
 CHARS_PER_TOKEN_ESTIMATE = 3.5  # for prompt text when no tokenizer is at hand
 MAX_SEGMENTS = 500  # beyond this a long video is refused: each segment is a model pass and a merge input
+# Speech not yet transcribed is planned with an upper bound of its transcript's length, so the frames can
+# be read while recognition runs. The bound is in characters of the transcript as the model reads it
+# ("[MM:SS] words" lines) per second of audio, because characters do not depend on the tokenizer; tiny.en
+# on espeak-ng English read back to back (0.3 s between sentences; bench/RESULTS_speech.md) gave 20.2
+# characters a second at 177 words a minute and 26.1 at 229, faster than lecturers and most talk (120 to
+# 190 words a minute). Faster speech overflows the bound: summarize then drops lines to fit, and says so.
+SPEECH_CHARS_PER_SECOND = 26.0
+# Transcript lines as the model reads them: what a character of speech costs with a given tokenizer.
+SPEECH_SAMPLE = (
+    "[00:02] Welcome to the weather report for today.\n"
+    "[00:09] The children are playing football in the park.\n"
+    "[00:17] Turn off the lights before you leave the house.\n"
+    "[01:24] My favourite season is the autumn, when the leaves turn red.\n"
+    "[12:41] We will meet again next week to finish the project.\n"
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,15 @@ class Geometry:
         return math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE)
 
 
+def speech_token_bound(seconds: float, geometry: Geometry | None = None) -> int:
+    """Tokens that the transcript of ``seconds`` of speech should not exceed (its lines only, not the
+    heading): SPEECH_CHARS_PER_SECOND characters a second, at what SPEECH_SAMPLE costs a character with
+    ``geometry``'s tokenizer."""
+    g = geometry or Geometry()
+    per_char = g.text_tokens(SPEECH_SAMPLE) / len(SPEECH_SAMPLE)
+    return math.ceil(max(0.0, seconds) * SPEECH_CHARS_PER_SECOND * per_char)
+
+
 @dataclass(frozen=True)
 class Segment:
     """A stretch of the video summarised on its own when the whole does not fit."""
@@ -110,7 +134,7 @@ class Plan:
     groups: int  # temporal groups (frames / 2, rounded up) of the whole video
     tokens_per_group: int  # visual tokens per group, without timestamp and start/end markers
     video_tokens: int  # every token of the video span (timestamps and markers included), whole video
-    prompt_tokens: int  # chat template plus prompt text
+    prompt_tokens: int  # chat template plus prompt text (and the transcript's tokens or their bound)
     tokens: int  # video_tokens + prompt_tokens: the prompt length of one pass over the whole video
     context: int  # context length planned for, tokens
     reserve: int  # tokens kept free for the answer
@@ -139,13 +163,20 @@ class Plan:
     def summary(self) -> str:
         """One line for people: what the model will see and what it costs."""
         line = f"{describe_range(self.start, self.end)}: " if self.is_range else ""
-        line += (
-            f"{self.frames} frames at {self.width}x{self.height}, {self.tokens:,} tokens "
-            f"({self.context_share:.0%} of {self.context:,}), "
-            f"KV cache {self.kv_cache_bytes / 2**30:.2f} GiB in {self.kv_cache_dtype}"
-        )
-        if not self.fits:
-            line += f"; split into {len(self.segments)} segments"
+        gib = f"{self.kv_cache_bytes / 2**30:.2f} GiB"
+        if self.fits:
+            line += (
+                f"{self.frames} frames at {self.width}x{self.height}, {self.tokens:,} tokens "
+                f"({self.context_share:.0%} of {self.context:,}), KV cache {gib} in {self.kv_cache_dtype}"
+            )
+        else:  # totals first, then what one part costs: a part's share is not the whole's
+            largest = max(s.tokens for s in self.segments)
+            line += (
+                f"{self.frames} frames at {self.width}x{self.height}, {self.tokens:,} tokens in all; "
+                f"split into {len(self.segments)} segments of up to {largest:,} tokens each "
+                f"({self.context_share:.0%} of {self.context:,}), KV cache {gib} per segment in "
+                f"{self.kv_cache_dtype}"
+            )
         return line
 
 
@@ -183,9 +214,11 @@ def make_plan(
     geometry: Geometry | None = None,
     start: float = 0.0,
     end: float | None = None,
+    speech_tokens: int = 0,
 ) -> Plan:
     """Plan how ``info``'s video, or its range ``[start, end)`` seconds, is fed to the model at ``fps``
-    within ``context`` tokens (:func:`check_range` says which ranges are refused).
+    within ``context`` tokens (:func:`check_range` says which ranges are refused). ``speech_tokens``: the
+    transcript's tokens, counted with the prompt (exact, or :func:`speech_token_bound` while it is made).
 
     The frame size is the largest (up to ``max_pixels``) at which the whole video plus ``prompt`` and
     ``reserve`` fits. If even ``min_pixels`` frames do not fit, the video is split into the fewest
@@ -198,7 +231,7 @@ def make_plan(
         raise OptionsError("min_pixels must be <= max_pixels")
     start, end = check_range(start, end, info.duration)
     stop = info.duration if end is None else end  # seconds: where reading stops
-    prompt_tokens = g.template_tokens + g.text_tokens(prompt)
+    prompt_tokens = g.template_tokens + g.text_tokens(prompt) + speech_tokens
     budget = context - reserve - prompt_tokens  # tokens available to the video span of one pass
     times = target_times(info.duration, fps, start, end)
     if not times and (start, end) != (0.0, None):
@@ -287,9 +320,10 @@ def plan_video(
     *,
     start: float = 0.0,
     end: float | None = None,
+    speech_tokens: int = 0,
 ) -> Plan:
     """``make_plan`` with the sampling and context settings of ``options``, for the range ``[start, end)``
-    seconds of the video (the whole video by default)."""
+    seconds of the video (the whole video by default), ``speech_tokens`` of transcript beside the prompt."""
     return make_plan(
         info,
         options.sampling.fps,
@@ -301,6 +335,7 @@ def plan_video(
         geometry=geometry,
         start=start,
         end=end,
+        speech_tokens=speech_tokens,
     )
 
 

@@ -46,10 +46,12 @@ __all__ = [
     "Transcript",
     "embedded_subtitles",
     "find_sidecar",
+    "find_subtitles",
     "get_transcript",
     "load_audio",
     "prompt_lines",
     "read_subtitles",
+    "recognise",
     "release_model",
     "transcribe",
 ]
@@ -152,11 +154,26 @@ def get_transcript(
     if subtitle_file is not None:
         return read_subtitles(subtitle_file)
     if mode in ("auto", "subtitles"):
-        found = _subtitles(video_path)
+        found = find_subtitles(video_path)
         if found is not None or mode == "subtitles":
             return found
+    return recognise(video_path, mode, model, language, device, on_progress)
+
+
+def recognise(
+    video_path: str | os.PathLike,
+    mode: str = "asr",
+    model: str = "auto",
+    language: str | None = None,
+    device: str = "auto",
+    on_progress: Callable[[float, float], None] | None = None,
+    cpu_threads: int = 0,
+) -> Transcript | None:
+    """:func:`transcribe` under :func:`get_transcript`'s rules for ``mode``: a file without audio gives None;
+    a missing speech model or undecodable audio is raised in ``"asr"`` mode, logged (one warning) and None
+    otherwise. What ``on_progress`` raises (a cancel) is raised."""
     try:
-        return transcribe(video_path, model, language, device, on_progress)
+        return transcribe(video_path, model, language, device, on_progress, cpu_threads=cpu_threads)
     except NoAudioStreamError as e:
         logger.info("no transcript: %s", e)
         return None
@@ -167,7 +184,7 @@ def get_transcript(
         return None
 
 
-def _subtitles(video_path: str | os.PathLike) -> Transcript | None:
+def find_subtitles(video_path: str | os.PathLike) -> Transcript | None:
     """A sidecar file's or an embedded stream's transcript; a broken one is logged and skipped."""
     sidecar = find_sidecar(video_path)
     if sidecar is not None:
@@ -567,6 +584,8 @@ def transcribe(
     language: str | None = None,
     device: str = "auto",
     on_progress: Callable[[float, float], None] | None = None,
+    *,
+    cpu_threads: int = 0,
 ) -> Transcript:
     """Recognise the speech of a video's (or an audio file's) main audio stream with faster-whisper.
 
@@ -574,6 +593,7 @@ def transcribe(
     ``"small"``, a hub id, or a local CTranslate2 folder. ``language``: a Whisper language code, or None
     to detect it. ``device``: ``"auto"``, ``"cpu"`` (int8) or ``"cuda"`` (float16).
     ``on_progress(done_seconds, total_seconds)`` is called as segments arrive, in audio seconds.
+    ``cpu_threads``: CTranslate2's threads on the CPU (0: its default), to share the cores with other work.
     Raises :class:`~qwen3vl_summarizer.errors.SpeechModelError` when the model cannot be had,
     :class:`~qwen3vl_summarizer.errors.OptionsError` for an unknown device or language.
     """
@@ -585,7 +605,7 @@ def transcribe(
     device = _pick_device() if device == "auto" else device
     name = DEFAULT_MODELS[device] if model == "auto" else model
     model_path = _resolve_model(name)
-    whisper = _load_model(model_path, device, COMPUTE_TYPES[device])
+    whisper = _load_model(model_path, device, COMPUTE_TYPES[device], cpu_threads)
     language = _check_language(language, whisper.supported_languages, name)
     audio = load_audio(path)
     total = audio.duration
@@ -688,12 +708,12 @@ def release_model() -> None:
 
 
 @functools.lru_cache(maxsize=1)
-def _load_model(model_path: str, device: str, compute_type: str) -> Any:
+def _load_model(model_path: str, device: str, compute_type: str, cpu_threads: int = 0) -> Any:
     """A loaded ``faster_whisper.WhisperModel``, kept for the next call with the same arguments."""
     try:
         from faster_whisper import WhisperModel
 
-        return WhisperModel(model_path, device=device, compute_type=compute_type)
+        return WhisperModel(model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
     except Exception as e:
         raise SpeechModelError(
             f"speech model {model_path} could not be loaded on {device} ({_reason(e)}); "

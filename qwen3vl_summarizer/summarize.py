@@ -12,11 +12,16 @@ session holds a KV cache at a time; the others keep their conversation as token 
 demand (quickly, from the feature cache when one is configured). A follow-up that names a time goes to the
 segment holding it; any other goes, with the merged summary, to the segment whose summary shares the most
 words with the question.
+
+Speech goes in after the video's frames. A transcript at hand (subtitles, the transcript cache) is counted
+exactly; otherwise :func:`start_transcript` starts recognition on a thread, the plan keeps room for the
+most that much speech could say, and each session waits for the transcript only after its last frame.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -29,14 +34,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engine import Engine, Turn, VideoSession
-from .errors import OptionsError
+from .errors import Cancelled, OptionsError
 from .events import Event, Progress, Response, TextDelta, TurnStats
 from .export import QUESTION_HEADING, Summary
 from .feature_cache import FeatureCache, file_fingerprint
 from .options import Options
-from .plan import Plan, Segment, check_range, describe_range, plan_video
+from .plan import Geometry, Plan, Segment, check_range, describe_range, plan_video, speech_token_bound
 from .prompts import load_prompt
-from .speech import SpeechSegment, Transcript, find_sidecar, get_transcript, prompt_lines
+from .speech import (
+    SpeechSegment,
+    Transcript,
+    find_sidecar,
+    find_subtitles,
+    get_transcript,
+    prompt_lines,
+    recognise,
+)
 from .timeline import Thumbnails
 from .timestamps import find_timestamps, format_timestamp
 from .video import FrameStream, VideoInfo, probe, sample
@@ -54,6 +67,16 @@ SPEECH_HEADING = "What is said in the video, each line with the time it starts:"
 TRANSCRIPTS_DIR = "transcripts"  # beside the vision features in the cache folder
 WHOLE_VIDEO_CONTEXT = "Summary of the whole video:\n{summary}\n\nQuestion: {question}"
 PARTS_HEADING = "## Notes by part"
+# Speech recognition runs on a thread beside frame decoding, vision and prefill of the video, and its
+# transcript is joined when the speech block, which follows the last frame, is due (PendingTranscript).
+# False: recognise first and plan with the exact transcript (the old path; bench_speech.py --first-turn
+# compares both).
+SPEECH_BESIDE_VIDEO = True
+# CTranslate2 threads of recognition beside the video: half the cores, torch keeping its own (all of
+# them). faster-whisper's default is 4 threads, which with torch's 2 oversubscribed a 2-core machine;
+# measured in bench/RESULTS_speech.md ("CPU threads").
+ASR_THREADS_BESIDE_VIDEO = max(1, (os.cpu_count() or 2) // 2)
+SPEECH_POLL_S = 0.25  # how often a wait for the transcript reports progress and looks at the cancel event
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _WORD = re.compile(r"\w{3,}")
 
@@ -87,6 +110,11 @@ class VideoJob:
     answers: list[TurnStats] = field(default_factory=list)  # the conversation: summary, then follow-ups
     transcript: Transcript | None = None  # what is said in the video, when it was transcribed
     speech: str = ""  # the transcript inside the range read, as the model reads it; parts get their lines
+    # Recognition still running beside the video (None once joined, or when the transcript came first),
+    # and the tokens the plan kept for the transcript: exact, or speech_token_bound while it is made.
+    pending_speech: PendingTranscript | None = None
+    speech_reserved: int = 0
+    speech_note: str | None = None  # set when the transcript outgrew its reserve and lines were dropped
     speech_tokens: int = 0  # tokens of ``speech``
     thumbnails: Thumbnails | None = None  # small JPEGs of the frames read, for the chapter timeline
     released: bool = False  # its KV caches were freed (release); the next ask rebuilds them
@@ -124,8 +152,64 @@ class VideoJob:
             )
         else:
             events = self._follow_up(question, cancel)
+        if self.pending_speech is not None:
+            events = self._reporting_speech(events)
         kept = self.answers if branch is None else self.answers[:branch]
         return Response(events, on_done=lambda stats: setattr(self, "answers", [*kept, stats]))
+
+    def _reporting_speech(self, events: Iterator[Event]) -> Iterator[Event]:
+        """``events`` with the recognition's progress (``Progress("speech", done, total)``, audio seconds)
+        before each one while it runs. A stream that stops early (Stop, an error) stops the recognition;
+        the next question starts it again."""
+        last = None
+        try:
+            for event in events:
+                pending = self.pending_speech
+                if pending is not None and pending.progress != last and not isinstance(event, TurnStats):
+                    last = pending.progress
+                    yield pending.progress_event()
+                yield event
+        except BaseException:
+            if self.pending_speech is not None:
+                self.pending_speech.stop()
+            raise
+
+    def _speech_when_ready(self, part: _Part, cancel: threading.Event | None) -> Iterator[Event]:
+        """The part's lines of the transcript, waited for (a session calls this after the last frame)."""
+        if self.pending_speech is not None:
+            transcript = yield from self.pending_speech.wait(cancel)
+            self._settle_speech(transcript)
+        return part.speech
+
+    def _settle_speech(self, transcript: Transcript | None) -> None:
+        """Put the finished transcript in place: the range's lines, and each part's, fitted to the tokens
+        the plan kept for them."""
+        self.pending_speech = None
+        self.transcript = transcript
+        if transcript is None:
+            return
+        hours = self.info.duration >= 3600
+        stop = self.info.duration if self.plan.end is None else self.plan.end
+        geometry = self.engine.geometry
+        said = transcript.between(self.plan.start, stop)
+        if self.plan.fits:
+            self.speech, dropped = fit_speech(said, self.speech_reserved, geometry, hours)
+            self.parts[0].speech, lines = self.speech, len(said)
+        else:  # each part reads its own lines, within the same reserve
+            self.speech, dropped, lines = speech_block(said, hours), 0, 0
+            for part in self.parts:
+                own = transcript.between(part.segment.start, part.segment.end)
+                part.speech, more = fit_speech(own, self.speech_reserved, geometry, hours)
+                if more > dropped:
+                    dropped, lines = more, len(own)
+        self.speech_tokens = geometry.text_tokens(self.speech) if self.speech else 0
+        if dropped:
+            where = "" if self.plan.fits else " in a part"
+            self.speech_note = (
+                f"the transcript was longer than the {self.speech_reserved:,} tokens kept for it: "
+                f"{dropped} of its {lines} lines{where} were left out, evenly spread"
+            )
+            log.warning("%s: %s", self.info.path, self.speech_note)
 
     @property
     def summary_text(self) -> str:
@@ -148,7 +232,8 @@ class VideoJob:
             "plan": self.plan.summary(),
             "frames": self.plan.frames,
             "segments": len(self.plan.segments),
-            "prompt_tokens": self.plan.tokens,
+            # the plan's, with the transcript as it turned out rather than the room kept for it
+            "prompt_tokens": self.plan.tokens - self.speech_reserved + self.speech_tokens,
             "speech_tokens": self.speech_tokens,
             "context": self.context,
             "damage": self.damage,
@@ -221,7 +306,9 @@ class VideoJob:
                 max_context=self.context,
                 expected_tokens=part.segment.tokens + self.options.generation.max_new_tokens,
                 cache_reuse=self.cache_reuse,
-                speech=part.speech,
+                speech=part.speech
+                if self.pending_speech is None
+                else functools.partial(self._speech_when_ready, part),
             )
             part.session.turns = list(part.turns)
         return part.session
@@ -303,7 +390,7 @@ def open_video(
     prompt: str = "",
     *,
     cache_reuse: bool = True,
-    transcript: Transcript | None = None,
+    transcript: Transcript | PendingTranscript | None = None,
     start: float = 0.0,
     end: float | None = None,
 ) -> VideoJob:
@@ -313,25 +400,37 @@ def open_video(
     A range is read and planned on its own (its frames, its tokens, its segments), with its frames' times
     on the whole video's clock, so the summary's times are the video's. ``transcript`` (see
     :func:`transcript_for`) goes into the prompt after the video, only its lines inside the range, each
-    part of a long video getting the lines of its own time range; the plan counts their tokens.
+    part of a long video getting the lines of its own time range; the plan counts their tokens. A
+    :class:`PendingTranscript` (see :func:`start_transcript`) is planned with :func:`speech_reserve` tokens
+    and joined after the video's last frame; lines past the reserve are dropped (``job.speech_note``).
     Raises VideoError / OptionsError (a bad range too) / ContextTooSmallError before any model work.
     """
     info = probe(path)
     start, end = check_range(start, end, info.duration)
     context = engine.context_length(options.context)
     hours = info.duration >= 3600
+    pending = transcript if isinstance(transcript, PendingTranscript) else None
+    transcript = None if pending is not None else transcript
     speech = ""
     if transcript is not None:
         said = transcript.between(start, info.duration if end is None else end)
         speech = speech_block(said, hours)
-    plan = plan_video(info, options, context, speech + prompt, engine.geometry, start=start, end=end)
+    if pending is not None:
+        reserved = speech_reserve((info.duration if end is None else end) - start, engine.geometry)
+    else:
+        reserved = engine.geometry.text_tokens(speech) if speech else 0
+    plan = plan_video(
+        info, options, context, prompt, engine.geometry, start=start, end=end, speech_tokens=reserved
+    )
     if not plan.fits:
         # Plan again with the longest prompt a segment gets, so every segment fits. Each part reads only
         # its own lines of the transcript; the plan counts all of them in every part, which errs on the
         # side of smaller parts.
         note = SEGMENT_NOTE.format(part=999, parts=999, start="00:00:00", end="00:00:00")
-        prompt_text = speech + note + "\n\n" + prompt
-        plan = plan_video(info, options, context, prompt_text, engine.geometry, start=start, end=end)
+        prompt_text = note + "\n\n" + prompt
+        plan = plan_video(
+            info, options, context, prompt_text, engine.geometry, start=start, end=end, speech_tokens=reserved
+        )
     if plan.is_range:
         log.info("%s: reading %s only", info.path, describe_range(plan.start, plan.end))
     size = (plan.width, plan.height)
@@ -351,7 +450,8 @@ def open_video(
         log.info("%s does not fit %d tokens: %d segments", info.path, context, len(parts))
     job = VideoJob(engine, info, plan, context, options, cache_reuse, parts, cache)
     job.transcript, job.speech = transcript, speech
-    job.speech_tokens = engine.geometry.text_tokens(speech) if speech else 0
+    job.pending_speech, job.speech_reserved = pending, reserved
+    job.speech_tokens = reserved if pending is None else 0
     job.thumbnails = Thumbnails.for_span((info.duration if plan.end is None else plan.end) - plan.start)
     return job
 
@@ -363,10 +463,171 @@ def speech_block(segments: Iterable[SpeechSegment], hours: bool = False) -> str:
     One block after the video rather than lines between the frame groups of the same seconds: the video's
     tokens (and the vision features cached on disk for it) stay the same whatever the transcript, a prompt
     change reuses both, and the times in the lines are the same clock the frame timestamps use, so the
-    model can still line them up. Both layouts cost the same tokens.
+    model can still line them up. Both layouts cost the same tokens. It also lets recognition run while
+    the frames are read: nothing before the block depends on it.
     """
     lines = prompt_lines(segments, hours)
     return f"{SPEECH_HEADING}\n{lines}\n\n" if lines else ""
+
+
+def speech_reserve(seconds: float, geometry: Geometry) -> int:
+    """Tokens to keep for the speech block of ``seconds`` of video whose transcript is not made yet: the
+    heading and :func:`~.plan.speech_token_bound` for the lines."""
+    return geometry.text_tokens(f"{SPEECH_HEADING}\n\n\n") + speech_token_bound(seconds, geometry)
+
+
+def fit_speech(
+    segments: list[SpeechSegment], budget: int, geometry: Geometry, hours: bool = False
+) -> tuple[str, int]:
+    """The speech block of ``segments`` within ``budget`` tokens, and how many lines were left out to fit:
+    none when it fits, else the fewest found, the kept ones spread evenly over the time (so every stretch
+    of the video keeps some of what is said)."""
+    block = speech_block(segments, hours)
+    if not block or geometry.text_tokens(block) <= budget:
+        return block, 0
+    n = len(segments)
+
+    def kept(k: int) -> str:
+        return speech_block([segments[i * n // k] for i in range(k)], hours) if k else ""
+
+    fits, over = 0, n  # kept(fits) fits the budget, kept(over) does not
+    while over - fits > 1:
+        k = (fits + over) // 2
+        if geometry.text_tokens(kept(k)) <= budget:
+            fits = k
+        else:
+            over = k
+    return kept(fits), n - fits
+
+
+class PendingTranscript:
+    """Speech recognition running on a background thread while the video is planned and read.
+
+    ``transcript = yield from pending.wait(cancel)`` yields ``Progress("speech", done, total)`` (audio
+    seconds) until the transcript is ready, then returns it (None when no speech could be recognised);
+    an error of the recognition is raised there, in the consumer's thread. ``stop()`` ends the thread at
+    its next segment (a cancel does it too); the next ``wait`` starts recognition again.
+    """
+
+    def __init__(
+        self,
+        recognise: Callable[[Callable[[float, float], None]], Transcript | None],
+        total: float,
+    ):
+        self._recognise = recognise  # runs the recognition, given a progress callback that may raise
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        self._result: Transcript | None = None
+        self._error: BaseException | None = None
+        self.done = False  # the transcript (or a lasting error) is there
+        self.progress = (0.0, float(total))  # audio seconds recognised, of the whole
+
+    def start(self) -> None:
+        """Start recognising, unless it runs already or has finished."""
+        with self._lock:
+            if self.done or (self._thread is not None and self._thread.is_alive()):
+                return
+            self._stop, self._finished, self._error = threading.Event(), threading.Event(), None
+            self._thread = threading.Thread(
+                target=self._run, args=(self._stop, self._finished), name="speech", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop recognising at the next segment (the thread ends within one 30 s window's work)."""
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def progress_event(self) -> Progress:
+        done, total = self.progress
+        return Progress("speech", int(done), int(total))
+
+    def wait(self, cancel: threading.Event | None = None) -> Iterator[Event]:
+        while not self.done:  # a run stopped before this wait ends, then recognition starts again
+            self.start()
+            finished = self._finished
+            while not finished.wait(SPEECH_POLL_S):
+                if cancel is not None and cancel.is_set():
+                    self.stop()
+                    raise Cancelled("stopped")
+                yield self.progress_event()
+        if self._error is not None:
+            raise self._error
+        yield Progress("speech", int(self.progress[1]), int(self.progress[1]))
+        return self._result
+
+    def _run(self, stop: threading.Event, finished: threading.Event) -> None:
+        def progress(done: float, total: float) -> None:
+            if stop.is_set():
+                raise Cancelled("speech recognition stopped")
+            self.progress = (done, total)
+
+        try:
+            self._result = self._recognise(progress)
+            self.done = True
+        except Cancelled as e:
+            self._error = e  # not done: the next wait starts again
+        except BaseException as e:  # carried to the consumer, raised by wait()
+            self._error = e
+            self.done = True
+        finally:
+            finished.set()
+
+
+def start_transcript(
+    path: str | os.PathLike,
+    options: Options,
+    subtitle_file: str | os.PathLike | None = None,
+    on_progress: Callable[[float, float], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> Transcript | PendingTranscript | None:
+    """What is said in ``path``, now when that is quick (speech off, the transcript cache, subtitles, no
+    audio), else a :class:`PendingTranscript` whose recognition has started (give it to
+    :func:`open_video`). ``on_progress(done, total)`` and ``cancel`` apply to recognition done before
+    returning (:data:`SPEECH_BESIDE_VIDEO` off); recognition beside the video reports in the job's events.
+    A cached transcript starts no thread."""
+    s = options.speech
+    if not SPEECH_BESIDE_VIDEO or subtitle_file is not None or s.mode in ("off", "subtitles"):
+
+        def progress(done: float, total: float) -> None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("stopped")
+            if on_progress is not None:
+                on_progress(done, total)
+
+        return transcript_for(path, options, subtitle_file, on_progress=progress)
+    folder, key = _transcript_slot(path, options, None)
+    cached = _cached_transcript(folder, key, path)
+    if cached is not None:
+        return cached
+    if s.mode == "auto" and (found := find_subtitles(path)) is not None:
+        _store_transcript(folder, key, found)
+        return found
+    info = probe(path)
+    if not info.has_audio:
+        return None
+
+    def run(progress: Callable[[float, float], None]) -> Transcript | None:
+        transcript = recognise(
+            path,
+            s.mode,
+            s.model,
+            s.language or None,
+            s.device,
+            progress,
+            cpu_threads=ASR_THREADS_BESIDE_VIDEO,
+        )
+        _store_transcript(folder, key, transcript)
+        return transcript
+
+    pending = PendingTranscript(run, info.duration)
+    pending.start()
+    return pending
 
 
 def transcript_for(
@@ -380,32 +641,54 @@ def transcript_for(
     s = options.speech
     if s.mode == "off" and subtitle_file is None:
         return None
-    key = None
-    folder = Path(options.cache.dir).expanduser() / TRANSCRIPTS_DIR if options.cache.enabled else None
-    if folder is not None:
-        parts = [file_fingerprint(path), s.mode, s.model, s.language, s.device]
-        if subtitle_file is not None:
-            parts.append(file_fingerprint(subtitle_file))
-        elif s.mode in ("auto", "subtitles"):
-            sidecar = find_sidecar(path)  # a subtitle file added next to the video later must count
-            parts.append(file_fingerprint(sidecar) if sidecar is not None else "")
-        key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            cached = Transcript.from_dict(json.loads((folder / f"{key}.json").read_text(encoding="utf-8")))
-            log.info("read the transcript of %s from the cache", path)
-            return cached
+    folder, key = _transcript_slot(path, options, subtitle_file)
+    cached = _cached_transcript(folder, key, path)
+    if cached is not None:
+        return cached
     transcript = get_transcript(
         path, s.mode, subtitle_file, s.model, s.language or None, s.device, on_progress=on_progress
     )
-    if folder is not None and transcript is not None:  # "none" is not kept: the model may come later
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f"{key}.json.tmp"
-            tmp.write_text(json.dumps(transcript.to_dict()), encoding="utf-8")
-            tmp.replace(folder / f"{key}.json")
-        except OSError as e:
-            log.warning("could not cache the transcript: %s", e)
+    _store_transcript(folder, key, transcript)
     return transcript
+
+
+def _transcript_slot(
+    path: str | os.PathLike, options: Options, subtitle_file: str | os.PathLike | None
+) -> tuple[Path | None, str]:
+    """The transcript cache's folder (None when the cache is off) and the key of this file read this way."""
+    s = options.speech
+    if not options.cache.enabled:
+        return None, ""
+    parts = [file_fingerprint(path), s.mode, s.model, s.language, s.device]
+    if subtitle_file is not None:
+        parts.append(file_fingerprint(subtitle_file))
+    elif s.mode in ("auto", "subtitles"):
+        sidecar = find_sidecar(path)  # a subtitle file added next to the video later must count
+        parts.append(file_fingerprint(sidecar) if sidecar is not None else "")
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+    return Path(options.cache.dir).expanduser() / TRANSCRIPTS_DIR, key
+
+
+def _cached_transcript(folder: Path | None, key: str, path: str | os.PathLike) -> Transcript | None:
+    if folder is None:
+        return None
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        cached = Transcript.from_dict(json.loads((folder / f"{key}.json").read_text(encoding="utf-8")))
+        log.info("read the transcript of %s from the cache", path)
+        return cached
+    return None
+
+
+def _store_transcript(folder: Path | None, key: str, transcript: Transcript | None) -> None:
+    if folder is None or transcript is None:  # "none" is not kept: the model may come later
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"{key}.{threading.get_ident()}.tmp"
+        tmp.write_text(json.dumps(transcript.to_dict()), encoding="utf-8")
+        tmp.replace(folder / f"{key}.json")
+    except OSError as e:
+        log.warning("could not cache the transcript: %s", e)
 
 
 def feature_cache(options: Options) -> FeatureCache | None:

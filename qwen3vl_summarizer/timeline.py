@@ -5,7 +5,10 @@ Thumbnails come from the frames the model reads, as they are read: :meth:`Thumbn
 stream a session iterates and keeps a small JPEG of at most one frame per ``interval_s`` (the first frame
 in each slot of that length), so there is no second decode and memory stays bounded (MAX_THUMBNAILS
 slots, MAX_THUMBNAIL_BYTES in all). A session whose vision features came from the feature cache decodes
-no frame, so its chapters have no thumbnail.
+no frame: then :func:`frame_reader` seeks to the few frames the chapters need (one per chapter at most).
+
+Under the chapter bar, a thinner track marks where speech is (the transcript's segments), each mark a link
+to its time.
 
 Every link is ``href="#t=SECONDS"``, the anchor the page's seek script already handles; a link's text is
 the chapter's start time, so the seek pre-fills the question box with "What is happening at 03:10?".
@@ -16,15 +19,21 @@ from __future__ import annotations
 import base64
 import html
 import io
+import logging
 import math
+import os
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 
+from .errors import SummarizerError
 from .export import Chapter, parse_chapters
 from .timestamps import SECONDS_PER_HOUR, SEEK_ANCHOR, format_seek, format_timestamp
-from .video import Frame
+from .video import Frame, sample
+
+log = logging.getLogger(__name__)
 
 THUMBNAIL_WIDTH = 160  # pixels; never wider than the sampled frame
 THUMBNAIL_QUALITY = 70  # JPEG quality: ~4-8 KB at 160x90
@@ -36,6 +45,8 @@ CHAPTER_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E
 NO_SUMMARY_NOTE = "Chapters appear here once the video is summarised."
 NO_CHAPTERS_NOTE = "No chapters: the summary gives no chapter times, so there is no timeline."
 MIN_SPAN_PERCENT = 0.4  # a chapter shorter than this share of the video still gets a visible span
+MERGE_SPEECH_PERCENT = 0.3  # speech marks closer than this share of the video are drawn as one
+MAX_FRAMES_READ = 32  # frames decoded for missing thumbnails per timeline, at most
 
 # Styles of the rendered HTML, for the component that shows it (gr.HTML's css_template). Card titles use
 # the regular weight: Gradio's semibold web font drew some letters of them in another face in Chromium.
@@ -50,6 +61,11 @@ TIMELINE_CSS = """
 .timeline-span::before { content: attr(data-title); }
 .timeline-span:hover, .timeline-span:focus-visible { filter: brightness(1.15); outline: 2px solid #000;
   outline-offset: -2px; }
+.timeline-speech { position: relative; height: 8px; margin: -6px 0 10px; border-radius: 2px;
+  background: var(--neutral-100, #f3f4f6); overflow: hidden; }
+.timeline-said { position: absolute; top: 0; bottom: 0; display: block; min-width: 2px;
+  background: var(--neutral-500, #6b7280); }
+.timeline-said:hover, .timeline-said:focus-visible { background: #000; }
 .timeline-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
 .timeline-cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 8px;
   list-style: none; margin: 0; padding: 0; max-height: 420px; overflow-y: auto; }
@@ -105,6 +121,10 @@ class Thumbnails:
         """Times (s) of the thumbnails held, in order."""
         return [t for t, _ in sorted(self._slots.values())]
 
+    def covers(self, t: float) -> bool:
+        """Whether a thumbnail is held in the slot of ``t`` seconds."""
+        return math.floor(t / self.interval_s) in self._slots
+
     def nearest(self, t: float) -> tuple[float, bytes] | None:
         """(time, JPEG) of the thumbnail nearest ``t`` seconds (the later one on a tie); None when empty."""
         items = sorted(self._slots.values())
@@ -148,25 +168,103 @@ def _jpeg(image: np.ndarray, width: int) -> bytes:
     return out.getvalue()
 
 
+def frame_reader(
+    path: str | os.PathLike, fps: float, size: tuple[int, int], start: float = 0.0, end: float | None = None
+) -> Callable[[float], Frame | None]:
+    """A function that decodes, by seeking, the first frame a session samples at or after ``t`` seconds
+    (``fps`` and ``size`` as planned, inside the range ``[start, end)``), or None past the range's end or
+    when the file gives none. For thumbnails of a session that decoded nothing (its vision features came
+    from the feature cache)."""
+
+    def read(t: float) -> Frame | None:
+        target = max(math.ceil(start * fps - 1e-9), math.ceil(t * fps - 1e-9)) / fps
+        if end is not None and target >= end:
+            return None
+        try:
+            return next(iter(sample(path, fps, size, start=target, end=target + 0.5 / fps)), None)
+        except SummarizerError as e:
+            log.warning("no thumbnail at %.1f s of %s: %s", t, path, e)
+            return None
+
+    return read
+
+
 # --- rendering ------------------------------------------------------------------------------------------
 
 
+class Said(Protocol):
+    """A stretch of speech (a transcript's segment): seconds on the video's clock, and its words."""
+
+    start: float
+    end: float
+    text: str
+
+
 def chapter_timeline(
-    markdown: str, duration: float, thumbnails: Thumbnails | None = None, *, end: float | None = None
+    markdown: str,
+    duration: float,
+    thumbnails: Thumbnails | None = None,
+    *,
+    end: float | None = None,
+    speech: Sequence[Said] = (),
+    read_frame: Callable[[float], Frame | None] | None = None,
 ) -> str:
     """The timeline of a summary's chapters (:func:`~.export.parse_chapters`) on a video of ``duration``
     seconds, as HTML. ``end``: where the summarised range ends, when it is not the video's end (the last
-    chapter ends there)."""
+    chapter ends there). ``speech``: the transcript's segments, marked under the chapters. ``read_frame``
+    (:func:`frame_reader`): decodes the frames a chapter's card needs that were not kept while reading
+    (the first of the thumbnail slot of its start and of the next slot, as reading keeps them; at most
+    MAX_FRAMES_READ frames); they are kept in ``thumbnails``."""
     chapters, _ = parse_chapters(markdown, duration if end is None else end)
-    return render_timeline(chapters, duration, thumbnails)
+    if thumbnails is not None and read_frame is not None:
+        slots = sorted({math.floor(c.start / thumbnails.interval_s) + i for c in chapters for i in (0, 1)})
+        missing = [t for t in (slot * thumbnails.interval_s for slot in slots) if not thumbnails.covers(t)]
+        for t in missing[:MAX_FRAMES_READ]:
+            if not thumbnails.covers(t) and (frame := read_frame(t)) is not None:
+                thumbnails.add(frame.t, frame.image)
+    return render_timeline(chapters, duration, thumbnails, speech)
 
 
-def render_timeline(chapters: list[Chapter], duration: float, thumbnails: Thumbnails | None = None) -> str:
+def speech_track(speech: Sequence[Said], duration: float) -> str:
+    """HTML: a thin bar with a mark where each stretch of speech is (marks closer than
+    MERGE_SPEECH_PERCENT of the video drawn as one), each a link to its start; "" without speech."""
+    if not speech or not duration > 0:
+        return ""
+    hours = duration >= SECONDS_PER_HOUR
+    merged: list[list] = []  # [start, end, first text, how many]
+    for said in sorted(speech, key=lambda s: s.start):
+        if merged and (said.start - merged[-1][1]) / duration * 100 < MERGE_SPEECH_PERCENT:
+            merged[-1][1] = max(merged[-1][1], said.end)
+            merged[-1][3] += 1
+        else:
+            merged.append([said.start, said.end, said.text, 1])
+    marks = []
+    for start, stop, text, count in merged:
+        left = min(100.0, max(0.0, start / duration * 100))
+        width = min(100.0 - left, max(0.0, (stop - start) / duration * 100))
+        when = format_timestamp(start, hours)
+        words = html.escape(text + (f" (and {count - 1} more)" if count > 1 else ""))
+        marks.append(
+            f'<a class="timeline-said" href="{SEEK_ANCHOR}{format_seek(start)}" title="{when} {words}" '
+            f'aria-label="Speech at {when}: {words}" style="left: {left:.2f}%; width: {width:.2f}%;">'
+            f'<span class="timeline-hidden">{when}</span></a>'
+        )
+    return f'<div class="timeline-speech" role="group" aria-label="Speech">{"".join(marks)}</div>'
+
+
+def render_timeline(
+    chapters: list[Chapter],
+    duration: float,
+    thumbnails: Thumbnails | None = None,
+    speech: Sequence[Said] = (),
+) -> str:
     """HTML: a bar with one span per chapter placed at ``start / duration`` (left) and as wide as its
-    share of the video, then one card per chapter; every span and card seeks the player to the chapter's
-    start. Without chapters, a one-line note."""
+    share of the video, the speech marks (:func:`speech_track`), then one card per chapter; every span,
+    mark and card seeks the player to its start. Without chapters, a one-line note (and the speech)."""
+    said = speech_track(speech, duration)
     if not chapters or not duration > 0:
-        return note_html(NO_CHAPTERS_NOTE)
+        return note_html(NO_CHAPTERS_NOTE) + (f'<nav class="timeline" aria-label="Timeline">{said}</nav>'
+                                               if said else "")  # fmt: skip
     hours = max(duration, *(c.end for c in chapters)) >= SECONDS_PER_HOUR
     spans, cards = [], []
     for i, chapter in enumerate(chapters):
@@ -198,7 +296,7 @@ def render_timeline(chapters: list[Chapter], duration: float, thumbnails: Thumbn
         )
     return (
         f'<nav class="timeline" aria-label="Chapters">'
-        f'<div class="timeline-bar">{"".join(spans)}</div>'
+        f'<div class="timeline-bar">{"".join(spans)}</div>{said}'
         f'<ol class="timeline-cards">{"".join(cards)}</ol></nav>'
     )
 

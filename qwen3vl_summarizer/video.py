@@ -27,6 +27,8 @@ Skipping the H.264/HEVC deblocking filter (FFmpeg ``skip_loop_filter``) was meas
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import os
@@ -107,6 +109,24 @@ def _target_range(duration: float, fps: float, start: float, end: float | None) 
     k_first = max(0, math.ceil(start * fps - TARGET_EPS))
     k_stop = math.ceil(stop * fps - TARGET_EPS)
     return range(k_first, max(k_first, k_stop))
+
+
+# The containers whose files are offered as videos (upload field, folders on the CLI), by their demuxer names,
+# and extensions those demuxers list that hold sound or still pictures instead.
+VIDEO_CONTAINERS = ("mov", "matroska", "avi", "mpegts", "mpeg", "flv", "asf", "ogg", "mxf", "nut", "dv",
+                    "yuv4mpegpipe", "rm", "gxf", "ivf", "h264", "hevc", "wtv", "m4v")  # fmt: skip
+NOT_VIDEO = {"m4a", "m4b", "mka", "mks", "wma", "ra", "avif", "heic", "heif", "isma"}
+MORE_VIDEO = {"ogv", "vob", "rmvb", "divx"}  # common names of the same containers
+
+
+@functools.cache
+def video_extensions() -> tuple[str, ...]:
+    """``(".3g2", ".3gp", ...)``: the file extensions of the video containers PyAV reads here."""
+    found = set(MORE_VIDEO)
+    for name in VIDEO_CONTAINERS:
+        with contextlib.suppress(ValueError, av.FFmpegError):
+            found |= set(av.format.ContainerFormat(name).extensions)
+    return tuple(sorted(f".{ext}" for ext in found - NOT_VIDEO))
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
@@ -449,7 +469,10 @@ def _parallel(out: FrameStream, chunks: list[range], workers: int) -> Iterator[F
     """Chunks decoded by ``workers`` threads, yielded in order; each holds ``BUFFER_BYTES`` of frames at most.
 
     A worker whose chunk is ahead of the reader keeps decoding until its buffer is full, so with a fast
-    reader no worker waits for another as long as a chunk's frames fit in the buffer.
+    reader no worker waits for another as long as a chunk's frames fit in the buffer. With a slow reader
+    (prefill on a CPU) no more than ``2 * workers`` chunks are begun and not yet read: the frames held
+    ahead stay bounded whatever the video's length (without this bound they piled up, 0.93 GB of frames
+    at 45 minutes).
     """
     stop = threading.Event()
     width, height = out.size
@@ -457,6 +480,7 @@ def _parallel(out: FrameStream, chunks: list[range], workers: int) -> Iterator[F
     queues = [queue.Queue(maxsize=held) for _ in chunks]
     todo = iter(range(len(chunks)))
     lock = threading.Lock()
+    ahead = threading.Semaphore(2 * workers)  # chunks begun and not yet read to their end
     threads = max(1, _free_cores() // workers)  # decoder threads per worker
 
     def put(q: queue.Queue, item: Frame | _ChunkEnd) -> bool:
@@ -472,6 +496,8 @@ def _parallel(out: FrameStream, chunks: list[range], workers: int) -> Iterator[F
         container = None
         try:
             while not stop.is_set():
+                if not ahead.acquire(timeout=0.1):
+                    continue
                 with lock:
                     i = next(todo, None)
                 if i is None:
@@ -501,6 +527,7 @@ def _parallel(out: FrameStream, chunks: list[range], workers: int) -> Iterator[F
             while not isinstance(item := queues[i].get(), _ChunkEnd):
                 reached = item.t
                 yield item
+            ahead.release()
             if isinstance(item.error, DamagedVideoError) and reached is not None:
                 _stopped_early(out, reached, _reason(item.error), chunk.start / out.fps)
                 return

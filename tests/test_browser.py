@@ -8,8 +8,10 @@ rendering and the page's seek JavaScript; it does not pretend the model wrote th
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -128,14 +130,20 @@ def test_broken_file_shows_an_error(page, served, tmp_path: Path) -> None:
     message = page.locator("#status").get_by_text("holiday.mp4 is not a video FFmpeg can read")
     message.wait_for()
     assert "/gradio/" not in message.inner_text()
+    # A file the summary cannot read leaves the player (no "the summary still works" note under it, no
+    # Gradio "Video not playable" toast): the status line alone says why.
+    page.wait_for_function("!document.querySelector('#player video')")
+    assert page.inner_text("#player-note-text") == ""
+    toasts = page.get_by_test_id("toast-body").all_inner_texts()
+    assert not any("not playable" in t for t in toasts), toasts
     shot(page, "browser-broken-file.png")
-    # Summarize on it says the same (a new toast, the same status line), and the page keeps working.
+    # Summarize then asks for a video (a new toast, the status line), and the page keeps working.
     for close in page.locator("[data-testid=toast-close]").all():
         close.click()
     page.wait_for_function("!document.querySelector('[data-testid=toast-body]')")
     page.get_by_role("button", name="Summarize").click()
-    page.get_by_test_id("toast-body").get_by_text("holiday.mp4 is not a video FFmpeg can read").wait_for()
-    assert "holiday.mp4 is not a video" in page.inner_text("#status")
+    page.get_by_test_id("toast-body").get_by_text("No video yet").wait_for()
+    assert "No video yet" in page.inner_text("#status")
 
 
 def test_a_file_the_browser_cannot_play_gets_a_note(page, served, tmp_path: Path) -> None:
@@ -146,6 +154,7 @@ def test_a_file_the_browser_cannot_play_gets_a_note(page, served, tmp_path: Path
     page.locator("#player input[type=file]").set_input_files(str(old))
     page.wait_for_function("document.querySelector('#player-note-text').innerText.includes('cannot play')")
     page.wait_for_function("document.querySelector('#plan').innerText.includes('4 frames at')")  # still read
+    assert no_toast_says(page, "not playable"), "Gradio's toast does not contradict the note"
     shot(page, "browser-cannot-play.png")
 
     page.locator("#player button[aria-label='Clear']").click()
@@ -160,7 +169,8 @@ def test_a_file_the_browser_cannot_play_gets_a_note(page, served, tmp_path: Path
 def test_an_error_is_one_status_line_and_leaves_the_page_usable(page, served, tmp_path: Path) -> None:
     """No error badge over the other panels, the question box stays typable, and the message stays."""
     video = tmp_path / "clip.mp4"
-    write_video(video, [i * 0.5 for i in range(8)])
+    # Not the content of test_app's short.mp4, whose first summary must read the video (no cached features).
+    write_video(video, [i * 0.5 for i in range(8)], size=(128, 80))
     page.goto(served.url)
     question = page.locator("#question textarea")
     # Asking before any summary: a lasting line in the status area, not a badge over the chat.
@@ -195,14 +205,47 @@ def test_an_error_is_one_status_line_and_leaves_the_page_usable(page, served, tm
     shot(page, "browser-new-upload-cleared.png")
 
 
-def test_the_transcript_panel_lists_what_is_said_and_seeks(page, served, tmp_path_factory) -> None:
+# The README's picture: the tiny model writes noise, so the summary it shows is this given Markdown (of the
+# narration clip's subtitles); everything else on the page is the app's own.
+README_SUMMARY = """## Overview
+A 22-second test card (FFmpeg's *testsrc2*: colour bars, a moving gradient and a running clock) with three
+spoken sentences, each also a subtitle.
+
+## Chapters
+### [00:00–00:09] The test card and a pangram
+- [00:02] The speaker reads "The quick brown fox jumps over the lazy dog."
+
+### [00:09–00:17] A reminder
+- [00:09] "Please remember to water the garden."
+
+### [00:17–00:22] Closing times
+- [00:17] "The library closes early & late."
+
+## Summary
+A synthetic clip for testing: the picture never changes its layout, only the clock and the gradient move,
+and the three sentences are unrelated to each other and to the picture.
+"""
+
+
+def test_the_transcript_panel_lists_what_is_said_and_seeks(
+    page, served, tmp_path_factory, monkeypatch
+) -> None:
     """Subtitles inside the upload (mov_text) become the transcript panel: each time a link that seeks the
-    player, and a filter box that keeps the lines with a word."""
+    player, and a filter box that keeps the lines with a word; they are marked on the timeline too. Also
+    takes the README's screenshot (docs/screenshot.png is a copy of artifacts/readme-screenshot.png)."""
+    import app
+    from qwen3vl_summarizer.summarize import VideoJob
     from tests import narration
 
     if (missing := narration.missing_tools()) is not None:
         pytest.skip(missing)
     media = narration.build_media(tmp_path_factory.mktemp("browser-speech"))
+    real = app.shown
+    monkeypatch.setattr(app, "shown", lambda text, duration: real(README_SUMMARY, duration))
+    monkeypatch.setattr(VideoJob, "summary_text", property(lambda self: README_SUMMARY))
+    summary = VideoJob.summary  # the downloads too
+    monkeypatch.setattr(VideoJob, "summary", lambda self: replace(summary(self), markdown=README_SUMMARY))
+    page.set_viewport_size({"width": 1400, "height": 900})
     page.goto(served.url)
     page.locator("#player input[type=file]").set_input_files(str(media.mp4_mov_text))
     page.wait_for_function("document.querySelector('#plan').innerText.includes('frames at')")
@@ -213,14 +256,28 @@ def test_the_transcript_panel_lists_what_is_said_and_seeks(page, served, tmp_pat
     lines = page.locator("#transcript li").all_inner_texts()
     assert [line.split(" ", 1)[1] for line in lines] == [c[2] for c in narration.CUES]
     assert "subtitles in the video" in page.inner_text("#transcript")
+    # Where speech is, under the chapters: one mark per line, at its time.
+    marks = page.locator("#timeline a.timeline-said")
+    assert [marks.nth(i).get_attribute("href") for i in range(marks.count())] == ["#t=2", "#t=9.25", "#t=17"]
+    transcript_links = page.locator("#transcript").get_by_role("link", name="Play from 00:09", exact=True)
+    assert transcript_links.count() == 1, "the transcript's link is named for what it does"
+    page.evaluate("window.scrollTo(0, document.querySelector('#player').getBoundingClientRect().top"
+                  " + window.scrollY - 12)")  # fmt: skip
+    page.wait_for_function("document.querySelector('#player video').readyState >= 2")  # a picture shows
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / "readme-screenshot.png"))
 
-    page.evaluate(
-        """() => { const v = document.querySelector('#player video');
+    seeked = """() => { const v = document.querySelector('#player video'); window.__seekedTo = undefined;
         v.addEventListener('seeking', () => { window.__seekedTo = v.currentTime; }, {once: true}); }"""
-    )
+    page.evaluate(seeked)
     page.locator('#transcript a[href^="#t=9"]').click()
     page.wait_for_function("window.__seekedTo !== undefined")
     assert abs(page.evaluate("window.__seekedTo") - 9.0) < 0.3, "the player moved to the line's time"
+    page.evaluate("document.querySelector('#player video').pause()")
+    page.evaluate(seeked)
+    marks.nth(2).click()
+    page.wait_for_function("window.__seekedTo !== undefined")
+    assert abs(page.evaluate("window.__seekedTo") - 17.0) < 0.3, "the mark moved the player to 00:17"
     page.evaluate("document.querySelector('#player video').pause()")
 
     page.locator("#transcript-filter textarea, #transcript-filter input").first.fill("garden")
@@ -295,3 +352,156 @@ def test_a_time_range_and_the_chapter_timeline_that_seeks(page, served, tmp_path
     page.wait_for_function("window.__seekedTo !== undefined")
     assert abs(page.evaluate("window.__seekedTo") - 6.0) < 0.25, "the card moved the player to 00:06"
     page.evaluate("document.querySelector('#player video').pause()")
+
+    # Another page reads the same range from the feature cache (no frame decoded while summarising): the
+    # cards still get their thumbnails, decoded by seeking to those frames alone.
+    page.reload()
+    page.locator("#player input[type=file]").set_input_files(str(video))
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('10 frames at')")
+    page.locator("#range-from input, #range-from textarea").first.fill("0:02")
+    page.locator("#range-to input, #range-to textarea").first.fill("8")
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('00:02–00:08: 6 frames at')")
+    page.get_by_role("button", name="Summarize").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Done')")
+    page.get_by_text("Last turn statistics").click()
+    page.wait_for_function("document.querySelector('#stats')?.innerText.includes('read_video')")
+    assert '"read_video":false' in "".join(page.inner_text("#stats").split()), "the features were cached"
+    images = page.locator("#timeline .timeline-card img")
+    assert [float(images.nth(i).get_attribute("data-t")) for i in range(images.count())] == [2.0, 4.0, 6.0]
+
+
+def no_toast_says(page, words: str) -> bool:
+    return not any(words in text for text in page.get_by_test_id("toast-body").all_inner_texts())
+
+
+def test_an_mpeg_ts_upload_is_read_and_summarised(page, served, tmp_path: Path) -> None:
+    """Gradio's video field takes only what Chromium types video/*, and it types .ts as a Qt translation:
+    the page retypes the extensions of the containers PyAV reads, and lists them in the file picker."""
+    video = tmp_path / "offset_start.ts"
+    write_video(video, [5.0 + i * 0.5 for i in range(8)])  # MPEG-TS whose first picture is at 5 s
+    page.goto(served.url)
+    page.wait_for_function("document.querySelector('#player input[type=file]')?.accept.includes('.ts')")
+    accept = page.locator("#player input[type=file]").get_attribute("accept")
+    assert all(ext in accept.split(", ") for ext in (".ts", ".m2ts", ".mts", ".mkv", ".avi"))
+    page.locator("#player input[type=file]").set_input_files(str(video))
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('4 frames at')")
+    assert no_toast_says(page, "Invalid file type")
+    assert "00:04" in page.inner_text("#video-info")  # 3.5 s read, on the video's own clock
+    # Chromium plays no MPEG-TS: the page's note says so once, and Gradio's toast does not contradict it.
+    page.wait_for_function("document.querySelector('#player-note-text').innerText.includes('cannot play')")
+    assert "The summary and the questions still work" in page.inner_text("#player-note-text")
+    page.keyboard.press("Control+Enter")  # the keyboard shortcut for Summarize
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Done')")
+    assert page.inner_text("#summary").strip()
+    assert no_toast_says(page, "not playable")
+
+
+def test_the_plan_line_and_the_context_field(page, served, tmp_path: Path) -> None:
+    """A typed context length is taken (snapped into range on leaving the field) and the plan follows;
+    a split plan tells the total from one part; Auto shows the length it picks."""
+    video = tmp_path / "thirty.mp4"
+    write_video(video, [i * 0.5 for i in range(60)])  # 30 s
+    page.goto(served.url)
+    page.locator("#player input[type=file]").set_input_files(str(video))
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('30 frames at')")
+    page.get_by_label("Auto context (what fits the device)").uncheck()
+    field = page.get_by_label("number input for Context length (tokens)")
+    page.wait_for_function("!document.querySelector('[aria-label^=\"number input for Context\"]').disabled")
+    field.fill("5000")
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('of 5,000)')")
+    field.fill("2500")
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('split into')")
+    plan = page.inner_text("#plan")
+    # The whole's tokens, then one part's (its share of the context) and one part's KV cache.
+    assert re.search(r" [\d,]+ tokens in all; split into 2 segments of up to [\d,]+ tokens each "
+                     r"\(\d+% of 2,500\), KV cache [\d.]+ GiB per segment in ", plan), plan  # fmt: skip
+    field.fill("500")
+    field.press("Tab")  # leaving the field: the smallest context a run may use
+    page.wait_for_function(
+        "document.querySelector('[aria-label^=\"number input for Context\"]').value === '1024'"
+    )
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('1,024 tokens cannot hold')")
+    assert no_toast_says(page, "less than"), "no Gradio range error"
+    page.get_by_label("Auto context (what fits the device)").check()
+    engine = served.state.engines.engine
+    opts = served.options.context
+    auto = engine.context_length(replace(opts, max_context="auto")) if engine else opts.max_context_cap
+    page.wait_for_function(
+        f"document.querySelector('[aria-label^=\"number input for Context\"]').value === '{auto}'"
+    )
+    assert field.is_disabled()
+    shot(page, "browser-plan-context.png")
+
+
+def test_the_phone_layout(browser, served, tmp_path: Path) -> None:
+    """At 420 px the model row stays one line, and a time link far below the player brings it into view."""
+    page = browser.new_page(viewport={"width": 420, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(served.url)
+        menu = page.locator("#model-row .block").first.bounding_box()
+        button = page.locator("#load-model").bounding_box()
+        assert button["height"] < 80 and button["x"] > menu["x"] + menu["width"] - 1, (menu, button)
+        assert menu["y"] <= button["y"] and button["y"] + button["height"] <= menu["y"] + menu["height"] + 1
+        assert page.locator("#model-status").bounding_box()["height"] < 100
+        video = tmp_path / "walk.mp4"
+        write_video(video, [i * 0.5 for i in range(8)], size=(128, 80))
+        page.locator("#player input[type=file]").set_input_files(str(video))
+        page.wait_for_function("document.querySelector('#plan').innerText.includes('4 frames at')")
+        page.get_by_role("button", name="Summarize").click()
+        page.wait_for_function("document.querySelector('#status').innerText.includes('Done')")
+        question = page.get_by_role("textbox", name="Question about the video")
+        question.fill("What happens at 0:02?")
+        question.press("Enter")
+        link = page.get_by_role("link", name="Play from 00:02").first
+        link.wait_for()
+        page.wait_for_function(
+            "document.querySelector('#chat').innerText.split('What happens at').length > 1"
+        )
+        link.scroll_into_view_if_needed()
+        assert page.locator("#player video").bounding_box()["y"] < -300, "the player is far above"
+        link.click()
+        page.wait_for_function(
+            "(() => { const r = document.querySelector('#player video').getBoundingClientRect();"
+            " return r.top >= -1 && r.bottom <= window.innerHeight + 1; })()"
+        )
+        page.evaluate("document.querySelector('#player video').pause()")
+        page.screenshot(path=str(ARTIFACTS / "browser-phone-seek.png"))
+    finally:
+        page.close()
+
+
+LONG_SUMMARY = "\n\n".join(f"### [00:0{i % 4}] Part {i}\n- line {i}" for i in range(60))
+
+
+def test_summary_box_keys_and_screen_readers(page, served, tmp_path: Path, monkeypatch) -> None:
+    """A long summary scrolls inside its box (the chat stays near) and copies with one button; the status
+    and the summary are live regions; the question box has a name; Ctrl+Enter summarizes and asks."""
+    import app
+
+    real = app.shown
+    monkeypatch.setattr(app, "shown", lambda text, duration: real(LONG_SUMMARY, duration))
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    video = tmp_path / "walk.mp4"
+    write_video(video, [i * 0.5 for i in range(8)], size=(128, 80))
+    page.goto(served.url)
+    assert "Ctrl" in page.inner_text("#keys-hint") and "Enter" in page.inner_text("#keys-hint")
+    for selector in ("#status", "#summary"):
+        page.wait_for_function(f"document.querySelector('{selector}').getAttribute('aria-live') === 'polite'")
+    page.locator("#player input[type=file]").set_input_files(str(video))
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('4 frames at')")
+    page.get_by_label("Prompt", exact=True).focus()
+    page.keyboard.press("Control+Enter")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Done')")
+    assert page.locator("#summary").bounding_box()["height"] <= app.SUMMARY_MAX_HEIGHT + 60
+    assert page.get_by_role("link", name="Play from 00:03").count() >= 1
+    page.locator("#summary button[aria-label*='opy']").first.click()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert "Part 59" in copied
+    shot(page, "browser-long-summary.png")
+
+    question = page.get_by_role("textbox", name="Question about the video")
+    question.fill("What is shown?")
+    question.press("Control+Enter")
+    page.wait_for_function("document.querySelector('#chat').innerText.includes('Part 59')")
+    assert page.locator("#chat .message").count() >= 1

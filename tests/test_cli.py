@@ -198,6 +198,15 @@ def test_usage_errors_exit_2(capsys, short):
     capsys.readouterr()
 
 
+def test_prefill_chunk_size_flag_takes_auto_or_a_count(short):
+    parser = cli.build_parser()
+    for given, wanted in (("auto", "auto"), ("AUTO", "auto"), ("4096", 4096)):
+        args = parser.parse_args(["summarize", str(short), "--prefill-chunk-size", given])
+        assert cli._options(args).context.prefill_chunk_size == wanted
+    with pytest.raises(SystemExit):
+        parser.parse_args(["summarize", str(short), "--prefill-chunk-size", "big"])
+
+
 def test_debug_shows_the_exception(capsys, tmp_path):
     with pytest.raises(VideoNotFoundError):
         cli.main(["plan", str(tmp_path / "nope.mp4"), "--debug"])

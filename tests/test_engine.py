@@ -7,6 +7,7 @@ follow-ups, branches, cancel) must give the same tokens and (near) the same logi
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 
@@ -436,3 +437,144 @@ def test_a_question_too_long_for_the_context_is_refused_before_any_work(engine, 
         s.ask("Why? " * 400)  # refused when asked, not after a prefill
     assert s.ids == ids and s.turns == turns, "the session is as it was"
     assert run(s, "Short one?").tokens, "and still answers"
+
+
+# -- first-turn speed: "auto" chunks, the last layer for the last token only, uint8 patches, threads
+
+
+@pytest.mark.parametrize("groups", [1, 32])
+def test_auto_chunk_size_equals_fixed_chunks_and_generate(engine, frames, first_logits, groups):
+    inputs = reference_inputs(engine, frames)
+    ref_tokens, ref_logits = reference_generate(engine, inputs)
+    auto = session(engine, frames, chunk="auto", groups=groups)
+    fixed = session(engine, frames, chunk=7, groups=groups)
+    a, b = run(auto, PROMPT), run(fixed, PROMPT)
+    assert engine_module.AUTO_CHUNK_MIN <= auto.prefill_chunk_tokens <= engine_module.AUTO_CHUNK_MAX
+    assert auto.ids == fixed.ids
+    assert a.tokens == b.tokens == ref_tokens
+    torch.testing.assert_close(first_logits[0][0], ref_logits.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(first_logits[0], first_logits[1], rtol=1e-4, atol=1e-4)
+    assert run(auto, "And then?").tokens == run(fixed, "And then?").tokens  # follow-ups too
+
+
+def test_prefill_chunk_size_option_takes_auto_or_a_count():
+    from qwen3vl_summarizer.options import load_options
+
+    assert load_options().context.prefill_chunk_size == "auto"  # the shipped default
+    env = {"QWEN3VL_CONTEXT__PREFILL_CHUNK_SIZE": "auto"}
+    assert load_options(environ=env, overrides={}).context.prefill_chunk_size == "auto"
+    assert (
+        load_options(overrides={"context": {"prefill_chunk_size": 4096}}).context.prefill_chunk_size == 4096
+    )
+    for bad in (0, "big", 2.5):
+        with pytest.raises(OptionsError, match="prefill_chunk_size"):
+            load_options(overrides={"context": {"prefill_chunk_size": bad}})
+
+
+def test_auto_chunk_tokens_follow_the_memory_budget(engine):
+    from types import SimpleNamespace
+
+    e = engine_module
+    per_token = e.chunk_bytes_per_token(engine.config, 4, masked=False, keys=300_000)
+    assert per_token == e.chunk_bytes_per_token(engine.config, 4, masked=False, keys=1), "no mask, no keys"
+    masked = e.chunk_bytes_per_token(engine.config, 4, masked=True, keys=300_000)
+    assert masked - per_token == e.CHUNK_SLACK * 300_000 * (1 + 4)  # a boolean and a float32 bias per key
+    assert e.auto_chunk_tokens(per_token, 2**40) == e.AUTO_CHUNK_MAX  # the test model is small
+    assert e.auto_chunk_tokens(per_token, 0) == e.AUTO_CHUNK_MIN  # never below the former fixed size
+    assert e.auto_chunk_tokens(1000, 5 * 1024 * 1000 + 999) == 5 * 1024  # a multiple of the step
+    # Qwen3-VL-2B in bfloat16: FlashAttention (no mask) takes larger chunks; sdpa's mask over a
+    # 165K-token video keeps the former 2,048.
+    text = SimpleNamespace(
+        hidden_size=2048, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+        intermediate_size=6144, _attn_implementation="sdpa",
+    )  # fmt: skip
+    config = SimpleNamespace(
+        text_config=text, vision_config=SimpleNamespace(deepstack_visual_indexes=[5, 11, 17])
+    )
+    flash = e.chunk_bytes_per_token(config, 2, masked=False, keys=165_509)
+    assert flash == 2 * (2 * (4 * 2048 + 2 * (2048 + 2 * 1024) + 3 * 6144) + 4 * 3 * 2048 + 2 * 2048 * 4)
+    assert e.auto_chunk_tokens(flash, 2**40) == 9216
+    assert e.auto_chunk_tokens(e.chunk_bytes_per_token(config, 2, True, 165_509), 2**40) == 2048
+
+
+def test_last_layer_for_the_last_token_keeps_the_cache_exact(engine, frames, monkeypatch):
+    """The last layer computes keys and values for every token but attention and MLP for the last one:
+    the cache (what later tokens read) and the answer are those of the whole layer."""
+    original = engine.model.model.language_model.layers[-1]
+    calls = []
+    forward = engine_module._LastLayerForLastToken.forward
+
+    def counting(self, hidden_states, *args, **kwargs):
+        calls.append((hidden_states.shape[1], self.last))
+        return forward(self, hidden_states, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module._LastLayerForLastToken, "forward", counting)
+    pruned = session(engine, frames, chunk=13)
+    a = run(pruned, PROMPT)
+    assert engine.model.model.language_model.layers[-1] is original, "the layer is put back"
+    assert calls and all(n > 1 for n, _ in calls), "prefill chunks only, not decode steps"
+    assert [last for _, last in calls].count(True) >= 1 and calls[0][1] is False
+    monkeypatch.setattr(
+        engine_module, "_prefill_last_layer_for_last_token", lambda *args: contextlib.nullcontext()
+    )
+    whole = session(engine, frames, chunk=13)
+    b = run(whole, PROMPT)
+    assert a.tokens == b.tokens and pruned.ids == whole.ids
+    for mine, theirs in zip(pruned.cache.layers, whole.cache.layers, strict=True):
+        torch.testing.assert_close(mine.keys, theirs.keys, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mine.values, theirs.values, rtol=1e-5, atol=1e-5)
+
+
+def test_uint8_patches_normalised_here_equal_the_processor(engine, frames):
+    from transformers.video_utils import VideoMetadata
+
+    meta = VideoMetadata(
+        total_num_frames=len(frames), fps=1000.0, frames_indices=[round(f.t * 1000) for f in frames]
+    )
+    kwargs = dict(
+        text=[engine.processor.video_token], videos=[np.stack([f.image for f in frames])],
+        video_metadata=[meta], do_sample_frames=False, do_resize=False, cap_pixels_per_frame=False,
+        return_tensors="pt",
+    )  # fmt: skip
+    reference = engine.processor(**kwargs)
+    raw = engine.processor(**kwargs, do_rescale=False, do_normalize=False)
+    assert raw["pixel_values_videos"].dtype == torch.uint8
+    assert torch.equal(raw["input_ids"], reference["input_ids"])
+    pixels = engine_module._normalize_patches(raw["pixel_values_videos"], engine.processor.video_processor)
+    assert torch.equal(pixels, reference["pixel_values_videos"]), "the same values, bit for bit"
+
+
+def test_vision_takes_half_the_threads_only_while_the_video_decodes(engine, tmp_path, monkeypatch):
+    from qwen3vl_summarizer import video
+
+    from .videos import write_video
+
+    cpu = torch.device("cpu")
+    assert engine_module._vision_threads(cpu) is None
+    monkeypatch.setattr(video, "CHUNK_S", 0.3)  # several chunks, so several decoding threads
+    path = tmp_path / "clip.mp4"
+    write_video(path, [i / 10 for i in range(60)], options={"g": "5"}, size=(96, 64))  # whole 32-pixel blocks
+    stream = iter(video.sample(path, fps=10.0, workers=2))
+    batch = [next(stream), next(stream)]
+    threads = torch.get_num_threads()
+    assert engine_module._vision_threads(cpu) == max(1, threads // 2), "the sampler's threads are seen"
+    assert engine_module._vision_threads(torch.device("meta")) is None, "only the CPU is shared"
+    engine.encode_frames(batch)
+    assert torch.get_num_threads() == threads, "and given back"
+    stream.close()
+    assert engine_module._vision_threads(cpu) is None
+
+
+def test_masked_sdpa_prefill_matches_generate(tiny_model, frames, first_logits):
+    """The path GPUs take: sdpa with an explicit chunk x keys mask (no split attention), the last layer
+    attending for the last token through the mask's last row."""
+    model, processor = tiny_model
+    plain = Engine(model, processor, "tiny-sdpa")  # not Engine.load: no split attention
+    assert plain.config.text_config._attn_implementation == "sdpa"
+    ref_tokens, ref_logits = reference_generate(plain, reference_inputs(plain, frames))
+    s = session(plain, frames, chunk=13)
+    assert run(s, PROMPT).tokens == ref_tokens
+    torch.testing.assert_close(first_logits[0][0], ref_logits.float(), rtol=1e-4, atol=1e-4)
+    fresh = session(plain, frames, chunk=13, cache_reuse=False)
+    run(fresh, PROMPT)
+    assert run(s, "And then?").tokens == run(fresh, "And then?").tokens

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -11,7 +12,6 @@ import httpx
 import numpy as np
 import pytest
 from gradio_client import handle_file
-from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
@@ -83,10 +83,10 @@ def test_an_image_bomb_is_refused_before_decoding(served: Served, tmp_path: Path
     assert "megapixels" in text and time.perf_counter() - t0 < 30
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("just text", encoding="utf-8")
-    with pytest.raises(AppError):  # Gradio's image input refuses it before the handler (no clear message)
-        client.predict(
-            handle_file(str(not_an_image)), "Describe.", served.options.model.id, api_name="/describe_image"
-        )
+    text = client.predict(
+        handle_file(str(not_an_image)), "Describe.", served.options.model.id, api_name="/describe_image"
+    )
+    assert "notes.png is not an image this server can read" in text
 
 
 def test_long_or_broken_text_is_refused_at_once(served: Served, clip: Path) -> None:
@@ -191,3 +191,28 @@ def test_the_handlers_own_upload_check(tmp_path: Path, monkeypatch) -> None:
     ):
         with pytest.raises(app.NotAnUpload, match="only files uploaded"):
             app.uploaded(str(path))
+
+
+def test_work_stops_when_its_client_goes_away(served: Served, clip: Path) -> None:
+    """A client that closes its connection mid-answer frees the model at once, not after the answer."""
+    outputs = list(served.summarize(served.client(), clip))
+    job_id = next(o[6] for o in outputs if isinstance(o[6], str) and o[6])
+    key = served.state.jobs.key_for(job_id)
+    session = served.state.jobs.get(key).session
+    usual = session.generation
+    session.generation = dataclasses.replace(usual, max_new_tokens=100_000)  # an answer of minutes
+    turns = len(session.turns)
+    with httpx.Client(base_url=served.url, timeout=60) as http:
+        posted = http.post("gradio_api/call/chat", json={"data": ["Tell me everything.", [], job_id]})
+        with http.stream("GET", f"gradio_api/call/chat/{posted.json()['event_id']}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: ") and "assistant" in line:
+                    break  # the answer has begun streaming: now the client goes away
+    left = time.perf_counter()
+    while time.perf_counter() - left < 20 and served.state.cancels.running(key):
+        time.sleep(0.1)
+    assert not served.state.cancels.running(key), "the answer ran on after its client left"
+    assert len(session.turns) == turns  # the unfinished answer was rolled back; the video stays loaded
+    session.generation = usual
+    answer = list(served.client().submit("What happens at 0:01?", [], job_id, api_name="/chat"))
+    assert answer[-1][1][-1]["role"] == "assistant"

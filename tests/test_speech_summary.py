@@ -5,15 +5,31 @@ cached on disk (tiny VLM for the mechanics, the real tiny.en recogniser for the 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import threading
+import time
 
 import pytest
+import torch
 
-from qwen3vl_summarizer import cli
+from qwen3vl_summarizer import cli, plan, summarize
+from qwen3vl_summarizer.errors import Cancelled
+from qwen3vl_summarizer.events import Progress
 from qwen3vl_summarizer.jobs import JobStore
 from qwen3vl_summarizer.loading import load_engine
 from qwen3vl_summarizer.options import load_options
-from qwen3vl_summarizer.summarize import SPEECH_HEADING, open_video, transcript_for
+from qwen3vl_summarizer.plan import Geometry
+from qwen3vl_summarizer.speech import SpeechSegment, Transcript
+from qwen3vl_summarizer.summarize import (
+    SPEECH_HEADING,
+    fit_speech,
+    open_video,
+    speech_block,
+    speech_reserve,
+    start_transcript,
+    transcript_for,
+)
 from tests import narration
 from tests.narration import CUES, SENTENCES
 
@@ -72,8 +88,10 @@ def test_recognised_speech_is_in_the_prompt_with_its_times_and_counted_by_the_pl
         line = next(line for line in block.splitlines() if sentence.keywords[0] in line.lower())
         minutes, seconds = map(int, re.match(r"\[(\d+):(\d+)\]", line).groups())
         assert abs(minutes * 60 + seconds - sentence.at) <= 1.0, line
-    # The plan counted the speech exactly: the whole prompt was computed, as planned.
-    assert job.speech_tokens > 20 and stats.prefill_tokens == job.plan.tokens
+    # The plan kept room for the speech before it was recognised; the prompt is the plan's but for the
+    # room the transcript did not use.
+    assert 20 < job.speech_tokens <= job.speech_reserved
+    assert stats.prefill_tokens == job.plan.tokens - job.speech_reserved + job.speech_tokens
     # A follow-up about the speech is answered from the cache that holds it.
     follow_up = job.ask("What is said at 00:09?").stats
     assert follow_up.prefill_tokens < 30 and "football" in spoken(job.session, engine).lower()
@@ -86,6 +104,7 @@ def test_recognised_speech_is_in_the_prompt_with_its_times_and_counted_by_the_pl
         raise AssertionError("transcribed again")
 
     monkeypatch.setattr("qwen3vl_summarizer.summarize.get_transcript", no_recognition)
+    monkeypatch.setattr("qwen3vl_summarizer.summarize.recognise", no_recognition)
     again, response = store.summarize("page", engine, media.mp4, opts, "List the key moments.")
     assert again is job and not response.stats.read_video
     # Another page, the same file: the transcript comes from the cache on disk.
@@ -148,3 +167,172 @@ def test_cli_transcribe_and_summarize_with_speech(
     assert data["transcript"]["segments"] == [{"start": 3.0, "end": 5.0, "text": "A line of my own."}]
     assert data["plan"]["speech_tokens"] > 5
     assert data["turns"][0]["prefill_tokens"] == data["plan"]["tokens"]
+
+
+# --- recognition beside the video (summarize.PendingTranscript) -------------------------------------------
+
+
+def _recording(monkeypatch, engine) -> dict[str, list[float]]:
+    """Times (perf_counter) when recognition started and ended and when each vision batch was encoded."""
+    seen: dict[str, list[float]] = {"asr_start": [], "asr_end": [], "vision": []}
+    real_recognise, real_encode = summarize.recognise, engine.encode_frames
+
+    def recognise(*args, **kwargs):
+        seen["asr_start"].append(time.perf_counter())
+        try:
+            return real_recognise(*args, **kwargs)
+        finally:
+            seen["asr_end"].append(time.perf_counter())
+
+    def encode_frames(frames):
+        seen["vision"].append(time.perf_counter())
+        return real_encode(frames)
+
+    monkeypatch.setattr(summarize, "recognise", recognise)
+    monkeypatch.setattr(engine, "encode_frames", encode_frames)
+    return seen
+
+
+def test_recognition_runs_while_the_frames_are_read_and_the_plan_keeps_room_for_it(
+    engine, media, tiny_en, tmp_path, monkeypatch
+):
+    seen = _recording(monkeypatch, engine)
+    opts = options(tiny_en, tmp_path)
+    job, response = JobStore(budget_bytes=2**30).summarize("page", engine, media.mp4, opts, PROMPT)
+    # Planned before any transcript exists, with room for 22 s of speech beside the prompt.
+    assert job.transcript is None and job.pending_speech is not None and job.pending_speech.running
+    reserved = speech_reserve(narration.DURATION_S, engine.geometry)
+    g = engine.geometry
+    assert job.speech_reserved == reserved
+    assert job.plan.prompt_tokens == g.template_tokens + g.text_tokens(PROMPT) + reserved
+    events = list(response)
+    # Vision began while recognition ran, and the transcript was joined after it: in the prompt, counted.
+    (asr_start,), (asr_end,) = seen["asr_start"], seen["asr_end"]
+    assert seen["vision"] and asr_start < seen["vision"][0] < asr_end, seen
+    assert job.pending_speech is None and job.transcript.source.startswith("asr:")
+    assert "football" in spoken(job.session, engine).lower()
+    assert 0 < job.speech_tokens <= reserved and job.speech_note is None
+    assert events[-1].timings["speech_wait"] >= 0  # how long the turn waited for the transcript
+    # Its progress came with the answer's, in audio seconds, up to the whole.
+    heard = [(e.done, e.total) for e in events if isinstance(e, Progress) and e.stage == "speech"]
+    assert heard and heard[-1][0] == heard[-1][1] >= narration.DURATION_S - 1
+    # Another page on the same file: the transcript comes from the cache, and no thread starts.
+    monkeypatch.setattr(summarize.PendingTranscript, "start", _no_thread)
+    assert start_transcript(media.mp4, opts) == job.transcript
+
+
+def _no_thread(self):
+    raise AssertionError("a recognition thread started")
+
+
+def test_the_prompt_is_the_same_token_for_token_with_recognition_first_or_beside(
+    engine, media, tiny_en, tmp_path, monkeypatch
+):
+    opts = options(tiny_en, tmp_path)
+    beside = open_video(engine, media.mp4, opts, PROMPT, transcript=start_transcript(media.mp4, opts))
+    beside.ask(PROMPT).stats  # noqa: B018
+    monkeypatch.setattr(summarize, "SPEECH_BESIDE_VIDEO", False)
+    transcript = start_transcript(media.mp4, opts)  # now from the cache, as recognised beside
+    assert isinstance(transcript, Transcript)
+    first = open_video(engine, media.mp4, opts, PROMPT, transcript=transcript)
+    first.ask(PROMPT).stats  # noqa: B018
+    assert (beside.plan.width, beside.plan.height) == (first.plan.width, first.plan.height)
+    assert beside.speech == first.speech and beside.speech_tokens == first.speech_tokens
+    a, b = beside.session, first.session
+    assert a.media_tokens == b.media_tokens and a.turns[0].prompt_ids == b.turns[0].prompt_ids
+    assert a.ids[: a.media_tokens] == b.ids[: b.media_tokens]
+    assert torch.equal(a.positions[:, : a.media_tokens], b.positions[:, : b.media_tokens])
+
+
+def test_a_transcript_longer_than_its_room_is_fitted_and_said_so(
+    engine, media, tiny_en, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(plan, "SPEECH_CHARS_PER_SECOND", 2.0)  # room for about one line of three
+    opts = options(tiny_en, tmp_path)
+    job = open_video(engine, media.mp4, opts, PROMPT, transcript=start_transcript(media.mp4, opts))
+    with caplog.at_level(logging.WARNING, logger="qwen3vl_summarizer.summarize"):
+        stats = job.ask(PROMPT).stats
+    lines = [line for line in job.speech.splitlines() if line.startswith("[")]
+    assert 1 <= len(lines) < len(job.transcript.segments)
+    assert job.speech_tokens <= job.speech_reserved and stats.prefill_tokens <= job.plan.tokens
+    assert stats.prefill_tokens == job.plan.tokens - job.speech_reserved + job.speech_tokens
+    assert job.speech_note and "left out" in job.speech_note and "left out" in caplog.text
+    assert all(line.split("] ", 1)[1] in {s.text for s in job.transcript.segments} for line in lines)
+
+
+def test_fit_speech_keeps_lines_spread_over_the_time():
+    said = [SpeechSegment(10.0 * i, 10.0 * i + 5, f"line number {i} of the talk") for i in range(20)]
+    block, dropped = fit_speech(said, 10_000, Geometry())
+    assert dropped == 0 and block == speech_block(said)
+    budget = Geometry().text_tokens(speech_block(said)) // 3
+    block, dropped = fit_speech(said, budget, Geometry())
+    kept = [int(m) for m in re.findall(r"line number (\d+)", block)]
+    assert Geometry().text_tokens(block) <= budget and dropped == 20 - len(kept) and len(kept) >= 4
+    gaps = [b - a for a, b in zip(kept, kept[1:], strict=False)]
+    assert kept[0] == 0 and max(gaps) - min(gaps) <= 1  # evenly spread from the start
+
+
+def _slow_first_run(monkeypatch) -> list[float]:
+    """Recognition whose first run hears nothing for a minute unless it is stopped; returns when each run
+    started."""
+    runs = []
+    real = summarize.recognise
+
+    def recognise(path, mode, model, language, device, progress, **kwargs):
+        runs.append(time.perf_counter())
+        if len(runs) == 1:
+            for _ in range(1200):
+                progress(0.0, narration.DURATION_S)
+                time.sleep(0.05)
+        return real(path, mode, model, language, device, progress, **kwargs)
+
+    monkeypatch.setattr(summarize, "recognise", recognise)
+    return runs
+
+
+def test_a_video_put_aside_stops_its_recognition(engine, media, tiny_en, tmp_path, monkeypatch):
+    _slow_first_run(monkeypatch)
+    store = JobStore(budget_bytes=2**30)
+    job, _ = store.summarize("page", engine, media.mp4, options(tiny_en, tmp_path), PROMPT)
+    pending = job.pending_speech
+    assert pending.running
+    store.drop("page")  # another upload on that page, or the page closed
+    pending._thread.join(timeout=5)
+    assert not pending.running
+
+
+def test_stop_stops_recognition_and_the_next_question_starts_it_again(
+    engine, media, tiny_en, tmp_path, monkeypatch
+):
+    runs = _slow_first_run(monkeypatch)
+    opts = options(tiny_en, tmp_path)
+    pending = start_transcript(media.mp4, opts)
+    job = open_video(engine, media.mp4, opts, PROMPT, transcript=pending)
+    cancel = threading.Event()
+    response = job.ask(PROMPT, cancel=cancel)
+    with pytest.raises(Cancelled):
+        for event in response:
+            if isinstance(event, Progress) and event.stage == "frames":
+                cancel.set()  # Stop while the frames are read
+    pending._thread.join(timeout=5)
+    assert not pending.running and not pending.done and job.pending_speech is pending
+    stats = job.ask(PROMPT).stats  # reads on from where it stopped, recognising again
+    assert len(runs) == 2
+    assert job.transcript is not None and "football" in spoken(job.session, engine).lower()
+    assert stats.prefill_tokens == job.plan.tokens - job.speech_reserved + job.speech_tokens
+
+
+def test_a_long_video_gets_each_part_its_own_recognised_lines(engine, media, tiny_en, tmp_path):
+    opts = options(tiny_en, tmp_path, max_context=1024)
+    opts = opts.replace(sampling={"fps": 4.0, "min_pixels": 160 * 128})
+    job = open_video(engine, media.mp4, opts, PROMPT, transcript=start_transcript(media.mp4, opts))
+    assert len(job.parts) >= 2 and job.pending_speech is not None
+    job.ask(PROMPT).stats  # noqa: B018
+    assert job.transcript is not None and job.pending_speech is None
+    for part in job.parts:
+        seg = part.segment
+        for segment in job.transcript.segments:
+            inside = seg.start <= segment.start and segment.end < seg.end
+            outside = segment.end <= seg.start or segment.start >= seg.end
+            if inside or outside:
+                assert (segment.text in part.speech) == inside, (seg, segment)

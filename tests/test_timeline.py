@@ -146,3 +146,54 @@ def test_tap_passes_the_frames_through_and_keeps_thumbnails_and_damage():
     assert thumbnails.times == [0.0, 2.0, 4.0] and tap.damage == "damaged after 00:03"
     with pytest.raises(ValueError):
         Thumbnails(interval_s=0)
+
+
+def test_speech_is_marked_under_the_chapters_each_mark_a_seek_link():
+    from qwen3vl_summarizer.speech import SpeechSegment
+
+    said = [SpeechSegment(2.0, 4.5, "Hello <there>"), SpeechSegment(30.0, 40.0, "later"),
+            SpeechSegment(40.1, 45.0, "close after")]  # fmt: skip
+    page = Elements(chapter_timeline(MARKDOWN, duration=100.0, speech=said))
+    marks = page.having("timeline-said")
+    assert [m["href"] for m in marks] == ["#t=2", "#t=30"], "marks closer than 0.3% of the video are one"
+    assert (
+        "left: 2.00%; width: 2.50%" in marks[0]["style"]
+        and "left: 30.00%; width: 15.00%" in marks[1]["style"]
+    )
+    assert marks[0]["aria-label"] == "Speech at 00:02: Hello <there>" and "and 1 more" in marks[1]["title"]
+    assert page.link_texts[3:5] == ["00:02", "00:30"], "the seek script asks about the mark's time"
+    # Without chapters: the note, and still the speech.
+    html = chapter_timeline("No times here.", duration=100.0, speech=said)
+    assert html.startswith(f'<p class="timeline-note">{NO_CHAPTERS_NOTE}</p>') and "timeline-said" in html
+    assert "timeline-speech" not in chapter_timeline(MARKDOWN, duration=100.0)
+
+
+def test_missing_thumbnails_are_read_like_reading_keeps_them(tmp_path):
+    """A feature-cache hit decodes no frame: the cards' frames are read by seeking, the same frames a read
+    would have kept (the first of each slot), and only those."""
+    from qwen3vl_summarizer.timeline import frame_reader
+    from tests.videos import read_index, write_video
+
+    video = tmp_path / "ten.mp4"
+    write_video(video, [i * 0.5 for i in range(20)], size=(128, 96))  # 10 s, frame i at i / 2 s
+    asked = []
+    reader = frame_reader(video, 1.0, (128, 96), start=2.0, end=8.0)
+
+    def read(t):
+        asked.append(t)
+        return reader(t)
+
+    markdown = "- [00:00] One\n- [00:03] Two\n- [00:06] Three\n"
+    read_while_summarising = Thumbnails(interval_s=2.0)
+    for t in (2.0, 3.0, 4.0, 5.0, 6.0, 7.0):
+        read_while_summarising.add(t, picture(int(t)))
+    expected = Elements(chapter_timeline(markdown, 10.0, read_while_summarising, end=8.0))
+    thumbnails = Thumbnails(interval_s=2.0)
+    page = Elements(chapter_timeline(markdown, 10.0, thumbnails, end=8.0, read_frame=read))
+    times = [a["data-t"] for tag, a in page.tags if tag == "img"]
+    assert times == [a["data-t"] for tag, a in expected.tags if tag == "img"] == ["2", "4", "6"]
+    assert asked == [0.0, 4.0, 6.0, 8.0], "slot 0 gives the range's first frame; slot 1 is then held"
+    assert thumbnails.times == [2.0, 4.0, 6.0]
+    image = next(a for tag, a in page.tags if tag == "img")["src"].removeprefix("data:image/jpeg;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(image))) as jpeg:
+        assert read_index(np.asarray(jpeg.convert("RGB").resize((128, 96)))) == 4, "the frame at 2 s"

@@ -7,6 +7,7 @@ import math
 import random
 import re
 import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -523,6 +524,26 @@ def test_parallel_chunks_with_open_gops(folder, small_chunks, ext):
         assert times[read_index(f.image)] == pytest.approx(f.t, abs=1e-3), f
 
 
+def test_parallel_read_ahead_is_bounded_for_a_slow_reader(folder, small_chunks, monkeypatch):
+    path = folder / "par_ahead.mp4"
+    write_video(path, [i / 10 for i in range(100)], options={"g": "5"}, size=(64, 48))
+    begun = []
+    sampler = video._Sampler
+
+    def counted(out, ks, stop=None):
+        begun.append(ks)
+        return sampler(out, ks, stop)
+
+    monkeypatch.setattr(video, "_Sampler", counted)
+    frames = iter(video.sample(path, fps=2.0, workers=3))
+    next(frames)  # the reader takes one frame, then dawdles while the workers run on
+    time.sleep(1.0)
+    assert len(small_chunks) == 1 and len(small_chunks[0]) > 10
+    assert len(begun) == 2 * 3  # twice the workers: chunks begun ahead, not all of them
+    rest = list(frames)
+    assert len(begun) == len(small_chunks[0]) and 1 + len(rest) == 20
+
+
 @needs_ffmpeg
 def test_without_a_keyframe_index_one_pass_is_used(folder, small_chunks):
     path = folder / "par_noindex.ts"
@@ -592,3 +613,11 @@ def test_an_error_in_a_worker_reaches_the_reader_in_order(folder, small_chunks, 
     assert [f.target for f in got] == [k / 2.0 for k in first_chunk]
     assert all(times[read_index(f.image)] == f.t for f in got)
     assert sampler_threads() == []
+
+
+def test_video_extensions_cover_what_pyav_reads_and_not_sound():
+    extensions = video.video_extensions()
+    assert {".mp4", ".mkv", ".webm", ".mov", ".avi", ".ts", ".m2ts", ".mts", ".flv", ".wmv"} <= set(
+        extensions
+    )
+    assert not {".m4a", ".mka", ".wma", ".txt", ".srt"} & set(extensions)
