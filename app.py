@@ -537,6 +537,9 @@ def transcript_markdown(job: VideoJob) -> str:
              f"{html.escape(s.text).replace('[', '&#91;')}" for s in transcript.segments]  # fmt: skip
     source = transcript.source.replace("asr:", "speech recognition, ").replace("sidecar:", "subtitle file ")
     source = source.replace("embedded:", "subtitles in the video, ")
+    if transcript.span is not None:  # a time range: only that part was listened to
+        first, last = (format_timestamp(t, hours) for t in transcript.span)
+        source += f" of {first}–{last} only"
     heading = f"*{len(transcript.segments)} lines from {source}" + (
         f" ({transcript.language})*" if transcript.language else "*"
     )

@@ -594,6 +594,8 @@ def _open(engine, path: Path, options: Options, prompt: str, args: argparse.Name
         options,
         _subtitle_file(args),
         on_progress=lambda done, total: progress.update("speech", int(done), int(total)),
+        start=args.start,
+        end=args.end,
     )
     progress.clear()
     if isinstance(transcript, PendingTranscript):

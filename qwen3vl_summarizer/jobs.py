@@ -88,7 +88,9 @@ class JobStore:
         info = probe(path)  # a file that is no video, or a range it cannot hold, fails before transcribing
         check_range(start, end, info.duration)
 
-        transcript = start_transcript(path, options, on_progress=on_speech, cancel=cancel)
+        transcript = start_transcript(
+            path, options, on_progress=on_speech, cancel=cancel, start=start, end=end
+        )
         try:
             job = open_video(engine, path, options, prompt, transcript=transcript, start=start, end=end)
         except BaseException:

@@ -87,10 +87,12 @@ class Transcript:
     source: str  # "sidecar:<file name>", "embedded:<codec>" or "asr:<model>"
     language: str | None = None  # as the source states it ("en", "eng"), None when unknown
     damage: str | None = None  # one line when the audio or subtitle stream was damaged, else None
+    span: tuple[float, float] | None = None  # the seconds recognised when not the whole file (a time range)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"segments": [{"start", "end", "text"}], "language", "source", "damage"}``."""
-        return {
+        """JSON-ready: ``{"segments": [{"start", "end", "text"}], "language", "source", "damage"}``, and
+        ``"span": [start, end]`` when only that part was recognised."""
+        data = {
             "segments": [
                 {"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text} for s in self.segments
             ],
@@ -98,6 +100,9 @@ class Transcript:
             "source": self.source,
             "damage": self.damage,
         }
+        if self.span is not None:
+            data["span"] = [round(t, 3) for t in self.span]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Transcript:
@@ -105,7 +110,9 @@ class Transcript:
         segments = tuple(
             SpeechSegment(float(s["start"]), float(s["end"]), str(s["text"])) for s in data["segments"]
         )
-        return cls(segments, data["source"], data.get("language"), data.get("damage"))
+        span = data.get("span")
+        span = (float(span[0]), float(span[1])) if span else None
+        return cls(segments, data["source"], data.get("language"), data.get("damage"), span)
 
     def between(self, start: float, end: float) -> list[SpeechSegment]:
         """The segments that overlap ``[start, end)`` seconds (a part of a long video)."""
@@ -138,8 +145,9 @@ def get_transcript(
     language: str | None = None,
     device: str = "auto",
     on_progress: Callable[[float, float], None] | None = None,
+    span: tuple[float, float | None] | None = None,
 ) -> Transcript | None:
-    """The best transcript of a video, or None when it has none.
+    """The best transcript of a video, or None when it has none (``span``: recognise only those seconds).
 
     ``mode``: ``"auto"`` tries a sidecar file, then an embedded subtitle stream, then speech recognition;
     ``"subtitles"`` stops before recognition; ``"asr"`` only recognises; ``"off"`` returns None.
@@ -157,7 +165,7 @@ def get_transcript(
         found = find_subtitles(video_path)
         if found is not None or mode == "subtitles":
             return found
-    return recognise(video_path, mode, model, language, device, on_progress)
+    return recognise(video_path, mode, model, language, device, on_progress, span=span)
 
 
 def recognise(
@@ -168,12 +176,15 @@ def recognise(
     device: str = "auto",
     on_progress: Callable[[float, float], None] | None = None,
     cpu_threads: int = 0,
+    span: tuple[float, float | None] | None = None,
 ) -> Transcript | None:
     """:func:`transcribe` under :func:`get_transcript`'s rules for ``mode``: a file without audio gives None;
     a missing speech model or undecodable audio is raised in ``"asr"`` mode, logged (one warning) and None
     otherwise. What ``on_progress`` raises (a cancel) is raised."""
     try:
-        return transcribe(video_path, model, language, device, on_progress, cpu_threads=cpu_threads)
+        return transcribe(
+            video_path, model, language, device, on_progress, cpu_threads=cpu_threads, span=span
+        )
     except NoAudioStreamError as e:
         logger.info("no transcript: %s", e)
         return None
@@ -586,6 +597,7 @@ def transcribe(
     on_progress: Callable[[float, float], None] | None = None,
     *,
     cpu_threads: int = 0,
+    span: tuple[float, float | None] | None = None,
 ) -> Transcript:
     """Recognise the speech of a video's (or an audio file's) main audio stream with faster-whisper.
 
@@ -594,6 +606,8 @@ def transcribe(
     to detect it. ``device``: ``"auto"``, ``"cpu"`` (int8) or ``"cuda"`` (float16).
     ``on_progress(done_seconds, total_seconds)`` is called as segments arrive, in audio seconds.
     ``cpu_threads``: CTranslate2's threads on the CPU (0: its default), to share the cores with other work.
+    ``span``: (start, end) seconds on the video clock (end None: to the end) to recognise only that part, as
+    for a summary of a time range; the segments keep the video's clock, and ``Transcript.span`` says so.
     Raises :class:`~qwen3vl_summarizer.errors.SpeechModelError` when the model cannot be had,
     :class:`~qwen3vl_summarizer.errors.OptionsError` for an unknown device or language.
     """
@@ -608,12 +622,15 @@ def transcribe(
     whisper = _load_model(model_path, device, COMPUTE_TYPES[device], cpu_threads)
     language = _check_language(language, whisper.supported_languages, name)
     audio = load_audio(path)
-    total = audio.duration
+    samples, offset, recognised = _span_of(audio, span)
+    total = len(samples) / SAMPLE_RATE
+    if not len(samples):  # a span where the audio has no samples
+        return Transcript((), f"asr:{name}", language, audio.damage, recognised)
     # Each 30 s window is decoded on its own (condition_on_previous_text=False): conditioned on the text
     # before it, tiny.en skipped whole sentences and repeated earlier ones on a 3-minute narration
     # (word error rate 0.19 against 0.05; bench/RESULTS_speech.md).
     pieces, info = whisper.transcribe(
-        audio.samples,
+        samples,
         language=language,
         vad_filter=True,
         word_timestamps=True,
@@ -624,11 +641,26 @@ def transcribe(
         if on_progress is not None:
             on_progress(min(float(piece.end), total), total)
         for start, end, text in _split_at_pauses(piece):
-            segments.append(SpeechSegment(max(0.0, start + audio.start), max(0.0, end + audio.start), text))
+            segments.append(SpeechSegment(max(0.0, start + offset), max(0.0, end + offset), text))
     if on_progress is not None:
         on_progress(total, total)
     logger.info("transcribed %.1f s of audio with %s: %d segments", total, name, len(segments))
-    return Transcript(tuple(segments), f"asr:{name}", info.language, audio.damage)
+    return Transcript(tuple(segments), f"asr:{name}", info.language, audio.damage, recognised)
+
+
+def _span_of(
+    audio: Audio, span: tuple[float, float | None] | None
+) -> tuple[np.ndarray, float, tuple[float, float] | None]:
+    """The samples of ``span`` (video-clock seconds; None: all), where they start on that clock, and the
+    span as recognised (None for the whole file). Decoding all of the audio costs little beside recognising
+    it (2 s for 10 minutes of AAC here); recognition is what the span saves."""
+    if span is None:
+        return audio.samples, audio.start, None
+    start, end = span
+    end = audio.start + audio.duration if end is None else end
+    first = min(len(audio.samples), max(0, round((start - audio.start) * SAMPLE_RATE)))
+    last = min(len(audio.samples), max(first, round((end - audio.start) * SAMPLE_RATE)))
+    return audio.samples[first:last], audio.start + first / SAMPLE_RATE, (float(start), float(end))
 
 
 def _split_at_pauses(piece: Any) -> list[tuple[float, float, str]]:

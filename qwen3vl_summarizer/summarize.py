@@ -585,12 +585,15 @@ def start_transcript(
     subtitle_file: str | os.PathLike | None = None,
     on_progress: Callable[[float, float], None] | None = None,
     cancel: threading.Event | None = None,
+    start: float = 0.0,
+    end: float | None = None,
 ) -> Transcript | PendingTranscript | None:
     """What is said in ``path``, now when that is quick (speech off, the transcript cache, subtitles, no
     audio), else a :class:`PendingTranscript` whose recognition has started (give it to
     :func:`open_video`). ``on_progress(done, total)`` and ``cancel`` apply to recognition done before
     returning (:data:`SPEECH_BESIDE_VIDEO` off); recognition beside the video reports in the job's events.
-    A cached transcript starts no thread."""
+    A cached transcript starts no thread. For a time range (``start``, ``end`` seconds) only that part is
+    recognised, unless the whole file's transcript is in the cache already; subtitles are read whole."""
     s = options.speech
     if not SPEECH_BESIDE_VIDEO or subtitle_file is not None or s.mode in ("off", "subtitles"):
 
@@ -600,7 +603,7 @@ def start_transcript(
             if on_progress is not None:
                 on_progress(done, total)
 
-        return transcript_for(path, options, subtitle_file, on_progress=progress)
+        return transcript_for(path, options, subtitle_file, on_progress=progress, start=start, end=end)
     folder, key = _transcript_slot(path, options, None)
     cached = _cached_transcript(folder, key, path)
     if cached is not None:
@@ -611,6 +614,12 @@ def start_transcript(
     info = probe(path)
     if not info.has_audio:
         return None
+    span = _asr_span(start, end, info.duration)
+    if span is not None:  # a part of the file: its own cache entry
+        folder, key = _transcript_slot(path, options, None, span)
+        cached = _cached_transcript(folder, key, path)
+        if cached is not None:
+            return cached
 
     def run(progress: Callable[[float, float], None]) -> Transcript | None:
         transcript = recognise(
@@ -621,13 +630,20 @@ def start_transcript(
             s.device,
             progress,
             cpu_threads=ASR_THREADS_BESIDE_VIDEO,
+            span=span,
         )
         _store_transcript(folder, key, transcript)
         return transcript
 
-    pending = PendingTranscript(run, info.duration)
+    pending = PendingTranscript(run, info.duration if span is None else span[1] - span[0])
     pending.start()
     return pending
+
+
+def _asr_span(start: float, end: float | None, duration: float) -> tuple[float, float] | None:
+    """The seconds to recognise for a time range, None for the whole file."""
+    end = duration if end is None else min(end, duration)
+    return None if start <= 0 and end >= duration else (max(0.0, start), end)
 
 
 def transcript_for(
@@ -635,9 +651,12 @@ def transcript_for(
     options: Options,
     subtitle_file: str | os.PathLike | None = None,
     on_progress: Callable[[float, float], None] | None = None,
+    start: float = 0.0,
+    end: float | None = None,
 ) -> Transcript | None:
     """What is said in ``path`` as ``options.speech`` asks (None for ``off``, or a video without speech),
-    from the transcript cache when the same file was transcribed the same way before."""
+    from the transcript cache when the same file was transcribed the same way before. Recognition covers
+    only ``start``..``end`` seconds (a time range) unless the whole file's transcript is cached."""
     s = options.speech
     if s.mode == "off" and subtitle_file is None:
         return None
@@ -645,21 +664,35 @@ def transcript_for(
     cached = _cached_transcript(folder, key, path)
     if cached is not None:
         return cached
+    span = None
+    if start > 0 or end is not None:
+        span = _asr_span(start, end, probe(path).duration)
+        if span is not None:
+            folder, key = _transcript_slot(path, options, subtitle_file, span)
+            cached = _cached_transcript(folder, key, path)
+            if cached is not None:
+                return cached
     transcript = get_transcript(
-        path, s.mode, subtitle_file, s.model, s.language or None, s.device, on_progress=on_progress
+        path, s.mode, subtitle_file, s.model, s.language or None, s.device, on_progress=on_progress, span=span
     )
     _store_transcript(folder, key, transcript)
     return transcript
 
 
 def _transcript_slot(
-    path: str | os.PathLike, options: Options, subtitle_file: str | os.PathLike | None
+    path: str | os.PathLike,
+    options: Options,
+    subtitle_file: str | os.PathLike | None,
+    span: tuple[float, float] | None = None,
 ) -> tuple[Path | None, str]:
-    """The transcript cache's folder (None when the cache is off) and the key of this file read this way."""
+    """The transcript cache's folder (None when the cache is off) and the key of this file read this way
+    (of only ``span`` seconds of it, when given)."""
     s = options.speech
     if not options.cache.enabled:
         return None, ""
     parts = [file_fingerprint(path), s.mode, s.model, s.language, s.device]
+    if span is not None:
+        parts.append(f"span {span[0]:.3f} {span[1]:.3f}")
     if subtitle_file is not None:
         parts.append(file_fingerprint(subtitle_file))
     elif s.mode in ("auto", "subtitles"):

@@ -336,3 +336,27 @@ def test_a_long_video_gets_each_part_its_own_recognised_lines(engine, media, tin
             outside = segment.end <= seg.start or segment.start >= seg.end
             if inside or outside:
                 assert (segment.text in part.speech) == inside, (seg, segment)
+
+
+def test_a_time_range_recognises_only_its_own_speech(engine, media, tiny_en, tmp_path, monkeypatch):
+    opts = options(tiny_en, tmp_path)
+    start, end = 7.0, 15.0  # the second sentence (at 9 s) only
+    job, response = JobStore(budget_bytes=2**30).summarize(
+        "page", engine, media.mp4, opts, PROMPT, start=start, end=end
+    )
+    events = list(response)
+    transcript = job.transcript
+    assert transcript.span == (start, end)
+    said = " ".join(s.text for s in transcript.segments).lower()
+    assert "football" in said and "weather" not in said and "lights" not in said
+    assert abs(transcript.segments[0].start - SENTENCES[1].at) <= 1.0  # on the video's clock
+    heard = [(e.done, e.total) for e in events if isinstance(e, Progress) and e.stage == "speech"]
+    assert heard[-1] == (end - start, end - start)  # the range's seconds were listened to, not the file's
+    assert "football" in spoken(job.session, engine).lower()
+    assert Transcript.from_dict(transcript.to_dict()) == transcript  # the span survives the cache
+    # The same range again comes from the cache; the whole file is not taken from the range's transcript.
+    started = []
+    monkeypatch.setattr(summarize.PendingTranscript, "start", lambda self: started.append(self.progress))
+    assert start_transcript(media.mp4, opts, start=start, end=end) == transcript and not started
+    assert isinstance(start_transcript(media.mp4, opts), summarize.PendingTranscript)
+    assert started == [(0.0, pytest.approx(narration.DURATION_S, abs=0.5))]  # the whole file, afresh
