@@ -4,6 +4,7 @@
     python bench/bench_speech.py --model base --minutes 30    # any faster-whisper size, hub id or folder
     python bench/bench_speech.py --device cuda --model large-v3-turbo
     python bench/bench_speech.py --first-turn --minutes 10       # what speech adds to the first turn
+    python bench/bench_speech.py --cpu-threads 4 2 1             # recognition alone, by CTranslate2 threads
 
 The narration (sentences from tests/narration.py and a few more, one after another with pauses) is made
 once under --cache as AAC in an M4A file. Reported: decode time (PyAV, 16 kHz mono), the first call on a
@@ -186,6 +187,27 @@ def first_turn(args: argparse.Namespace) -> None:
     )
 
 
+def compare_threads(args: argparse.Namespace) -> None:
+    """Recognition alone with each ``--cpu-threads`` value, two rounds, one JSON line a run."""
+    path, _ = make_narration(args.minutes, args.cache)
+    warm, _ = make_narration(0.1, args.cache)
+    for threads in args.cpu_threads:  # load each model once before timing
+        speech.transcribe(warm, model=args.model, device=args.device, cpu_threads=threads)
+    for rnd in range(2):
+        for threads in args.cpu_threads:
+            t0, c0 = time.perf_counter(), time.process_time()
+            result = speech.transcribe(path, model=args.model, device=args.device, cpu_threads=threads)
+            row = {
+                "round": rnd,
+                "cpu_threads": threads or speech.CPU_THREADS,
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "cpu_s": round(time.process_time() - c0, 1),
+                "segments": len(result.segments),
+                "load_average": round(os.getloadavg()[0], 2),
+            }
+            print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -196,11 +218,22 @@ def main() -> None:
     parser.add_argument(
         "--asr-threads", type=int, nargs="+", default=[1, 2], help="CTranslate2 threads beside the video"
     )
+    parser.add_argument(
+        "--cpu-threads",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="recognition alone: CTranslate2 threads, one run each, alternating over two rounds when several "
+        "(0: speech.CPU_THREADS)",
+    )
     args = parser.parse_args()
     if args.first_turn:
         first_turn(args)
         return
 
+    if args.cpu_threads != [0]:
+        compare_threads(args)
+        return
     path, truth = make_narration(args.minutes, args.cache)
     t0, c0 = time.perf_counter(), time.process_time()
     audio = speech.load_audio(path)

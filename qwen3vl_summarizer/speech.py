@@ -67,6 +67,10 @@ MODES = ("auto", "subtitles", "asr", "off")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_MODELS = {"cuda": "large-v3-turbo", "cpu": "base"}  # model="auto", by device
 COMPUTE_TYPES = {"cuda": "float16", "cpu": "int8"}
+# CTranslate2 threads on the CPU unless told: half the cores, at most its own default of 4. Its 4 on the
+# 2-core machine took 26-28 s for 10 minutes of narration with tiny.en, 2 threads the same, 1 thread 15 s
+# (bench/RESULTS_speech.md, "CPU threads on their own").
+CPU_THREADS = max(1, min(4, (os.cpu_count() or 2) // 2))
 SUBTITLE_SUFFIXES = (".srt", ".vtt")
 TEXT_SUBTITLE_CODECS = ("subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text")
 
@@ -605,7 +609,8 @@ def transcribe(
     ``"small"``, a hub id, or a local CTranslate2 folder. ``language``: a Whisper language code, or None
     to detect it. ``device``: ``"auto"``, ``"cpu"`` (int8) or ``"cuda"`` (float16).
     ``on_progress(done_seconds, total_seconds)`` is called as segments arrive, in audio seconds.
-    ``cpu_threads``: CTranslate2's threads on the CPU (0: its default), to share the cores with other work.
+    ``cpu_threads``: CTranslate2's threads on the CPU (0: :data:`CPU_THREADS`), to share the cores with other
+    work.
     ``span``: (start, end) seconds on the video clock (end None: to the end) to recognise only that part, as
     for a summary of a time range; the segments keep the video's clock, and ``Transcript.span`` says so.
     Raises :class:`~qwen3vl_summarizer.errors.SpeechModelError` when the model cannot be had,
@@ -619,7 +624,7 @@ def transcribe(
     device = _pick_device() if device == "auto" else device
     name = DEFAULT_MODELS[device] if model == "auto" else model
     model_path = _resolve_model(name)
-    whisper = _load_model(model_path, device, COMPUTE_TYPES[device], cpu_threads)
+    whisper = _load_model(model_path, device, COMPUTE_TYPES[device], cpu_threads or CPU_THREADS)
     language = _check_language(language, whisper.supported_languages, name)
     audio = load_audio(path)
     samples, offset, recognised = _span_of(audio, span)
