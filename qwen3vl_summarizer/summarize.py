@@ -42,6 +42,7 @@ from .options import Options
 from .plan import Geometry, Plan, Segment, check_range, describe_range, plan_video, speech_token_bound
 from .prompts import load_prompt
 from .speech import (
+    CPU_THREADS,
     SpeechSegment,
     Transcript,
     find_sidecar,
@@ -72,10 +73,10 @@ PARTS_HEADING = "## Notes by part"
 # False: recognise first and plan with the exact transcript (the old path; bench_speech.py --first-turn
 # compares both).
 SPEECH_BESIDE_VIDEO = True
-# CTranslate2 threads of recognition beside the video: half the cores, torch keeping its own (all of
-# them). faster-whisper's default is 4 threads, which with torch's 2 oversubscribed a 2-core machine;
-# measured in bench/RESULTS_speech.md ("CPU threads").
-ASR_THREADS_BESIDE_VIDEO = max(1, (os.cpu_count() or 2) // 2)
+# CTranslate2 threads of recognition beside the video: speech.CPU_THREADS (half the cores, at most 4), as
+# alone, torch keeping its own. faster-whisper's default of 4 threads with torch's 2 oversubscribed a
+# 2-core machine; measured in bench/RESULTS_speech.md ("CPU threads").
+ASR_THREADS_BESIDE_VIDEO = CPU_THREADS
 SPEECH_POLL_S = 0.25  # how often a wait for the transcript reports progress and looks at the cancel event
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _WORD = re.compile(r"\w{3,}")
