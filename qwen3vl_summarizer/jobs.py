@@ -162,3 +162,38 @@ class JobStore:
             job.release()
             total -= job.plan.kv_cache_bytes
             log.info("released the KV cache of %s (memory budget)", key)
+
+
+class Cancels:
+    """Each key's cancel event for the work it runs now (a browser session's Stop button sets it)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def new(self, key: str) -> threading.Event:
+        """A fresh event for the work this key starts now."""
+        event = threading.Event()
+        with self._lock:
+            self._events[key] = event
+        return event
+
+    def running(self, key: str) -> bool:
+        """Whether work that this key started still runs (its event is not set)."""
+        with self._lock:
+            event = self._events.get(key)
+        return event is not None and not event.is_set()
+
+    def stop(self, key: str) -> bool:
+        """Set the key's event; False when none was running."""
+        with self._lock:
+            event = self._events.get(key)
+        running = event is not None and not event.is_set()
+        if event is not None:
+            event.set()
+        return running
+
+    def forget(self, key: str) -> None:
+        self.stop(key)
+        with self._lock:
+            self._events.pop(key, None)

@@ -1,36 +1,24 @@
-"""A chapter timeline for the page: a bar with one clickable span per chapter, and a card per chapter with
-a thumbnail of the sampled frame nearest its start, its title and its start–end.
+"""Thumbnails of the frames a session reads, for the page's chapter timeline (drawn by ``web/render.py``).
 
-Thumbnails come from the frames the model reads, as they are read: :meth:`Thumbnails.tap` wraps the frame
-stream a session iterates and keeps a small JPEG of at most one frame per ``interval_s`` (the first frame
-in each slot of that length), so there is no second decode and memory stays bounded (MAX_THUMBNAILS
-slots, MAX_THUMBNAIL_BYTES in all). A session whose vision features came from the feature cache decodes
-no frame: then :func:`frame_reader` seeks to the few frames the chapters need (one per chapter at most).
-
-Under the chapter bar, a thinner track marks where speech is (the transcript's segments), each mark a link
-to its time.
-
-Every link is ``href="#t=SECONDS"``, the anchor the page's seek script already handles; a link's text is
-the chapter's start time, so the seek pre-fills the question box with "What is happening at 03:10?".
+:meth:`Thumbnails.tap` wraps the frame stream a session iterates and keeps a small JPEG of at most one frame
+per ``interval_s`` (the first frame in each slot of that length), so there is no second decode and memory
+stays bounded (MAX_THUMBNAILS slots, MAX_THUMBNAIL_BYTES in all). A session whose vision features came from
+the feature cache decodes no frame: then :meth:`Thumbnails.fill` has :func:`frame_reader` seek to the few
+frames the chapters need (one per chapter at most).
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import logging
 import math
 import os
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
 from .errors import SummarizerError
-from .export import Chapter, parse_chapters
-from .timestamps import SECONDS_PER_HOUR, SEEK_ANCHOR, format_seek, format_timestamp
 from .video import Frame, sample
 
 log = logging.getLogger(__name__)
@@ -40,47 +28,7 @@ THUMBNAIL_QUALITY = 70  # JPEG quality: ~4-8 KB at 160x90
 MAX_THUMBNAILS = 240  # per video: a long video keeps one frame per (duration / MAX_THUMBNAILS) seconds
 MIN_THUMBNAIL_INTERVAL_S = 2.0  # seconds: never more than one thumbnail per this long
 MAX_THUMBNAIL_BYTES = 4 * 2**20  # JPEG bytes kept per video at most; later frames are not kept
-# Span and card colours, cycled (a colour-blind-safe palette: Okabe-Ito, minus black and yellow).
-CHAPTER_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#7F7F7F")
-NO_SUMMARY_NOTE = "Chapters appear here once the video is summarised."
-NO_CHAPTERS_NOTE = "No chapters: the summary gives no chapter times, so there is no timeline."
-MIN_SPAN_PERCENT = 0.4  # a chapter shorter than this share of the video still gets a visible span
-MERGE_SPEECH_PERCENT = 0.3  # speech marks closer than this share of the video are drawn as one
-MAX_FRAMES_READ = 32  # frames decoded for missing thumbnails per timeline, at most
-
-# Styles of the rendered HTML, for the component that shows it (gr.HTML's css_template). Card titles use
-# the regular weight: Gradio's semibold web font drew some letters of them in another face in Chromium.
-TIMELINE_CSS = """
-.timeline-note { margin: 4px 0; color: var(--body-text-color-subdued); font-size: 0.9em; }
-.timeline-bar { position: relative; height: 22px; margin: 6px 0 10px; border-radius: 4px;
-  background: var(--neutral-200, #e5e7eb); overflow: hidden; }
-.timeline-span { position: absolute; top: 0; bottom: 0; display: block; box-sizing: border-box;
-  border-right: 2px solid var(--background-fill-primary, #fff); color: #fff; font-size: 11px;
-  line-height: 22px; padding: 0 4px; overflow: hidden; white-space: nowrap; text-overflow: ellipsis;
-  text-decoration: none; cursor: pointer; }
-.timeline-span::before { content: attr(data-title); }
-.timeline-span:hover, .timeline-span:focus-visible { filter: brightness(1.15); outline: 2px solid #000;
-  outline-offset: -2px; }
-.timeline-speech { position: relative; height: 8px; margin: -6px 0 10px; border-radius: 2px;
-  background: var(--neutral-100, #f3f4f6); overflow: hidden; }
-.timeline-said { position: absolute; top: 0; bottom: 0; display: block; min-width: 2px;
-  background: var(--neutral-500, #6b7280); }
-.timeline-said:hover, .timeline-said:focus-visible { background: #000; }
-.timeline-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
-.timeline-cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 8px;
-  list-style: none; margin: 0; padding: 0; max-height: 420px; overflow-y: auto; }
-.timeline-card { position: relative; border-radius: 6px; border: 1px solid var(--border-color-primary, #ddd);
-  border-top-width: 4px; overflow: hidden; background: var(--background-fill-secondary, #fafafa); }
-.timeline-card:hover { box-shadow: 0 1px 6px rgba(0, 0, 0, 0.2); }
-.timeline-card img, .timeline-card .timeline-blank { display: block; width: 100%; aspect-ratio: 16 / 9;
-  object-fit: cover; background: var(--neutral-300, #d1d5db); }
-.timeline-card .timeline-text { display: block; padding: 4px 6px 6px; font-size: 12px; line-height: 1.3; }
-.timeline-card .timeline-title { display: block; font-size: 13px; color: var(--body-text-color, #111);
-  max-height: 2.6em; overflow: hidden; }
-.timeline-card a { padding: 0; text-decoration: none; color: var(--link-text-color, #2563eb);
-  font-variant-numeric: tabular-nums; }
-.timeline-card a::after { content: ""; position: absolute; inset: 0; }
-"""
+MAX_FRAMES_READ = 32  # frames decoded for missing thumbnails per fill, at most
 
 
 class Thumbnails:
@@ -133,6 +81,16 @@ class Thumbnails:
         i = bisect_left([time for time, _ in items], t)
         candidates = items[max(0, i - 1) : i + 1]
         return min(candidates, key=lambda item: (abs(item[0] - t), -item[0]))
+
+    def fill(self, starts: Iterable[float], read_frame: Callable[[float], Frame | None]) -> None:
+        """Decode (``read_frame``, :func:`frame_reader`) the frames that thumbnails of ``starts`` (seconds,
+        e.g. chapter starts) need and that reading did not keep: the first of the slot of each start and of
+        the next slot, as reading keeps them; at most MAX_FRAMES_READ frames."""
+        slots = sorted({math.floor(t / self.interval_s) + i for t in starts for i in (0, 1)})
+        missing = [t for t in (slot * self.interval_s for slot in slots) if not self.covers(t)]
+        for t in missing[:MAX_FRAMES_READ]:
+            if not self.covers(t) and (frame := read_frame(t)) is not None:
+                self.add(frame.t, frame.image)
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -187,120 +145,3 @@ def frame_reader(
             return None
 
     return read
-
-
-# --- rendering ------------------------------------------------------------------------------------------
-
-
-class Said(Protocol):
-    """A stretch of speech (a transcript's segment): seconds on the video's clock, and its words."""
-
-    start: float
-    end: float
-    text: str
-
-
-def chapter_timeline(
-    markdown: str,
-    duration: float,
-    thumbnails: Thumbnails | None = None,
-    *,
-    end: float | None = None,
-    speech: Sequence[Said] = (),
-    read_frame: Callable[[float], Frame | None] | None = None,
-) -> str:
-    """The timeline of a summary's chapters (:func:`~.export.parse_chapters`) on a video of ``duration``
-    seconds, as HTML. ``end``: where the summarised range ends, when it is not the video's end (the last
-    chapter ends there). ``speech``: the transcript's segments, marked under the chapters. ``read_frame``
-    (:func:`frame_reader`): decodes the frames a chapter's card needs that were not kept while reading
-    (the first of the thumbnail slot of its start and of the next slot, as reading keeps them; at most
-    MAX_FRAMES_READ frames); they are kept in ``thumbnails``."""
-    chapters, _ = parse_chapters(markdown, duration if end is None else end)
-    if thumbnails is not None and read_frame is not None:
-        slots = sorted({math.floor(c.start / thumbnails.interval_s) + i for c in chapters for i in (0, 1)})
-        missing = [t for t in (slot * thumbnails.interval_s for slot in slots) if not thumbnails.covers(t)]
-        for t in missing[:MAX_FRAMES_READ]:
-            if not thumbnails.covers(t) and (frame := read_frame(t)) is not None:
-                thumbnails.add(frame.t, frame.image)
-    return render_timeline(chapters, duration, thumbnails, speech)
-
-
-def speech_track(speech: Sequence[Said], duration: float) -> str:
-    """HTML: a thin bar with a mark where each stretch of speech is (marks closer than
-    MERGE_SPEECH_PERCENT of the video drawn as one), each a link to its start; "" without speech."""
-    if not speech or not duration > 0:
-        return ""
-    hours = duration >= SECONDS_PER_HOUR
-    merged: list[list] = []  # [start, end, first text, how many]
-    for said in sorted(speech, key=lambda s: s.start):
-        if merged and (said.start - merged[-1][1]) / duration * 100 < MERGE_SPEECH_PERCENT:
-            merged[-1][1] = max(merged[-1][1], said.end)
-            merged[-1][3] += 1
-        else:
-            merged.append([said.start, said.end, said.text, 1])
-    marks = []
-    for start, stop, text, count in merged:
-        left = min(100.0, max(0.0, start / duration * 100))
-        width = min(100.0 - left, max(0.0, (stop - start) / duration * 100))
-        when = format_timestamp(start, hours)
-        words = html.escape(text + (f" (and {count - 1} more)" if count > 1 else ""))
-        marks.append(
-            f'<a class="timeline-said" href="{SEEK_ANCHOR}{format_seek(start)}" title="{when} {words}" '
-            f'aria-label="Speech at {when}: {words}" style="left: {left:.2f}%; width: {width:.2f}%;">'
-            f'<span class="timeline-hidden">{when}</span></a>'
-        )
-    return f'<div class="timeline-speech" role="group" aria-label="Speech">{"".join(marks)}</div>'
-
-
-def render_timeline(
-    chapters: list[Chapter],
-    duration: float,
-    thumbnails: Thumbnails | None = None,
-    speech: Sequence[Said] = (),
-) -> str:
-    """HTML: a bar with one span per chapter placed at ``start / duration`` (left) and as wide as its
-    share of the video, the speech marks (:func:`speech_track`), then one card per chapter; every span,
-    mark and card seeks the player to its start. Without chapters, a one-line note (and the speech)."""
-    said = speech_track(speech, duration)
-    if not chapters or not duration > 0:
-        return note_html(NO_CHAPTERS_NOTE) + (f'<nav class="timeline" aria-label="Timeline">{said}</nav>'
-                                               if said else "")  # fmt: skip
-    hours = max(duration, *(c.end for c in chapters)) >= SECONDS_PER_HOUR
-    spans, cards = [], []
-    for i, chapter in enumerate(chapters):
-        colour = CHAPTER_COLOURS[i % len(CHAPTER_COLOURS)]
-        left = min(100.0, max(0.0, chapter.start / duration * 100))
-        width = min(100.0 - left, max(MIN_SPAN_PERCENT, (chapter.end - chapter.start) / duration * 100))
-        start = format_timestamp(chapter.start, hours)
-        when = f"{start}–{format_timestamp(chapter.end, hours)}"
-        title = html.escape(chapter.title)
-        href = f"{SEEK_ANCHOR}{format_seek(chapter.start)}"
-        spans.append(
-            f'<a class="timeline-span" href="{href}" data-title="{title}" title="{title} ({when})" '
-            f'aria-label="Chapter {i + 1}: {title}, play from {start}" '
-            f'style="left: {left:.2f}%; width: {width:.2f}%; background: {colour};">'
-            f'<span class="timeline-hidden">{start}</span></a>'
-        )
-        thumbnail = thumbnails.nearest(chapter.start) if thumbnails is not None else None
-        picture = (
-            f'<img src="data:image/jpeg;base64,{base64.b64encode(thumbnail[1]).decode()}" alt="" '
-            f'data-t="{format_seek(thumbnail[0])}">'
-            if thumbnail is not None
-            else '<span class="timeline-blank"></span>'
-        )
-        cards.append(
-            f'<li class="timeline-card" style="border-top-color: {colour};">{picture}'
-            f'<span class="timeline-text"><span class="timeline-title">{title}</span>'
-            f'<a href="{href}" aria-label="Play {title} from {start}">{start}</a>'
-            f"–{format_timestamp(chapter.end, hours)}</span></li>"
-        )
-    return (
-        f'<nav class="timeline" aria-label="Chapters">'
-        f'<div class="timeline-bar">{"".join(spans)}</div>{said}'
-        f'<ol class="timeline-cards">{"".join(cards)}</ol></nav>'
-    )
-
-
-def note_html(text: str) -> str:
-    """The timeline's place when there is no timeline: one line saying why."""
-    return f'<p class="timeline-note">{html.escape(text)}</p>'

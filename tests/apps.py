@@ -72,11 +72,12 @@ class Served:
 
 
 def serve(model_dir: Path):
-    """Start the app on a free port; yields a :class:`Served`, closes the app after."""
+    """Start the app on a free port; yields a :class:`Served`, closes the app after. Gradio's own errors
+    carry their message (``show_error``), so that a test tells Gradio's refusal from a crash."""
     options = tiny_options(model_dir)
     state = app.AppState(options)
     demo = app.build_demo(options, state)
-    app.launch(demo, options, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, options, prevent_thread_lock=True, quiet=True, show_error=True)
     try:
         yield Served(f"http://127.0.0.1:{options.server.port}/", state, options)
     finally:

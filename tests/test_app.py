@@ -14,9 +14,11 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
+from qwen3vl_summarizer.export import FORMATS, get_writer
 from qwen3vl_summarizer.video import probe
 from tests.apps import PROMPT, Served, tiny_options
 from tests.videos import write_video
+from web import handlers, render
 
 
 def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
@@ -57,12 +59,18 @@ def test_summary_streams_then_follow_ups_reuse_the_cached_video(served: Served, 
     summary, status, stats, chat, files, *_ = outputs[-1]
     transcripts = [o[5] for o in outputs if isinstance(o[5], str)]
     assert any("no audio track" in t for t in transcripts), "the page says why no speech was used"
-    # Every registered format that has something to hold; the chapter tracks only if the noise has times.
-    suffixes = {Path(f).suffix for f in files}
-    assert {".md", ".json"} <= suffixes <= {".md", ".json", ".srt", ".vtt", ".txt"}
+    # Every registered format that has something to hold; the chapter tracks only if the noise has times,
+    # and no transcript (the video has no audio). The status names each chapter format left out.
+    written = {Path(f).name.split(".summary.", 1)[1] for f in files}
+    extensions = {get_writer(f).extension: get_writer(f).description for f in FORMATS}
+    chapter_formats = [e for e in extensions if e not in ("md", "json") and not e.startswith("transcript")]
+    assert {"md", "json"} <= written <= {"md", "json", *chapter_formats}
     assert all(Path(f).read_text(encoding="utf-8").strip() not in ("", "WEBVTT") for f in files)
-    if len(files) < 5:
-        assert "no SRT chapters" in status or "SRT" not in str(suffixes), "a format left out is named"
+    left_out = [extensions[e] for e in chapter_formats if e not in written]
+    if left_out:
+        assert f" · no {', '.join(left_out)} to download: the summary has no chapter times" in status
+    else:
+        assert "to download" not in status
     assert status.startswith("Done") and stats["read_video"] is True
     opened = served.state.jobs.get(client.session_hash)
     video_tokens = opened.session.media_tokens
@@ -105,10 +113,10 @@ def test_stop_cancels_and_leaves_the_session_usable(served: Served, media) -> No
     job = served.summarize(client, media.short)
     for output in job:
         if output[0]:  # the first streamed text: the model is writing
-            assert client.predict(api_name="/stop") == app.STOPPED
+            assert client.predict(api_name="/stop") == handlers.STOPPED
             break
     final = job.result()
-    assert final[1] == app.STOPPED, "the handler saw the cancel and said so"
+    assert final[1] == handlers.STOPPED, "the handler saw the cancel and said so"
     session = served.state.jobs.get(client.session_hash).session
     assert session.turns == [], "the stopped summary turn was dropped"
 
@@ -181,7 +189,7 @@ def test_plan_line_and_image_description(served: Served, media) -> None:
     assert "4 frames at" in plan
     # The plan needs no model (the sliders redraw it live; the browser test moves one).
     faster = served.options.replace(sampling={"fps": 2.0})
-    assert "8 frames at" in app.plan_line(probe(media.short), faster, PROMPT, None)
+    assert "8 frames at" in render.plan_line(probe(media.short), faster, PROMPT, None)
     text = client.predict(
         handle_file(str(media.image)), "Describe it.", served.options.model.id, api_name="/describe_image"
     )
@@ -259,7 +267,7 @@ def test_a_time_range_is_planned_and_summarised_on_the_videos_clock(served: Serv
     assert job.session.timestamps == [4.0, 5.0, 6.0, 7.0], "only the range, on the video's clock"
     # The timeline of the finished summary (the tiny model's noise has no chapters: a one-line note), and
     # thumbnails of the frames read, for when it has.
-    assert outputs[0][-1] == app.note_html(app.NO_SUMMARY_NOTE) and timeline == app.timeline_html(job)
+    assert outputs[0][-1] == render.note_html(render.NO_SUMMARY_NOTE) and timeline == render.timeline_html(job)
     assert job.thumbnails.times == [4.0, 6.0]
     # Another range reads again; a range the video cannot hold, or a time that is not one, is one message.
     served.summarize(client, video, start="6").result()

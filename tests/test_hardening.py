@@ -19,11 +19,15 @@ from qwen3vl_summarizer.errors import OptionsError
 from qwen3vl_summarizer.jobs import JobStore
 from tests.apps import PROMPT, Served, tiny_options
 from tests.videos import write_video
+from web import policy, render
+
+NOT_AN_UPLOAD = "only files uploaded through this page can be read: upload the file again"
 
 
-def call(served: Served, api: str, data: list | str, timeout: float = 120) -> list:
+def call(served: Served, api: str, data: list | str, timeout: float = 120) -> list | dict:
     """A raw /gradio_api/call request, as a script without gradio_client would make it (``data`` may be
-    the JSON text itself); the final data, or the raw answer when the call failed."""
+    the JSON text itself); the final data, or Gradio's error (``{"error": message, ...}``) when it failed,
+    or the raw answer when it sent neither."""
     body = data if isinstance(data, str) else json.dumps(data)
     with httpx.Client(base_url=served.url, timeout=timeout) as http:
         posted = http.post(
@@ -34,6 +38,8 @@ def call(served: Served, api: str, data: list | str, timeout: float = 120) -> li
         event = posted.json()["event_id"]
         text = http.get(f"gradio_api/call/{api}/{event}").text
     lines = [line.removeprefix("data: ") for line in text.splitlines() if line.startswith("data: ")]
+    if "event: error" in text:
+        return json.loads(lines[-1]) if lines and lines[-1] != "null" else {"error": None}
     return json.loads(lines[-1]) if lines and lines[-1] != "null" else [text]
 
 
@@ -45,30 +51,26 @@ def clip(tmp_path_factory) -> Path:
 
 
 def test_only_uploaded_files_are_read(served: Served, clip: Path, tmp_path: Path) -> None:
-    """A path the client names (not uploaded through this server) is refused, existing or not, the same way."""
+    """A path the client names (not uploaded through this server) is refused, existing or not, the same way:
+    by this app's own check, or earlier by Gradio's (whose message the test server shows)."""
     picture = tmp_path / "server-side.png"
     Image.fromarray(np.full((32, 32, 3), 9, np.uint8)).save(picture)
     for path in (str(picture), "/etc/passwd", "/no/such/file.png", str(clip)):
-        described = str(
-            call(served, "describe_image", [{"path": path}, "Describe.", served.options.model.id])
-        )
-        # Refused by this app, or earlier by Gradio's own checks: never described, and the same answer for a
-        # file that exists as for one that does not.
-        assert "only files uploaded through this page" in described or "'error'" in described, path
-        assert "Loading the model" not in described
+        described = call(served, "describe_image", [{"path": path}, "Describe.", served.options.model.id])
+        # The image input hands a file it cannot open to the handler: the handler's own check refuses it.
+        assert described == [f"**Error:** {NOT_AN_UPLOAD}"], path
+    # Without Gradio's file metadata, Gradio refuses the file before any handler runs.
     for path in (str(clip), "/etc/passwd"):
         for api, data in (
-            ("summarize", [{"path": path}, PROMPT, 1.0, True, 8192, served.options.model.id]),
-            ("video", [{"path": path}, 1.0, True, 8192, PROMPT]),
+            ("summarize", [{"path": path}, PROMPT, 1.0, True, 8192, served.options.model.id, "auto", "", "", ""]),
+            ("video", [{"path": path}, 1.0, True, 8192, PROMPT, "", ""]),
         ):
-            answer = str(call(served, api, data))
-            assert "only files uploaded through this page" in answer or "'error'" in answer, (api, path)
-            assert "Duration" not in answer and "Done" not in answer, (api, path)
-    # With Gradio's file metadata, as its own client sends it, the path still has to be an upload.
+            answer = call(served, api, data)
+            assert "The 'meta' field must be explicitly provided" in answer["error"], (api, path, answer)
+    # With it, as Gradio's own client sends it, the path still has to be an upload.
     meta = {"meta": {"_type": "gradio.FileData"}}
-    answer = str(call(served, "video", [{"path": str(clip), **meta}, 1.0, True, 8192, PROMPT]))
-    assert "only files uploaded through this page" in answer or "'error'" in answer
-    assert "Duration" not in answer
+    answer = call(served, "video", [{"path": str(clip), **meta}, 1.0, True, 8192, PROMPT, "", ""])
+    assert answer["error"] == f"Cannot move {clip} to the gradio cache dir because it was not uploaded by a user."
 
 
 def test_an_image_bomb_is_refused_before_decoding(served: Served, tmp_path: Path) -> None:
@@ -102,8 +104,10 @@ def test_long_or_broken_text_is_refused_at_once(served: Served, clip: Path) -> N
 
 def test_an_api_client_keeps_its_video_across_calls_with_the_job_id(served: Served, clip: Path) -> None:
     """Each /call is its own session; the job id that /summarize returns carries the video to /chat."""
-    outputs = list(served.summarize(served.client(), clip))
-    job_id = next(o[6] for o in outputs if isinstance(o[6], str) and o[6])
+    first = served.client()
+    job_id = first.predict(handle_file(str(clip)), PROMPT, 1.0, True, 8192, served.options.model.id, "auto", "", "",
+                           "", api_name="/summarize")[6]  # fmt: skip
+    assert isinstance(job_id, str) and job_id == served.state.jobs.token_for(first.session_hash)
     later = served.client()  # a new session, as every raw HTTP call is
     answer = list(later.submit("What happens at 0:01?", [], job_id, api_name="/chat"))
     history = answer[-1][1]
@@ -120,7 +124,7 @@ def test_model_choice_is_the_operators(tiny_model_dir: Path) -> None:
     state = app.AppState(options)
     assert state.model_for("") == str(tiny_model_dir) and state.model_for("Qwen/Qwen3-VL-4B-Instruct")
     for model in ("/etc/shadow", "someone/huge-model", "../models"):
-        with pytest.raises(app.ModelNotOffered, match="this server offers these models"):
+        with pytest.raises(policy.ModelNotOffered, match="this server offers these models"):
             state.model_for(model)
     open_server = app.AppState(options.replace(server={"allow_any_model": True}))
     assert open_server.model_for("someone/other-model") == "someone/other-model"
@@ -130,9 +134,19 @@ def test_markdown_from_the_model_or_a_person_cannot_carry_html() -> None:
     text = (
         'See <img src="https://example.com/x.png"> and `a <b> tag` and\n```\n<div>\n```\n<script>x</script>'
     )
-    shown = app.no_raw_html(text)
+    shown = render.no_raw_html(text)
     assert "<img" not in shown and "&lt;img" in shown and "&lt;script>" in shown
     assert "`a <b> tag`" in shown and "```\n<div>\n```" in shown, "code keeps its characters"
+    # Every fence CommonMark knows keeps its code: tildes, four backticks (holding a three-backtick line),
+    # an unclosed fence (to the end); a shorter fence does not close a longer one.
+    for fenced, after in [
+        ("~~~\n<div>\n~~~", "&lt;b>"),
+        ("````\n```\n<div>\n````", "&lt;b>"),
+        ("~~~~\n~~~\n<div>\n~~~~", "&lt;b>"),
+        ("```\n<div>", "<b>"),  # unclosed: the rest is code
+    ]:
+        assert render.no_raw_html(f"<i>\n{fenced}\n<b>") == f"&lt;i>\n{fenced}\n{after}", fenced
+    assert render.no_raw_html("``a `<b>` c`` <i>") == "``a `<b>` c`` &lt;i>", "a code span of two backticks"
 
 
 def test_idle_sessions_are_forgotten_and_their_tokens_with_them() -> None:
@@ -149,12 +163,12 @@ def test_idle_sessions_are_forgotten_and_their_tokens_with_them() -> None:
 
 
 def test_download_folders_of_dead_servers_are_removed(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(app.tempfile, "gettempdir", lambda: str(tmp_path))
-    dead = tmp_path / f"{app.DOWNLOADS_PREFIX}999999999-abc"
-    alive = tmp_path / f"{app.DOWNLOADS_PREFIX}{os.getpid()}-abc"
+    monkeypatch.setattr(policy.tempfile, "gettempdir", lambda: str(tmp_path))
+    dead = tmp_path / f"{policy.DOWNLOADS_PREFIX}999999999-abc"
+    alive = tmp_path / f"{policy.DOWNLOADS_PREFIX}{os.getpid()}-abc"
     for folder in (dead, alive):
         (folder / "session").mkdir(parents=True)
-    app.remove_leftover_downloads()
+    policy.remove_leftover_downloads()
     assert not dead.exists() and alive.exists()
 
 
@@ -181,22 +195,21 @@ def test_the_handlers_own_upload_check(tmp_path: Path, monkeypatch) -> None:
     outside = tmp_path / "secret.txt"
     outside.write_text("secret", encoding="utf-8")
     (uploads / "abc" / "link.mp4").symlink_to(outside)
-    monkeypatch.setattr(app, "gradio_upload_folder", lambda: str(uploads))
-    assert app.uploaded(str(inside)) == str(inside.resolve())
+    monkeypatch.setattr(policy, "gradio_upload_folder", lambda: str(uploads))
+    assert policy.uploaded(str(inside)) == str(inside.resolve())
     for path in (
         outside,
         uploads / "abc" / "link.mp4",
         uploads / "abc" / ".." / ".." / "secret.txt",
         uploads,
     ):
-        with pytest.raises(app.NotAnUpload, match="only files uploaded"):
-            app.uploaded(str(path))
+        with pytest.raises(policy.NotAnUpload, match="only files uploaded"):
+            policy.uploaded(str(path))
 
 
 def test_work_stops_when_its_client_goes_away(served: Served, clip: Path) -> None:
     """A client that closes its connection mid-answer frees the model at once, not after the answer."""
-    outputs = list(served.summarize(served.client(), clip))
-    job_id = next(o[6] for o in outputs if isinstance(o[6], str) and o[6])
+    job_id = served.summarize(served.client(), clip).result()[6]
     key = served.state.jobs.key_for(job_id)
     session = served.state.jobs.get(key).session
     usual = session.generation

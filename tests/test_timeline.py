@@ -11,13 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qwen3vl_summarizer.timeline import (
-    MAX_THUMBNAILS,
-    NO_CHAPTERS_NOTE,
-    Thumbnails,
-    chapter_timeline,
-)
+from qwen3vl_summarizer.timeline import MAX_THUMBNAILS, Thumbnails
 from qwen3vl_summarizer.video import Frame
+from web.render import NO_CHAPTERS_NOTE, chapter_timeline
 
 MARKDOWN = """# A walk
 

@@ -1,0 +1,196 @@
+"""The page in English and Chinese: one table of texts per language, keyed by name.
+
+The page's fixed texts (labels, buttons, placeholders, headings) are ``gr.I18n`` keys (:data:`I18N`): the
+browser translates them to its own language (``navigator.language``; English when it is neither). What the
+handlers write (status lines, notes, messages) is translated on the server, in the language the browser asks
+for (:func:`browser_language`, from its ``Accept-Language`` header), by :func:`say`. The page's script takes its few
+texts from the same table (:func:`page_config`). Errors raised by the library stay in English.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gradio as gr
+from gradio.i18n import I18nData
+
+LANGUAGES = ("en", "zh")  # the first is the default
+
+TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        # The page's fixed texts (gr.I18n keys)
+        "heading": "# Qwen3-VL video summarizer\nUpload a video, get a timestamped summary, then ask about it.",
+        "model": "Model",
+        "model_info": "A Qwen3-VL Instruct checkpoint: hub id, local folder or quantized checkpoint",
+        "load_model": "Load model",
+        "tab_video": "Video",
+        "tab_image": "Image",
+        "video_formats": "Video: MP4, MKV, MOV, WebM, AVI, MPEG-TS…",
+        "transcript_box": "Transcript: what is said, each time a link",
+        "find_word": "Find a word…",
+        "prompt_template": "Prompt template",
+        "prompt": "Prompt",
+        "fps": "Frames per second",
+        "range_from": "From",
+        "range_to": "To",
+        "range_start": "start",
+        "range_end": "end",
+        "auto_context": "Auto context (what fits the device)",
+        "context": "Context length (tokens)",
+        "speech": "Speech",
+        "language": "Language",
+        "language_info": "e.g. en, de, zh; empty = detect",
+        "summarize": "Summarize",
+        "stop": "Stop",
+        "keys_hint": (
+            "<small>Keys: <kbd>Ctrl</kbd>+<kbd>Enter</kbd> (<kbd>⌘</kbd>+<kbd>Enter</kbd> on a Mac) summarizes; "
+            "<kbd>Enter</kbd> in the question box asks.</small>"
+        ),
+        "downloads": "Downloads",
+        "chat_placeholder": "Follow-up questions: ask about the video below, once it is summarised.",
+        "question_placeholder": "Ask about the video…",
+        "ask": "Ask",
+        "statistics": "Last turn statistics",
+        "image": "Image",
+        "describe": "Describe",
+        # What the handlers write (say())
+        "upload_first": "*Upload a video to see how it will be read.*",
+        "summary_placeholder": "*The summary appears here, with every time a link into the video.*",
+        "transcript_placeholder": "*What is said in the video appears here once it is summarised.*",
+        "no_summary_note": "Chapters appear here once the video is summarised.",
+        "no_chapters_note": "No chapters: the summary gives no chapter times, so there is no timeline.",
+        "stopped": "Stopped. The video stays loaded: ask again or press Summarize.",
+        "nothing_to_stop": "Nothing is running.",
+        "loading_model": "Loading the model…",
+        "writing": "Writing the summary…",
+        "no_video": "No video yet: upload one (drag and drop works), then press Summarize.",
+        "empty_prompt": "The prompt is empty: pick a template or write what you want.",
+        "type_question": "Type a question first.",
+        "no_job": (
+            "No video has been read for this page yet (or it was unloaded to make room): "
+            "upload a video if needed and press Summarize, then ask."
+        ),
+        "no_image": "No image yet: upload one, then press Describe.",
+        "model_not_loaded": "**Model:** not loaded yet; it loads on first use, or press *Load model*.",
+        "speech_choice_auto": "Auto: subtitles, else speech recognition",
+        "speech_choice_subtitles": "Subtitles only (a file next to it or inside it)",
+        "speech_choice_asr": "Speech recognition",
+        "speech_choice_off": "Off: frames only",
+        # The page's script (page_config())
+        "cannot_play": (
+            "Your browser cannot play this file, so the player stays blank and clicking a time will not move "
+            "it. The summary and the questions still work. To watch along, convert it to H.264 MP4, e.g. "
+            "ffmpeg -i IN -c:v libx264 -c:a aac OUT.mp4, and upload that."
+        ),
+        "ask_about_time": "What is happening at {time}?",
+        "play_from": "Play from {time}",
+        "status": "Status",
+        "summary": "Summary",
+    },
+    "zh": {
+        "heading": "# Qwen3-VL 视频摘要\n上传视频，得到带时间戳的摘要，再就视频提问。",
+        "model": "模型",
+        "model_info": "Qwen3-VL Instruct 模型：Hub ID、本地文件夹或量化模型",
+        "load_model": "加载模型",
+        "tab_video": "视频",
+        "tab_image": "图片",
+        "video_formats": "视频：MP4、MKV、MOV、WebM、AVI、MPEG-TS…",
+        "transcript_box": "字幕稿：视频里说的话，每个时间都是链接",
+        "find_word": "查找词语…",
+        "prompt_template": "提示词模板",
+        "prompt": "提示词",
+        "fps": "每秒帧数",
+        "range_from": "从",
+        "range_to": "到",
+        "range_start": "开头",
+        "range_end": "结尾",
+        "auto_context": "自动上下文（按设备可容纳的长度）",
+        "context": "上下文长度（词元）",
+        "speech": "语音",
+        "language": "语言",
+        "language_info": "如 en、de、zh；留空则自动识别",
+        "summarize": "生成摘要",
+        "stop": "停止",
+        "keys_hint": (
+            "<small>快捷键：<kbd>Ctrl</kbd>+<kbd>Enter</kbd>（Mac 上 <kbd>⌘</kbd>+<kbd>Enter</kbd>）生成摘要；"
+            "在提问框中按 <kbd>Enter</kbd> 提问。</small>"
+        ),
+        "downloads": "下载",
+        "chat_placeholder": "追问：视频摘要完成后，在下方就视频提问。",
+        "question_placeholder": "就视频提问…",
+        "ask": "提问",
+        "statistics": "上一轮统计",
+        "image": "图片",
+        "describe": "描述",
+        "upload_first": "*上传视频后，这里显示模型将如何读取它。*",
+        "summary_placeholder": "*摘要显示在这里，其中每个时间都是跳转到视频的链接。*",
+        "transcript_placeholder": "*视频摘要完成后，这里显示视频里说的话。*",
+        "no_summary_note": "视频摘要完成后，这里显示章节。",
+        "no_chapters_note": "没有章节：摘要中没有章节时间，因此没有时间轴。",
+        "stopped": "已停止。视频仍已加载：可以再次提问，或按“生成摘要”。",
+        "nothing_to_stop": "没有正在运行的任务。",
+        "loading_model": "正在加载模型…",
+        "writing": "正在撰写摘要…",
+        "no_video": "还没有视频：请先上传（可拖放），再按“生成摘要”。",
+        "empty_prompt": "提示词为空：请选择模板或写下你的要求。",
+        "type_question": "请先输入问题。",
+        "no_job": "本页面还没有读取过视频（或为腾出空间已卸载）：如有需要请上传视频并按“生成摘要”，然后再提问。",
+        "no_image": "还没有图片：请先上传，再按“描述”。",
+        "model_not_loaded": "**模型：**尚未加载；首次使用时加载，或按“加载模型”。",
+        "speech_choice_auto": "自动：优先字幕，否则语音识别",
+        "speech_choice_subtitles": "仅字幕（同目录的字幕文件或内嵌字幕）",
+        "speech_choice_asr": "语音识别",
+        "speech_choice_off": "关闭：仅看画面",
+        "cannot_play": (
+            "你的浏览器无法播放此文件，因此播放器保持空白，点击时间也不会跳转。摘要和提问仍然可用。"
+            "如需边看边读，请将其转换为 H.264 MP4（例如 ffmpeg -i IN -c:v libx264 -c:a aac OUT.mp4）后再上传。"
+        ),
+        "ask_about_time": "{time} 发生了什么？",
+        "play_from": "从 {time} 播放",
+        "status": "状态",
+        "summary": "摘要",
+    },
+}
+
+# The browser translates these keys (gr.I18n keys hold no {placeholders}: those are filled by say()).
+I18N = gr.I18n(**{lang: {k: v for k, v in texts.items() if "{" not in v} for lang, texts in TEXTS.items()})
+PAGE_KEYS = ("cannot_play", "ask_about_time", "play_from", "status", "summary", "model")
+
+
+def T(key: str) -> I18nData:  # noqa: N802 (Gradio's idiom: i18n("key"))
+    """A fixed text of the page, translated by the browser."""
+    return I18N(key)
+
+
+def browser_language(request: gr.Request | None) -> str:
+    """The first of LANGUAGES that the browser's ``Accept-Language`` header names (``zh-CN,zh;q=0.9`` is
+    Chinese), in the header's order; English without a header or a match."""
+    header = (request.headers.get("accept-language", "") if request is not None else "") or ""
+    ranked = []
+    for i, item in enumerate(header.split(",")):
+        tag, _, params = item.strip().partition(";")
+        try:
+            q = float(params.strip().removeprefix("q=")) if params.strip().startswith("q=") else 1.0
+        except ValueError:
+            q = 0.0
+        ranked.append((-q, i, tag.strip().lower().split("-")[0]))
+    return next((lang for _, _, lang in sorted(ranked) if lang in LANGUAGES), LANGUAGES[0])
+
+
+def say(lang: str, key: str, **values: Any) -> str:
+    """The text ``key`` in ``lang`` (English where it has none), its ``{placeholders}`` filled in."""
+    text = TEXTS.get(lang, {}).get(key) or TEXTS[LANGUAGES[0]][key]
+    return text.format(**values) if values else text
+
+
+def page_config(extensions: list[str] | tuple[str, ...]) -> str:
+    """What the page's script (static/page.js) reads at load: the video extensions its file picker lists and
+    its texts in each language, as a JSON data block for the page's head."""
+    data = {
+        "extensions": list(extensions),
+        "texts": {lang: {k: say(lang, k) for k in PAGE_KEYS} for lang in LANGUAGES},
+        "default": LANGUAGES[0],
+    }
+    text = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+    return f'<script type="application/json" id="qwen3vl-page">{text}</script>'
