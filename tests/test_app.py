@@ -267,7 +267,8 @@ def test_a_time_range_is_planned_and_summarised_on_the_videos_clock(served: Serv
     assert job.session.timestamps == [4.0, 5.0, 6.0, 7.0], "only the range, on the video's clock"
     # The timeline of the finished summary (the tiny model's noise has no chapters: a one-line note), and
     # thumbnails of the frames read, for when it has.
-    assert outputs[0][-1] == render.note_html(render.NO_SUMMARY_NOTE) and timeline == render.timeline_html(job)
+    assert outputs[0][-1] == render.note_html(render.NO_SUMMARY_NOTE)
+    assert timeline == render.timeline_html(job)
     assert job.thumbnails.times == [4.0, 6.0]
     # Another range reads again; a range the video cannot hold, or a time that is not one, is one message.
     served.summarize(client, video, start="6").result()

@@ -60,9 +60,10 @@ def test_only_uploaded_files_are_read(served: Served, clip: Path, tmp_path: Path
         # The image input hands a file it cannot open to the handler: the handler's own check refuses it.
         assert described == [f"**Error:** {NOT_AN_UPLOAD}"], path
     # Without Gradio's file metadata, Gradio refuses the file before any handler runs.
+    model = served.options.model.id
     for path in (str(clip), "/etc/passwd"):
         for api, data in (
-            ("summarize", [{"path": path}, PROMPT, 1.0, True, 8192, served.options.model.id, "auto", "", "", ""]),
+            ("summarize", [{"path": path}, PROMPT, 1.0, True, 8192, model, "auto", "", "", ""]),
             ("video", [{"path": path}, 1.0, True, 8192, PROMPT, "", ""]),
         ):
             answer = call(served, api, data)
@@ -70,7 +71,8 @@ def test_only_uploaded_files_are_read(served: Served, clip: Path, tmp_path: Path
     # With it, as Gradio's own client sends it, the path still has to be an upload.
     meta = {"meta": {"_type": "gradio.FileData"}}
     answer = call(served, "video", [{"path": str(clip), **meta}, 1.0, True, 8192, PROMPT, "", ""])
-    assert answer["error"] == f"Cannot move {clip} to the gradio cache dir because it was not uploaded by a user."
+    refused = f"Cannot move {clip} to the gradio cache dir because it was not uploaded by a user."
+    assert answer["error"] == refused
 
 
 def test_an_image_bomb_is_refused_before_decoding(served: Served, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ released least recently used under ``server.session_memory_gb``) live in the lib
 per-browser cancel events (:class:`~qwen3vl_summarizer.jobs.Cancels`) and download folders.
 """
 
-
 import contextlib
 import logging
 import re
@@ -93,11 +92,16 @@ class AppState:
 # Small helpers
 
 
-def describe_model(state: AppState, request: gr.Request = None) -> str:
+def describe_model(state: AppState, request: gr.Request = None, not_loaded: Any = None) -> str:
+    """The model line: which model is loaded, on what; ``not_loaded`` (or the browser's language's words)
+    when none is."""
     engine = state.engines.engine
     if engine is None:
-        return say(browser_language(request), "model_not_loaded")
-    return f"**Model:** `{engine.model_id}` on {engine.device}, {str(engine.dtype).removeprefix('torch.')}"
+        return not_loaded or say(browser_language(request), "model_not_loaded")
+    dtype = str(engine.dtype).removeprefix("torch.")
+    return say(
+        browser_language(request), "model_loaded", model=engine.model_id, device=engine.device, dtype=dtype
+    )
 
 
 def _message(e: SummarizerError, upload: str | None = None) -> str:
@@ -243,7 +247,7 @@ def on_video(state: AppState, video: str | None, fps: float, auto: bool, context
         yield "", "", None, show_error(_message(e, video)), *cleared[1:], None
         return
     plan = on_settings(state, info, fps, auto, context, prompt, range_from, range_to, request)
-    yield video_line(info), plan, info, *cleared, gr.skip()
+    yield video_line(info, lang), plan, info, *cleared, gr.skip()
 
 
 def on_clear(state: AppState, request: gr.Request):
@@ -332,16 +336,16 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
         engine = state.engines.get(state.model_for(model_id))
         try:
             opened = yield from _open_with_speech_progress(
-                state, sid, engine, video, opts, prompt, cancel, time_range
+                state, sid, engine, video, opts, prompt, cancel, time_range, lang
             )
         except Cancelled:
             yield gr.skip(), say(lang, "stopped"), *keep, "", gr.skip()
             return
         job, response = opened
         job_id = state.jobs.token_for(sid)
-        yield (*(gr.skip(),) * 5, transcript_markdown(job), job_id, gr.skip())
+        yield (*(gr.skip(),) * 5, transcript_markdown(job, lang), job_id, gr.skip())
         info, plan = job.info, job.plan
-        note = "" if plan.fits else f" ({len(plan.segments)} parts, then a merge)"
+        note = "" if plan.fits else say(lang, "parts_note", parts=len(plan.segments))
         stages, started = {}, time.perf_counter()
         try:
             with _closing(response, cancel):
@@ -352,7 +356,8 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
                             started = time.perf_counter()
                         else:
                             stages[event.stage] = (event.done, event.total)
-                        yield gr.skip(), progress_line(stages, started) + note, *keep, gr.skip(), gr.skip()
+                        line = progress_line(stages, started, lang) + note
+                        yield gr.skip(), line, *keep, gr.skip(), gr.skip()
                     elif isinstance(event, TextDelta):
                         text = shown(response.streamed, info.duration)
                         yield text, say(lang, "writing") + note, *keep, gr.skip(), gr.skip()
@@ -367,31 +372,26 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
         if job.speech_note:
             gr.Warning(f"Speech: {job.speech_note}.")
         if final.text.strip():
-            done = (
-                f"Done: read {final.prefill_tokens:,} tokens, wrote {len(final.tokens):,} "
-                f"({final.decode_tokens_per_s:.1f} tokens/s)"
-            )
+            done = say(lang, "done", read=f"{final.prefill_tokens:,}", wrote=f"{len(final.tokens):,}",
+                       rate=f"{final.decode_tokens_per_s:.1f}")  # fmt: skip
             chapters = [d for d in skipped if not d.startswith("transcript")]
             if chapters:
-                done += f" · no {', '.join(chapters)} to download: the summary has no chapter times"
+                done += say(lang, "no_chapter_files", formats=", ".join(chapters))
             if len(chapters) < len(skipped) and job.transcript is not None:
-                done += " · the transcript was empty"
+                done += say(lang, "empty_transcript")
         else:
-            done = (
-                f"The model answered with no text ({len(final.tokens):,} tokens of white space or control "
-                "tokens). Try another prompt or template, or a higher frame rate."
-            )
+            done = say(lang, "empty_answer", tokens=f"{len(final.tokens):,}")
         stats = {"turn": "summary", **final.to_dict()}
         summary = shown(final.text, info.duration) if final.text.strip() else say(lang, "summary_placeholder")
         timeline = timeline_html(job, lang)
-        yield summary, done + note, stats, [], files, transcript_markdown(job), job_id, timeline
+        yield summary, done + note, stats, [], files, transcript_markdown(job, lang), job_id, timeline
     if failed:
         yield gr.skip(), failed.show(), *keep, job_id, gr.skip()
 
 
 def _open_with_speech_progress(state: AppState, sid: str, engine: Engine, video: str, opts: Options,
                                prompt: str, cancel: threading.Event,
-                               time_range: tuple[float, float | None] = (0.0, None)):  # fmt: skip
+                               time_range: tuple[float, float | None] = (0.0, None), lang: str = "en"):  # fmt: skip
     """``state.jobs.summarize`` (of ``time_range``, start and end seconds) on a worker thread, yielding
     status updates while speech is transcribed before the job exists (``summarize.SPEECH_BESIDE_VIDEO``
     off; otherwise recognition runs beside the video and reports in the Response's events, and this returns
@@ -413,7 +413,7 @@ def _open_with_speech_progress(state: AppState, sid: str, engine: Engine, video:
                 return future.result(timeout=SPEECH_POLL_S)
             except FutureTimeout:
                 if "speech" in heard:
-                    yield gr.skip(), speech_line(*heard["speech"], started), *keep
+                    yield gr.skip(), speech_line(*heard["speech"], started, lang), *keep
 
 
 def chat(

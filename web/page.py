@@ -102,13 +102,18 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                 info=T("model_info"),
             )
             load_btn = gr.Button(T("load_model"), scale=0, min_width=110, elem_id="load-model")
-        model_status = gr.Markdown(h.describe_model(state), label="model_status", elem_id="model-status")
+        model_status = gr.Markdown(h.describe_model(state, not_loaded=T("model_not_loaded")), label="model_status",
+                                   elem_id="model-status")  # fmt: skip
 
         with gr.Tab(T("tab_video")), gr.Row():
             with gr.Column(scale=1):
                 gr.Markdown(T("video_formats"), elem_id="video-formats")
                 video = gr.Video(
-                    label="video", show_label=False, sources=["upload"], elem_id="player", height=PLAYER_HEIGHT
+                    label="video",
+                    show_label=False,
+                    sources=["upload"],
+                    elem_id="player",
+                    height=PLAYER_HEIGHT,
                 )
                 gr.HTML('<p id="player-note-text" role="status"></p>', elem_id="player-note", padding=False)
                 # Chapters of the finished summary: a bar of spans and cards that seek the player (page.js).
@@ -237,7 +242,8 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
             )
             .then(bind(h.describe_model, state), None, model_status, **cheap)
             .then(bind(h.context_view, state), [auto, context], context, **cheap)
-            .then(bind(h.on_settings, state), settings, plan_md, **cheap)  # the loaded model fixes auto context
+            # the loaded model fixes the auto context
+            .then(bind(h.on_settings, state), settings, plan_md, **cheap)
         )
         ask = {"fn": bind(h.chat, state), "inputs": [question, chatbot, job_id],
                "outputs": [question, chatbot, stats, status], "show_progress": "hidden"}  # fmt: skip

@@ -52,7 +52,9 @@ def check_text(options: Options, text: str, what: str) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return f"The {what} holds characters that are not valid text (lone surrogates): type or paste it again."
+        return (
+            f"The {what} holds characters that are not valid text (lone surrogates): type or paste it again."
+        )
     return None
 
 

@@ -62,15 +62,16 @@ def shown(markdown: str, duration: float | None) -> str:
 # --- lines about the video, the plan and the work -------------------------------------------------------
 
 
-def video_line(info: VideoInfo) -> str:
+def video_line(info: VideoInfo, lang: str = "en") -> str:
+    """``**Duration** 00:03 · **Resolution** 128×96 · **Frame rate** 25 fps · **Codec** h264``."""
     parts = [
-        f"**Duration** {format_timestamp(info.duration)}",
-        f"**Resolution** {info.width}×{info.height}",
-        f"**Frame rate** {info.fps:.4g} fps",
-        f"**Codec** {info.codec}",
+        f"**{say(lang, 'duration')}** {format_timestamp(info.duration)}",
+        f"**{say(lang, 'resolution')}** {info.width}×{info.height}",
+        f"**{say(lang, 'frame_rate')}** {info.fps:.4g} fps",
+        f"**{say(lang, 'codec')}** {info.codec}",
     ]
     if not info.has_audio:
-        parts.append("no audio")
+        parts.append(say(lang, "no_audio"))
     return " · ".join(parts)
 
 
@@ -100,74 +101,65 @@ def plan_line(info: VideoInfo, options: Options, prompt: str, engine: Engine | N
     return line
 
 
-def progress_line(stages: dict[str, tuple[int, int]], started: float) -> str:
+def progress_line(stages: dict[str, tuple[int, int]], started: float, lang: str = "en") -> str:
     """``Decoding frames 4/8 · Encoding vision 4/8 · Prefill 43/51 tokens · about 3 s left``.
 
     The estimate follows prefill, which trails decoding and vision and ends with the video's last
     token, so it holds through all three stages; before the first prefill chunk it follows decoding."""
-    names = {
-        "segment": "Part",
-        "frames": "Decoding frames",
-        "vision": "Encoding vision",
-        "prefill": "Prefill",
-    }
     if "merge" in stages:
-        parts = ["Merging the parts"]
+        parts = [say(lang, "merging")]
         stages = {k: v for k, v in stages.items() if k == "prefill"}
     else:
         parts = []
     for stage in ("segment", "frames", "vision", "prefill"):
         if stage in stages:
             done, total = stages[stage]
-            unit = " tokens" if stage == "prefill" else ""
-            parts.append(f"{names[stage]} {done:,}/{total:,}{unit}")
+            unit = say(lang, "tokens_unit") if stage == "prefill" else ""
+            parts.append(f"{say(lang, 'stage_' + stage)} {done:,}/{total:,}{unit}")
     done, total = stages.get("prefill", stages.get("frames", (0, 0)))
     elapsed = time.perf_counter() - started
     if 0 < done < total and elapsed > 1:
-        parts.append(f"about {elapsed * (total - done) / done:.0f} s left")
+        parts.append(say(lang, "time_left", seconds=f"{elapsed * (total - done) / done:.0f}"))
     if "speech" in stages and stages["speech"][0] < stages["speech"][1]:  # recognition beside the video
-        parts.append(speech_line(*stages["speech"], started))
+        parts.append(speech_line(*stages["speech"], started, lang))
     return " · ".join(parts)
 
 
-def speech_line(done: float, total: float, started: float) -> str:
+def speech_line(done: float, total: float, started: float, lang: str = "en") -> str:
     """``Transcribing the speech 01:20/45:00 · about 40 s left``."""
     hours = total >= 3600
-    line = f"Transcribing the speech {format_timestamp(done, hours)}/{format_timestamp(total, hours)}"
+    line = say(lang, "transcribing", done=format_timestamp(done, hours), total=format_timestamp(total, hours))
     elapsed = time.perf_counter() - started
     if 0 < done < total and elapsed > 1:
-        line += f" · about {elapsed * (total - done) / done:.0f} s left"
+        line += " · " + say(lang, "time_left", seconds=f"{elapsed * (total - done) / done:.0f}")
     return line
 
 
-def transcript_markdown(job: VideoJob) -> str:
+def transcript_markdown(job: VideoJob, lang: str = "en") -> str:
     """The transcript panel: one line a segment, its time a link that seeks the player; or why there is
     no speech in this summary."""
     transcript = job.transcript
     if transcript is None and job.pending_speech is not None:
-        return "*The speech is being transcribed while the video is read; its lines come with the summary.*"
+        return say(lang, "speech_pending")
     if transcript is None:
         if job.options.speech.mode == "off":
-            return "*Speech is off for this summary: the model read the frames only.*"
+            return say(lang, "speech_off")
         if not job.info.has_audio:
-            return "*The video has no audio track: the model read the frames only.*"
-        return (
-            "*No subtitles were found and no speech model could be loaded (the server's log says why): "
-            "the model read the frames only.*"
-        )
+            return say(lang, "no_audio_track")
+        return say(lang, "no_speech_source")
     hours = job.info.duration >= 3600
     # The words are the video's, not ours: shown as text (escaped), never as HTML or Markdown links.
     lines = [f"- {link_timestamps(f'[{format_timestamp(s.start, hours)}]', job.info.duration)} "
              f"{html.escape(s.text).replace('[', '&#91;')}" for s in transcript.segments]  # fmt: skip
-    source = transcript.source.replace("asr:", "speech recognition, ").replace("sidecar:", "subtitle file ")
-    source = source.replace("embedded:", "subtitles in the video, ")
+    kind, _, detail = transcript.source.partition(":")  # asr:small, sidecar:talk.srt, embedded:mov_text
+    source = say(lang, f"source_{kind}", detail=detail) if kind in ("asr", "sidecar", "embedded") else kind
     if transcript.span is not None:  # a time range: only that part was listened to
         first, last = (format_timestamp(t, hours) for t in transcript.span)
-        source += f" of {first}–{last} only"
-    heading = f"*{len(transcript.segments)} lines from {source}" + (
-        f" ({transcript.language})*" if transcript.language else "*"
-    )
-    return heading + "\n\n" + ("\n".join(lines) if lines else "*(nothing was said)*")
+        source = say(lang, "source_span", source=source, first=first, last=last)
+    if transcript.language:
+        source += f" ({transcript.language})"
+    heading = say(lang, "transcript_heading", lines=len(transcript.segments), source=source)
+    return heading + "\n\n" + ("\n".join(lines) if lines else say(lang, "nothing_said"))
 
 
 # --- the chapter timeline ---------------------------------------------------------------------------------
@@ -187,6 +179,8 @@ def timeline_html(job: VideoJob, lang: str = "en") -> str:
     speech = job.transcript.segments if job.transcript is not None else ()
     return chapter_timeline(job.summary_text, job.info.duration, job.thumbnails, end=plan.end, speech=speech,
                             read_frame=read, lang=lang)  # fmt: skip
+
+
 class Said(Protocol):
     """A stretch of speech (a transcript's segment): seconds on the video's clock, and its words."""
 
