@@ -37,7 +37,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
         --extra-index-url https://download.pytorch.org/whl/cu128 -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# The package carries its default config and prompts; app.py stays in /app.
+# The package carries its default config and prompts; app.py and the page (web/) stay in /app.
 COPY . .
 RUN pip install --no-cache-dir --no-deps .
 

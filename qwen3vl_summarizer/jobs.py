@@ -184,6 +184,13 @@ class Cancels:
             event = self._events.get(key)
         return event is not None and not event.is_set()
 
+    def wait(self, key: str, timeout: float | None = None) -> bool:
+        """Wait until the work this key runs now is stopped or over (its handler sets the event when it
+        ends either way); False when ``timeout`` seconds passed first. True when none runs."""
+        with self._lock:
+            event = self._events.get(key)
+        return event is None or event.wait(timeout)
+
     def stop(self, key: str) -> bool:
         """Set the key's event; False when none was running."""
         with self._lock:
