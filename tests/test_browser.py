@@ -512,6 +512,7 @@ def test_the_page_speaks_the_browsers_language(browser, served, tmp_path: Path) 
     """A browser that asks for Chinese gets the page in Chinese: its fixed texts (Gradio's I18n, from
     navigator.language), what the handlers write (from Accept-Language), the page script's texts, and a
     Chinese prompt to start from; an English one gets it in English."""
+    from web.handlers import prompt_text
     from web.i18n import TEXTS
 
     video = tmp_path / "walk.mp4"
@@ -530,12 +531,15 @@ def test_the_page_speaks_the_browsers_language(browser, served, tmp_path: Path) 
             prompt = page.get_by_label(texts["prompt"], exact=True).first
             page.wait_for_function(
                 "([box, text]) => box.value === text",
-                arg=[prompt.element_handle(), handlers_prompt(starting_prompt)],
+                arg=[prompt.element_handle(), prompt_text(starting_prompt)],
             )
             page.get_by_role("button", name=texts["stop"], exact=True).click()  # a handler's own words
             page.locator("#status").get_by_text(texts["nothing_to_stop"]).wait_for()
             page.locator("#player input[type=file]").set_input_files(str(video))
             page.wait_for_function("document.querySelector('#plan').innerText.includes('4 frames at')")
+            assert texts["duration"] in page.inner_text("#video-info")
+            page.get_by_role("button", name=texts["summarize"], exact=True).click()
+            page.locator("#status").get_by_text(texts["done"].split("{")[0]).wait_for()  # "Done: read 55..."
             page.evaluate("document.querySelector('#question textarea').value = ''")
             page.evaluate("""() => { const a = document.createElement('a'); a.href = '#t=2'; a.textContent = '00:02';
                 document.querySelector('#status').appendChild(a); a.click(); }""")  # a seek link, as a summary's
@@ -549,9 +553,3 @@ def test_the_page_speaks_the_browsers_language(browser, served, tmp_path: Path) 
             page.screenshot(path=str(ARTIFACTS / f"browser-language-{lang}.png"), full_page=True)
         finally:
             context.close()
-
-
-def handlers_prompt(name: str) -> str:
-    from web.handlers import prompt_text
-
-    return prompt_text(name)
