@@ -284,3 +284,26 @@ def test_a_time_range_is_planned_and_summarised_on_the_videos_clock(served: Serv
             handle_file(str(video)), 1.0, True, 8192, PROMPT, start, end, api_name="/video"
         )
         assert plan.startswith("**Cannot plan:**") and words in plan
+
+
+def test_the_pages_language_is_the_browsers() -> None:
+    """The handlers answer in the first language of Accept-Language that the page has (by q, then order);
+    every text exists in each language with the same placeholders."""
+    import string
+
+    from web.i18n import LANGUAGES, TEXTS, browser_language
+
+    def asking(header: str | None) -> str:
+        request = None if header is None else SimpleNamespace(headers={"accept-language": header})
+        return browser_language(request)
+
+    assert asking("zh-CN,zh;q=0.9,en;q=0.8") == "zh" and asking("en-US,en;q=0.9,zh;q=0.5") == "en"
+    assert asking("fr-FR,zh-TW;q=0.5,en;q=0.4") == "zh" and asking("en;q=0.2,zh;q=0.7") == "zh"
+    assert asking("de") == asking("") == asking(None) == asking("zh;q=oops") == asking("zh;q=0") == "en"
+
+    def fields(text: str) -> set[str]:
+        return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+    for lang in LANGUAGES:
+        assert TEXTS[lang].keys() == TEXTS["en"].keys(), lang
+        assert all(fields(TEXTS[lang][k]) == fields(TEXTS["en"][k]) for k in TEXTS["en"]), lang

@@ -229,7 +229,7 @@ def T(key: str) -> I18nData:  # noqa: N802 (Gradio's idiom: i18n("key"))
 
 def browser_language(request: gr.Request | None) -> str:
     """The first of LANGUAGES that the browser's ``Accept-Language`` header names (``zh-CN,zh;q=0.9`` is
-    Chinese), in the header's order; English without a header or a match."""
+    Chinese), by its weights ``q``, then in the header's order; English without a header or a match."""
     header = (request.headers.get("accept-language", "") if request is not None else "") or ""
     ranked = []
     for i, item in enumerate(header.split(",")):
@@ -239,7 +239,8 @@ def browser_language(request: gr.Request | None) -> str:
         except ValueError:
             q = 0.0
         ranked.append((-q, i, tag.strip().lower().split("-")[0]))
-    return next((lang for _, _, lang in sorted(ranked) if lang in LANGUAGES), LANGUAGES[0])
+    acceptable = [lang for q, _, lang in sorted(ranked) if q < 0]  # q=0 (or no number): not acceptable
+    return next((lang for lang in acceptable if lang in LANGUAGES), LANGUAGES[0])
 
 
 def say(lang: str, key: str, **values: Any) -> str:
