@@ -44,3 +44,14 @@ def served(tiny_model_dir: Path):
     from tests.apps import serve
 
     yield from serve(tiny_model_dir)
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch):
+    """Sessions that answer with enqueued text (``scripted.enqueue(...)``), for the layers above the
+    engine; see tests/scripted.py."""
+    from tests.scripted import Script
+
+    script = Script()
+    script.install(monkeypatch)
+    return script
