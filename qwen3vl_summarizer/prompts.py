@@ -1,4 +1,4 @@
-"""Prompt templates: Markdown files in the ``prompts/`` folder (:data:`PROMPTS_DIR`) with a small front matter block.
+"""Prompt templates: Markdown files in ``prompts/`` (:data:`PROMPTS_DIR`) with a small front matter block.
 
 A file ``prompts/lecture.zh.md`` is the template named ``lecture.zh``::
 
