@@ -31,6 +31,8 @@ from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tests/tiny_model.py
+
 # Qwen3-VL-2B-Instruct's shapes (its config.json), for random-weight runs that need no download.
 QWEN3VL_2B_TEXT = dict(
     hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
@@ -144,7 +146,7 @@ def _free_cores() -> int:
 
 def load_engine(arch: str, work: Path):
     from qwen3vl_summarizer.engine import Engine
-    from qwen3vl_summarizer.tiny_model import build_tiny_model
+    from tests.tiny_model import build_tiny_model
 
     folder = build_tiny_model(work / "tiny")
     if arch == "tiny":
@@ -157,7 +159,7 @@ def load_plain(arch: str, work: Path):
     (no split attention, no engine settings)."""
     from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
-    from qwen3vl_summarizer.tiny_model import build_tiny_model
+    from tests.tiny_model import build_tiny_model
 
     folder = build_tiny_model(work / "tiny")
     if arch != "tiny":

@@ -18,12 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_engine import make_video
+from bench_engine import make_video  # also puts the checkout on the path, for tests/tiny_model.py
 
 from qwen3vl_summarizer.engine import Engine, TurnStats
 from qwen3vl_summarizer.options import load_options
 from qwen3vl_summarizer.summarize import open_video
-from qwen3vl_summarizer.tiny_model import build_tiny_model
+from tests.tiny_model import build_tiny_model
 
 
 def summarize(engine, video, options, prompt):

@@ -1,8 +1,8 @@
 """Run settings: frozen dataclasses read from a TOML file.
 
-``load_options()`` reads the package's ``configs/default.toml`` (or the file given), then ``QWEN3VL_<SECTION>__<KEY>``
-environment variables, then explicit overrides (the CLI's flags). Unknown sections or keys, wrong types
-and out-of-range values raise :class:`OptionsError` naming the offending key.
+``load_options()`` reads ``configs/default.toml`` (see :func:`user_folder`) or the file given, then
+``QWEN3VL_<SECTION>__<KEY>`` environment variables, then explicit overrides (the CLI's flags). Unknown
+sections or keys, wrong types and out-of-range values raise :class:`OptionsError` naming the offending key.
 """
 
 from __future__ import annotations
@@ -18,8 +18,21 @@ from typing import Any, Literal
 
 from .errors import OptionsError
 
-# Shipped inside the package, so an installed wheel has its defaults too.
-DEFAULT_CONFIG = Path(str(resources.files(__package__) / "configs" / "default.toml"))
+
+def user_folder(name: str) -> Path:
+    """The folder ``name`` (``configs``, ``prompts``) of the files a user edits.
+
+    They live at the top of the checkout (so a source tree and ``pip install -e .`` read them there); a
+    wheel carries them inside the package (pyproject.toml maps them), so an installed copy has them too.
+    """
+    installed = Path(str(resources.files(__package__) / name))
+    if installed.is_dir():
+        return installed
+    root = Path(__file__).resolve().parent.parent
+    return root / name if (root / "pyproject.toml").is_file() else installed
+
+
+DEFAULT_CONFIG = user_folder("configs") / "default.toml"
 ENV_PREFIX = "QWEN3VL_"
 MAX_FPS = 30.0
 MAX_CONTEXT = 262_144  # Qwen3-VL's trained context length, tokens

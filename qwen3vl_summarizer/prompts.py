@@ -1,4 +1,4 @@
-"""Prompt templates: Markdown files in the package's ``prompts/`` folder with a small front matter block.
+"""Prompt templates: Markdown files in ``prompts/`` (:data:`PROMPTS_DIR`) with a small front matter block.
 
 A file ``prompts/lecture.zh.md`` is the template named ``lecture.zh``::
 
@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from .errors import OptionsError
+from .options import user_folder
 
 logger = logging.getLogger(__name__)
 
-# Shipped inside the package, so an installed wheel has its prompts too.
-PROMPTS_DIR = Path(str(resources.files(__package__) / "prompts"))
+PROMPTS_DIR = user_folder("prompts")  # the checkout's prompts/, or the installed package's copy
 PROMPT_SUFFIX = ".md"
 FRONT_MATTER_FENCE = "---"
 

@@ -12,10 +12,10 @@ import logging
 import sys
 from pathlib import Path
 
-# Run from a checkout without `pip install -e .`: the package sits next to this folder.
+# The tiny model is a test fixture (tests/tiny_model.py), so this runs from a checkout: put its top on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qwen3vl_summarizer.tiny_model import build_tiny_model  # noqa: E402
+from tests.tiny_model import build_tiny_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

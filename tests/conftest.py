@@ -18,7 +18,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Qwen3-VL model folder (seed 0), built once per test session. Treat it as read-only."""
-    from qwen3vl_summarizer.tiny_model import build_tiny_model
+    from tests.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen3vl"), seed=0)
 
@@ -44,3 +44,14 @@ def served(tiny_model_dir: Path):
     from tests.apps import serve
 
     yield from serve(tiny_model_dir)
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch):
+    """Sessions that answer with enqueued text (``scripted.enqueue(...)``), for the layers above the
+    engine; see tests/scripted.py."""
+    from tests.scripted import Script
+
+    script = Script()
+    script.install(monkeypatch)
+    return script

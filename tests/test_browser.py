@@ -205,7 +205,7 @@ def test_an_error_is_one_status_line_and_leaves_the_page_usable(page, served, tm
     shot(page, "browser-new-upload-cleared.png")
 
 
-# The README's picture: the tiny model writes noise, so the summary it shows is this given Markdown (of the
+# The README's picture: the tiny model writes noise, so the session answers with this Markdown (of the
 # narration clip's subtitles); everything else on the page is the app's own.
 README_SUMMARY = """## Overview
 A 22-second test card (FFmpeg's *testsrc2*: colour bars, a moving gradient and a running clock) with three
@@ -227,24 +227,16 @@ and the three sentences are unrelated to each other and to the picture.
 """
 
 
-def test_the_transcript_panel_lists_what_is_said_and_seeks(
-    page, served, tmp_path_factory, monkeypatch
-) -> None:
+def test_the_transcript_panel_lists_what_is_said_and_seeks(page, served, tmp_path_factory, scripted) -> None:
     """Subtitles inside the upload (mov_text) become the transcript panel: each time a link that seeks the
     player, and a filter box that keeps the lines with a word; they are marked on the timeline too. Also
     takes the README's screenshot (docs/screenshot.png is a copy of artifacts/readme-screenshot.png)."""
-    from qwen3vl_summarizer.summarize import VideoJob
     from tests import narration
-    from web import handlers
 
     if (missing := narration.missing_tools()) is not None:
         pytest.skip(missing)
     media = narration.build_media(tmp_path_factory.mktemp("browser-speech"))
-    real = handlers.shown
-    monkeypatch.setattr(handlers, "shown", lambda text, duration: real(README_SUMMARY, duration))
-    monkeypatch.setattr(VideoJob, "summary_text", property(lambda self: README_SUMMARY))
-    summary = VideoJob.summary  # the downloads too
-    monkeypatch.setattr(VideoJob, "summary", lambda self: replace(summary(self), markdown=README_SUMMARY))
+    scripted.enqueue(README_SUMMARY)
     page.set_viewport_size({"width": 1400, "height": 900})
     page.goto(served.url)
     page.locator("#player input[type=file]").set_input_files(str(media.mp4_mov_text))
@@ -474,14 +466,12 @@ def test_the_phone_layout(browser, served, tmp_path: Path) -> None:
 LONG_SUMMARY = "\n\n".join(f"### [00:0{i % 4}] Part {i}\n- line {i}" for i in range(60))
 
 
-def test_summary_box_keys_and_screen_readers(page, served, tmp_path: Path, monkeypatch) -> None:
+def test_summary_box_keys_and_screen_readers(page, served, tmp_path: Path, scripted) -> None:
     """A long summary scrolls inside its box (the chat stays near) and copies with one button; the status
     and the summary are live regions; the question box has a name; Ctrl+Enter summarizes and asks."""
-    from web import handlers
     from web import page as layout
 
-    real = handlers.shown
-    monkeypatch.setattr(handlers, "shown", lambda text, duration: real(LONG_SUMMARY, duration))
+    scripted.enqueue(LONG_SUMMARY, "Part 59 is the last one.")  # the summary, then the answer in the chat
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     video = tmp_path / "walk.mp4"
     write_video(video, [i * 0.5 for i in range(8)], size=(128, 80))

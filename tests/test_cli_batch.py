@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from qwen3vl_summarizer import cli
-from qwen3vl_summarizer.events import Response, TextDelta, TurnStats
 
 from .videos import write_video
 
@@ -106,15 +105,12 @@ def test_batch_of_good_videos_exits_0(capsys, tiny_model_dir, videos, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
 
 
-def test_one_format_without_out_is_printed_after_the_run(capsys, monkeypatch, tiny_model_dir, videos):
+def test_one_format_without_out_is_printed_after_the_run(capsys, scripted, tiny_model_dir, videos):
     """A scripted answer with chapters, so the SRT on stdout has cues to check."""
-
-    def scripted(self, question, **kwargs):
-        return Response(iter([TextDelta(SCRIPTED, 1), TurnStats(question, SCRIPTED, [1], 10, 0.1, 1.0)]))
-
-    monkeypatch.setattr("qwen3vl_summarizer.engine.VideoSession.ask", scripted)
+    scripted.enqueue(SCRIPTED)
     code, out, err = run(capsys, "summarize", videos["a"], "--format", "srt", *model_flags(tiny_model_dir))
     assert code == 0, err
+    assert len(scripted.asked) == 1 and scripted.asked[0].frames == 3  # 2.5 s at 1 fps, read as usual
     assert out == "1\n00:00:00,000 --> 00:00:01,000\nOpening\n\n2\n00:00:01,000 --> 00:00:02,000\nClosing\n"
     assert_srt(out)
     assert "[1/1]" not in err  # no batch progress or table for one video printed to stdout

@@ -25,7 +25,7 @@ def _cjk_share(text: str) -> float:
 
 
 def test_default_dir_is_the_repository_prompts_folder() -> None:
-    assert Path(__file__).resolve().parent.parent / "qwen3vl_summarizer" / "prompts" == PROMPTS_DIR
+    assert Path(__file__).resolve().parent.parent / "prompts" == PROMPTS_DIR
     assert PROMPTS_DIR.is_dir()
 
 

@@ -24,7 +24,7 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-from qwen3vl_summarizer.tiny_model import ADDED_TOKENS, build_tiny_model
+from tests.tiny_model import ADDED_TOKENS, build_tiny_model
 
 VIDEO_PROMPT = "<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>Describe.<|im_end|>\n<|im_start|>assistant\n"
 FRAME_SIZE = 64  # pixels, a multiple of patch 16 x merge 2: 2 x 2 merged tokens per temporal group

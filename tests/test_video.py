@@ -7,7 +7,6 @@ import math
 import random
 import re
 import threading
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -37,6 +36,8 @@ from .videos import (
 
 needs_ffmpeg = pytest.mark.skipif(not have_ffmpeg(), reason="ffmpeg/ffprobe CLI not installed")
 CFR_TIMES = [i / 10 for i in range(35)]  # 3.5 s at 10 fps
+# The last frame lasts one period of the stream's nominal rate (write_video's 30 fps), as a player shows it
+CFR_DURATION = CFR_TIMES[-1] + 1 / 30
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,8 @@ def test_target_times_is_float_exact_at_boundaries():
 def test_constant_rate_with_bframes_is_exact(bframes_mp4, strategy, fps):
     frames = video.sample(bframes_mp4, fps=fps, strategy=strategy)
     out = check_exact(frames, CFR_TIMES)
-    assert len(out) == math.ceil(3.5 * fps - 1e-9) or frames.info.duration != 3.5
+    assert frames.info.duration == pytest.approx(CFR_DURATION, abs=1e-3)
+    assert len(out) == math.ceil(CFR_DURATION * fps - 1e-9)  # the last partial period counts
 
 
 def test_fps_above_source_rate_repeats_frames(bframes_mp4):
@@ -529,15 +531,34 @@ def test_parallel_read_ahead_is_bounded_for_a_slow_reader(folder, small_chunks, 
     write_video(path, [i / 10 for i in range(100)], options={"g": "5"}, size=(64, 48))
     begun = []
     sampler = video._Sampler
+    workers = 3
+    refused: set[str] = set()  # the sampler threads the read-ahead bound turned away
+    all_refused = threading.Event()
 
     def counted(out, ks, stop=None):
         begun.append(ks)
         return sampler(out, ks, stop)
 
+    class Bound(threading.Semaphore):
+        """The read-ahead bound, as it is, noting each sampler thread it turns away."""
+
+        def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+            got = super().acquire(blocking, timeout)
+            name = threading.current_thread().name
+            if not got and name.startswith("video-sampler-"):
+                refused.add(name)
+                if len(refused) == workers:
+                    all_refused.set()
+            return got
+
     monkeypatch.setattr(video, "_Sampler", counted)
-    frames = iter(video.sample(path, fps=2.0, workers=3))
+    monkeypatch.setattr(video.threading, "Semaphore", Bound)
+    frames = iter(video.sample(path, fps=2.0, workers=workers))
     next(frames)  # the reader takes one frame, then dawdles while the workers run on
-    time.sleep(1.0)
+    # Nothing is released while the reader dawdles, so a thread turned away has begun all it will begin,
+    # and once every worker has been turned away the count of chunks begun is final. (Without a bound
+    # no worker is ever turned away: the wait times out.)
+    assert all_refused.wait(timeout=30), f"the workers never met the read-ahead bound: {len(begun)} begun"
     assert len(small_chunks) == 1 and len(small_chunks[0]) > 10
     assert len(begun) == 2 * 3  # twice the workers: chunks begun ahead, not all of them
     rest = list(frames)

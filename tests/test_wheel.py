@@ -4,6 +4,7 @@ outside it, and run from another folder. It must bring its own defaults and prom
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -68,14 +69,23 @@ def test_the_wheel_runs_from_another_folder_with_its_defaults_and_prompts(
     video = elsewhere / "clip.mp4"
     write_video(video, [i * 0.5 for i in range(8)])
 
+    # A user's environment: a PYTHONPATH naming the checkout (as when the suite runs from it) would test
+    # the checkout instead of the wheel.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+
     def run(*args: str | Path) -> subprocess.CompletedProcess:
-        return subprocess.run([*args], cwd=elsewhere, capture_output=True, text=True, timeout=120)
+        return subprocess.run([*args], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
 
     where = run(installed / "python", "-c",
-                "import qwen3vl_summarizer.prompts as p; print(p.__file__); print(len(p.list_prompts()))")  # fmt: skip
+                "import qwen3vl_summarizer.prompts as p, qwen3vl_summarizer.options as o; "
+                "print(p.__file__, p.PROMPTS_DIR, o.DEFAULT_CONFIG, len(p.list_prompts()))")  # fmt: skip
     assert where.returncode == 0, where.stderr
-    module, count = where.stdout.split()
-    assert Path(module).is_relative_to(installed.parent), "the installed copy, not the checkout"
+    *paths, count = where.stdout.split()
+    # The top-level configs/ and prompts/ travel inside the package (pyproject.toml maps them there).
+    package = installed.parent / "lib"
+    assert all(
+        Path(path).is_relative_to(package) and "qwen3vl_summarizer" in Path(path).parts for path in paths
+    ), f"the installed copy, not the checkout: {paths}"
     assert int(count) >= 10
 
     usage = run(installed / "qwen3vl-summarize", "--help")
