@@ -24,8 +24,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,11 +35,11 @@ from gradio.utils import get_upload_folder as gradio_upload_folder
 from qwen3vl_summarizer.engine import Engine, VideoSession
 from qwen3vl_summarizer.errors import Cancelled, OptionsError, SessionBrokenError, SummarizerError
 from qwen3vl_summarizer.events import Progress, Response, TextDelta
-from qwen3vl_summarizer.export import FORMATS, get_writer
-from qwen3vl_summarizer.jobs import JobStore
+from qwen3vl_summarizer.export import FORMATS, get_writer, write_all
+from qwen3vl_summarizer.jobs import JobStore, plan_for
 from qwen3vl_summarizer.loading import EngineSlot
 from qwen3vl_summarizer.options import Options, load_options
-from qwen3vl_summarizer.plan import Geometry, parse_range, plan_video
+from qwen3vl_summarizer.plan import Geometry, parse_range
 from qwen3vl_summarizer.prompts import list_prompts
 from qwen3vl_summarizer.summarize import VideoJob
 from qwen3vl_summarizer.timeline import (
@@ -75,7 +73,6 @@ SPEECH_CHOICES = [
 ]
 DOWNLOADS_PREFIX = "qwen3vl-app-"  # + pid: a folder per server process, removed once that process is gone
 MAX_IMAGE_SIDE = 2048  # pixels; an image is shrunk to this before the model's processor sees it
-SPEECH_POLL_S = 0.5  # how often the page hears how far transcription got, seconds
 # Hides the transcript lines that do not contain the filter box's words (in the browser: no round trip).
 FILTER_TRANSCRIPT_JS = """
 (query) => {
@@ -577,18 +574,14 @@ def plan_line(info: VideoInfo, options: Options, prompt: str, engine: Engine | N
     ``speech``: the transcript as the model reads it, once known (its tokens are counted and shown).
     ``start``/``end``: the time range read, seconds (the whole video by default)."""
     auto = options.context.max_context == "auto"
-    if engine is not None:
-        context = engine.context_length(options.context)
-    else:
-        context = options.context.max_context_cap if auto else int(options.context.max_context)
     try:
-        geometry = engine.geometry if engine is not None else None
-        plan = plan_video(info, options, context, speech + prompt, geometry, start=start, end=end)
+        plan = plan_for(info, options, speech + prompt, engine, start=start, end=end)
     except SummarizerError as e:
         return f"**Cannot plan:** {e}"
     line = "**Plan:** " + plan.summary()
     if speech:
-        line += f" · of which speech {(geometry or Geometry()).text_tokens(speech):,} tokens"
+        geometry = engine.geometry if engine is not None else Geometry()
+        line += f" · of which speech {geometry.text_tokens(speech):,} tokens"
     if not plan.fits:
         length = format_timestamp(max(s.end - s.start for s in plan.segments))
         line += f" (parts of up to {length}, each summarised with the video's own times, then merged)"
@@ -756,14 +749,8 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
         video = uploaded(video)
         opts = run_options(state.options, fps, auto, context, speech, language)
         engine = state.engines.get(state.model_for(model_id))
-        try:
-            opened = yield from _open_with_speech_progress(
-                state, sid, engine, video, opts, prompt, cancel, time_range
-            )
-        except Cancelled:
-            yield gr.skip(), STOPPED, *keep
-            return
-        job, response = opened
+        start, end = time_range
+        job, response = state.jobs.summarize(sid, engine, video, opts, prompt, cancel, start=start, end=end)
         yield (
             gr.skip(),
             gr.skip(),
@@ -779,7 +766,7 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
         stages, started = {}, time.perf_counter()
         try:
             with _closing(response, cancel):
-                for event in response:
+                for event in response.events():
                     if isinstance(event, Progress):
                         if event.stage in ("segment", "merge"):  # a new part: its own stages start over
                             stages = {event.stage: (min(event.done + 1, event.total), event.total)}
@@ -819,33 +806,6 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
         yield summary, done + note, stats, [], files, transcript_markdown(job), gr.skip(), timeline_html(job)
     if failed:
         yield gr.skip(), failed.show(), *keep
-
-
-def _open_with_speech_progress(state: AppState, sid: str, engine: Engine, video: str, opts: Options,
-                               prompt: str, cancel: threading.Event,
-                               time_range: tuple[float, float | None] = (0.0, None)):  # fmt: skip
-    """``state.jobs.summarize`` (of ``time_range``, start and end seconds) on a worker thread, yielding
-    status updates while speech is transcribed before the job exists (``summarize.SPEECH_BESIDE_VIDEO``
-    off; otherwise recognition runs beside the video and reports in the Response's events, and this returns
-    at once). Returns (job, response); raises what it raised."""
-    heard: dict[str, tuple[float, float]] = {}
-    started = time.perf_counter()
-
-    def on_speech(done: float, total: float) -> None:
-        heard["speech"] = (done, total)
-
-    keep = (gr.skip(),) * 6
-    start, end = time_range
-    with ThreadPoolExecutor(1, thread_name_prefix="open-video") as pool:
-        future = pool.submit(
-            state.jobs.summarize, sid, engine, video, opts, prompt, cancel, on_speech, start=start, end=end
-        )
-        while True:
-            try:
-                return future.result(timeout=SPEECH_POLL_S)
-            except FutureTimeout:
-                if "speech" in heard:
-                    yield gr.skip(), speech_line(*heard["speech"], started), *keep
 
 
 def speech_line(done: float, total: float, started: float) -> str:
@@ -897,13 +857,9 @@ def chat(
     with _status_errors() as failed:
         try:
             with _closing(response, cancel):
-                for event in response:
-                    if isinstance(event, TextDelta):
-                        answer = {
-                            "role": "assistant",
-                            "content": shown(response.streamed, duration),
-                        }
-                        yield gr.skip(), [*history, answer], gr.skip(), gr.skip()
+                for _ in response:
+                    answer = {"role": "assistant", "content": shown(response.streamed, duration)}
+                    yield gr.skip(), [*history, answer], gr.skip(), gr.skip()
             answer = {"role": "assistant", "content": shown(response.text, duration)}
             if not response.text.strip():
                 answer["content"] = "*(the model answered with no text; try asking another way)*"
@@ -939,9 +895,8 @@ def describe_image(state: AppState, image: str | None, prompt: str, model_id: st
         response = session.ask(prompt, cancel=cancel)
         try:
             with _closing(response, cancel):
-                for event in response:
-                    if isinstance(event, TextDelta):
-                        yield no_raw_html(response.streamed)
+                for _ in response:
+                    yield no_raw_html(response.streamed)
         except Cancelled:
             yield no_raw_html(response.streamed) + " *(stopped)*"
     if failed:
@@ -968,17 +923,8 @@ def write_downloads(state: AppState, sid: str, job: VideoJob) -> tuple[list[str]
     folder = state.downloads / _folder_name(sid)
     folder.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^\w.-]", "_", Path(job.info.path).stem) or "video"
-    paths, skipped = [], []
-    for fmt in FORMATS:
-        writer = get_writer(fmt)
-        text = writer.to_string(summary)
-        if not writer.has_content(text):
-            skipped.append(writer.description)
-            continue
-        path = folder / f"{stem}.summary.{writer.extension}"
-        path.write_text(text, encoding="utf-8")
-        paths.append(str(path))
-    return paths, skipped
+    paths, skipped = write_all(summary, folder, f"{stem}.summary", FORMATS, skip_empty=True)
+    return [str(p) for p in paths], skipped
 
 
 # ----------------------------------------------------------------------------------------------------

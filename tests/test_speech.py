@@ -401,7 +401,6 @@ def test_transcript_queries_and_prompt_lines() -> None:
     assert Transcript.from_dict(data) == SAMPLE
     assert SAMPLE.between(0, 1.0) == [] and SAMPLE.between(2.0, 3661.3) == list(SAMPLE.segments)
     assert SAMPLE.between(2.5, 3661.25) == []
-    assert SAMPLE.text_at(1.0) == "Hello <world> & all" and SAMPLE.text_at(2.7) == ""
     assert speech.prompt_lines(SAMPLE.segments, hours=True) == (
         "[00:00:01] Hello <world> & all\n[01:01:01] An hour --> later"
     )
