@@ -802,7 +802,7 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
                 "tokens). Try another prompt or template, or a higher frame rate."
             )
         stats = {"turn": "summary", **final.to_dict()}
-        summary = shown(final.text, info.duration) if final.text.strip() else SUMMARY_PLACEHOLDER
+        summary = shown(job.summary_text, info.duration) if final.text.strip() else SUMMARY_PLACEHOLDER
         yield summary, done + note, stats, [], files, transcript_markdown(job), gr.skip(), timeline_html(job)
     if failed:
         yield gr.skip(), failed.show(), *keep
