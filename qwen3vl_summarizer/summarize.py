@@ -429,7 +429,7 @@ def open_video(
         lines = speech
         if transcript is not None and not plan.fits:
             lines = speech_block(transcript.between(s.start, s.end), hours)
-        parts.append(_Part(s, sample(path, fps, size, start=s.start, end=stop), key, speech=lines))
+        parts.append(_Part(s, sample(info, fps, size, start=s.start, end=stop), key, speech=lines))
     if not plan.fits:
         log.info("%s does not fit %d tokens: %d segments", info.path, context, len(parts))
     job = VideoJob(engine, info, plan, context, options, cache_reuse, parts, cache)

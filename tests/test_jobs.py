@@ -248,6 +248,26 @@ def test_a_video_that_fails_to_plan_stops_its_recognition(engine, tmp_path, monk
     assert pending.finished.wait(30) and not pending.done and finished == [], "stopped, not finished"
 
 
+def test_a_job_probes_its_file_once(engine, tmp_path, monkeypatch) -> None:
+    from qwen3vl_summarizer import video as video_module
+
+    video = tmp_path / "talk.mp4"
+    write_video(video, [i * 0.5 for i in range(6)], audio_seconds=3.0)
+    probed = []
+    real = video_module.probe
+
+    def probe(path):
+        probed.append(path)
+        return real(path)
+
+    for module in (jobs, transcripts, video_module):
+        monkeypatch.setattr(module, "probe", probe)
+    monkeypatch.setattr(transcripts, "recognise", lambda *args, **kwargs: None)  # no speech model here
+    job = open_job(engine, video, options().replace(speech={"mode": "asr"}), PROMPT)
+    assert job.ask(PROMPT).stats.read_video
+    assert probed == [video], "probed once: the transcript, the plan and the frames share its VideoInfo"
+
+
 def test_plan_for_counts_as_the_job_does(engine, tmp_path) -> None:
     video = tmp_path / "clip.mp4"
     write_video(video, [i * 0.5 for i in range(6)])
