@@ -569,13 +569,12 @@ def _ask_all(job, questions: list[str], progress: _Progress, stream: bool) -> li
 def _open(engine, info, options: Options, prompt: str, args: argparse.Namespace, progress: _Progress):
     """The video's job (:func:`~.jobs.open_job`), saying where its speech comes from."""
     from .jobs import open_job
-    from .transcripts import PendingTranscript
 
     job = open_job(
         engine, info, options, prompt, subtitle_file=_subtitle_file(args),
         cache_reuse=not args.no_cache_reuse, start=args.start, end=args.end,
     )  # fmt: skip
-    if isinstance(job.pending_speech, PendingTranscript):
+    if job.pending_speech is not None:
         progress.note("speech: recognising it while the video is read")
     elif job.transcript is not None:
         progress.note(f"speech: {len(job.transcript.segments)} lines from {job.transcript.source}")
