@@ -1,9 +1,10 @@
 """Orchestration: plan, sample and open sessions on one video; the CLI and the app share it.
 
 ``open_video`` does the cheap, checkable part (plan a probed video: errors surface before any model work)
-and returns a :class:`VideoJob`; front ends reach it through :func:`~.jobs.open_job`. Its ``ask()`` returns a :class:`~.events.Response`, like
-:meth:`VideoSession.ask`; the job keeps the answers of its conversation and builds the exported
-:class:`~.export.Summary` from them (``job.summary()``), the same for the page and the command line.
+and returns a :class:`VideoJob`; front ends reach it through :func:`~.jobs.open_job`. Its ``ask()``
+returns a :class:`~.events.Response`, like :meth:`VideoSession.ask`; the job keeps the answers of its
+conversation and builds the exported :class:`~.export.Summary` from them (``job.summary()``), the same for
+the page and the command line.
 
 A video that fits the context is one session. A longer one is split along the plan's segments: each
 segment is summarised in its own session (its frames keep their absolute times, so its timestamps are the
