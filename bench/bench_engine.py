@@ -196,8 +196,8 @@ def run_one(args: argparse.Namespace) -> dict:
     import transformers
 
     from qwen3vl_summarizer.events import TurnStats
+    from qwen3vl_summarizer.jobs import open_job
     from qwen3vl_summarizer.options import load_options
-    from qwen3vl_summarizer.summarize import open_video
 
     minutes = args.minutes[0]
     video = make_video(minutes, Path(args.cache), args.video_maker)
@@ -222,12 +222,12 @@ def run_one(args: argparse.Namespace) -> dict:
 
     def turn(session, question):
         t0 = time.perf_counter()
-        for event in session.ask(question):
+        for event in session.ask(question).events():
             if isinstance(event, TurnStats):
                 return event, time.perf_counter() - t0
         raise RuntimeError("no stats")
 
-    job = open_video(engine, video, options, PROMPT)
+    job = open_job(engine, video, options, PROMPT)
     result["plan"] = job.plan.summary()
     if not job.plan.fits:  # only the first segment's session is measured below
         result["segments"] = len(job.plan.segments)
@@ -247,7 +247,7 @@ def run_one(args: argparse.Namespace) -> dict:
     follow, _ = turn(job.session, "What is on screen at 05:00?")
     result["followup_reuse"] = {"ttft_s": round(follow.ttft_s, 4), "prefill_tokens": follow.prefill_tokens}
     if not args.skip_no_reuse:
-        slow = open_video(engine, video, options, PROMPT, cache_reuse=False)
+        slow = open_job(engine, video, options, PROMPT, cache_reuse=False)
         turn(slow.session, PROMPT)
         follow_slow, _ = turn(slow.session, "What is on screen at 05:00?")
         result["followup_no_reuse"] = {
@@ -277,8 +277,8 @@ def run_plain(args: argparse.Namespace) -> dict:
     from transformers.video_utils import VideoMetadata
 
     from qwen3vl_summarizer.engine import Engine
+    from qwen3vl_summarizer.jobs import open_job
     from qwen3vl_summarizer.options import load_options
-    from qwen3vl_summarizer.summarize import open_video
 
     minutes = args.minutes[0]
     video = make_video(minutes, Path(args.cache), args.video_maker)
@@ -286,8 +286,8 @@ def run_plain(args: argparse.Namespace) -> dict:
         model, processor = load_plain(args.arch, Path(work))
     options = load_options(overrides=_overrides(args, None) | {"cache": {"enabled": False}})
     # The engine wrapper only plans (probe, frame size) and samples, exactly as for the engine's run.
-    job = open_video(Engine(model, processor, "plain"), video, options, PROMPT)
-    frames = list(job.frames)
+    job = open_job(Engine(model, processor, "plain"), video, options, PROMPT)
+    frames = list(job.parts[0].frames)
     pixels = np.stack([f.image for f in frames])  # [T, H, W, 3] uint8
     meta = VideoMetadata(
         total_num_frames=len(frames), fps=1000.0, frames_indices=[round(f.t * 1000) for f in frames]

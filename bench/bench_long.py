@@ -20,19 +20,16 @@ from pathlib import Path
 
 from bench_engine import make_video  # also puts the checkout on the path, for tests/tiny_model.py
 
-from qwen3vl_summarizer.engine import Engine, TurnStats
+from qwen3vl_summarizer.engine import Engine
+from qwen3vl_summarizer.jobs import open_job
 from qwen3vl_summarizer.options import load_options
-from qwen3vl_summarizer.summarize import open_video
 from tests.tiny_model import build_tiny_model
 
 
 def summarize(engine, video, options, prompt):
     t0 = time.perf_counter()
-    job = open_video(engine, video, options, prompt)
-    stats = None
-    for event in job.ask(prompt):
-        if isinstance(event, TurnStats):
-            stats = event
+    job = open_job(engine, video, options, prompt)
+    stats = job.ask(prompt).stats
     return job, stats, time.perf_counter() - t0
 
 

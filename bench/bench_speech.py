@@ -15,9 +15,10 @@ true onset. One JSON line on stdout; bench/RESULTS_speech.md records the figures
 ``--first-turn`` muxes the narration under bench_engine's test video of the same length (448x256, read at
 1 fps by the tiny random Qwen3-VL, as bench_engine.py does) and times the first turn, from the start of
 the job to the first answer token, in one process and one run: without speech, with speech recognised
-first (the old path, ``summarize.SPEECH_BESIDE_VIDEO = False``), and with speech recognised beside the
-video, once per ``--asr-threads`` value (CTranslate2 threads). Caches are off, so every way reads and
-recognises from scratch; both models are loaded (and warmed up) before. One JSON line per way, then one
+first (``transcripts.transcript_for``, then the job finds it in a fresh cache folder: the old path), and
+with speech recognised beside the video (``jobs.open_job``), once per ``--asr-threads`` value
+(CTranslate2 threads, ``speech.CPU_THREADS``). Caches are off (a fresh, empty one for the old path), so
+every way reads and recognises from scratch; both models are loaded (and warmed up) before. One JSON line per way, then one
 with the ratios to the way without speech.
 """
 
@@ -108,8 +109,9 @@ def first_turn(args: argparse.Namespace) -> None:
     import torch
 
     from bench.bench_engine import load_engine
-    from qwen3vl_summarizer import summarize
+    from qwen3vl_summarizer import transcripts
     from qwen3vl_summarizer.events import Progress, TextDelta, TurnStats
+    from qwen3vl_summarizer.jobs import open_job
     from qwen3vl_summarizer.options import load_options
 
     path = narrated_video(args.minutes, args.cache)
@@ -127,17 +129,21 @@ def first_turn(args: argparse.Namespace) -> None:
         speech.transcribe(warm, model=args.model, device=args.device, cpu_threads=threads)
     rows = []
 
+    default_threads = speech.CPU_THREADS
+
     def run(way: str, speech_mode: str, beside: bool, threads: int = 0) -> dict:
-        summarize.SPEECH_BESIDE_VIDEO, summarize.ASR_THREADS_BESIDE_VIDEO = beside, threads
-        options = load_options(
-            overrides={**base, "speech": {**base["speech"], "mode": speech_mode}}, environ={}
-        )
+        speech.CPU_THREADS = threads or default_threads
+        overrides = {**base, "speech": {**base["speech"], "mode": speech_mode}}
+        if not beside:  # recognised first, then found in this fresh cache by the job
+            overrides["cache"] = {"enabled": True, "dir": tempfile.mkdtemp(prefix="bench-speech-cache-")}
+        options = load_options(overrides=overrides, environ={})
         marks: dict[str, float] = {}
         t0, c0 = time.perf_counter(), time.process_time()
-        transcript = summarize.start_transcript(path, options)
+        if not beside:
+            transcripts.transcript_for(path, options.speech, options.cache)
         marks["planned_after"] = time.perf_counter() - t0
-        job = summarize.open_video(engine, path, options, "Summarize the video.", transcript=transcript)
-        for event in job.ask("Summarize the video."):
+        job = open_job(engine, path, options, "Summarize the video.")
+        for event in job.ask("Summarize the video.").events():
             now = time.perf_counter() - t0
             if isinstance(event, Progress) and event.stage == "vision":
                 marks["video_read"] = now  # the last vision batch

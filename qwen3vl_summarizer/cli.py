@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from . import __version__
 from .errors import OptionsError, SummarizerError
 from .events import TurnStats
-from .export import FORMATS, QUESTION_HEADING, get_writer
+from .export import FORMATS, QUESTION_HEADING, get_writer, write_all
 from .options import KV_CACHE_DTYPES, QUANTIZATIONS, SPEECH_MODES, Options, load_options
 from .plan import MemoryPlan, Plan, parse_size, parse_time
 from .timestamps import format_timestamp
@@ -382,35 +382,16 @@ def _clock(seconds: float) -> str:
 
 
 def _probe_and_plan(args: argparse.Namespace, options: Options) -> tuple[Any, Plan, MemoryPlan]:
-    """Probe the video and plan it without a model, for Qwen3-VL-2B in bfloat16 on a device of
-    ``--device-memory`` bytes. Without one, no memory limit is known: an ``auto`` context is the cap and
-    an ``auto`` KV cache is not quantized."""
-    from .plan import (
-        QWEN3VL_2B_KV_SHAPE,
-        Geometry,
-        choose_kv_cache_dtype,
-        context_that_fits,
-        kv_budget_bytes,
-        kv_bytes_per_token,
-        memory_plan,
-        plan_video,
-    )
+    """Probe the video and plan it without a model (:func:`~.jobs.plan_for`), for Qwen3-VL-2B in bfloat16
+    on a device of ``--device-memory`` bytes."""
+    from .jobs import plan_for, planning_context
+    from .plan import memory_plan
     from .video import probe
 
     info = probe(args.video)
-    c = options.context
     device = getattr(args, "device_memory", None)
-    budget = None if device is None else kv_budget_bytes(device)
-    context = c.max_context_cap if c.max_context == "auto" else int(c.max_context)
-    kv_dtype = choose_kv_cache_dtype(c.kv_cache_dtype, "bfloat16", context, QWEN3VL_2B_KV_SHAPE, budget)
-    geometry = Geometry(
-        kv_bytes_per_token=kv_bytes_per_token(*QWEN3VL_2B_KV_SHAPE, kv_dtype), kv_cache_dtype=kv_dtype
-    )
-    if c.max_context == "auto" and budget is not None:
-        context = context_that_fits(budget, geometry.kv_bytes_per_token, c.max_context_cap)
-    plan = plan_video(
-        info, options, context, prompt=_prompt_text(args), geometry=geometry, start=args.start, end=args.end
-    )
+    context, geometry = planning_context(options, device_memory=device)
+    plan = plan_for(info, options, _prompt_text(args), start=args.start, end=args.end, device_memory=device)
     return info, plan, memory_plan(context, geometry, device)
 
 
@@ -560,22 +541,23 @@ def _ask_all(job, questions: list[str], progress: _Progress, stream: bool) -> li
             sys.stdout.write(QUESTION_SEPARATOR.format(question=question))
             sys.stdout.flush()
         response = job.ask(question)
-        for event in response:
-            if isinstance(event, Progress):
-                if event.stage == "speech" and not progress.tty and event.done < event.total:
-                    continue  # recognition beside the video: on a log, one line when it is done
-                progress.update(event.stage, event.done, event.total)
-            elif isinstance(event, TextDelta):
-                progress.clear()
-                if stream and event.text:
-                    sys.stdout.write(event.text)
-                    sys.stdout.flush()
+        for event in response.events():
+            match event:
+                case Progress(stage="speech", done=done, total=total) if not progress.tty and done < total:
+                    pass  # recognition beside the video: on a log, one line when it is done
+                case Progress(stage=stage, done=done, total=total):
+                    progress.update(stage, done, total)
+                case TextDelta(text=text):
+                    progress.clear()
+                    if stream and text:
+                        sys.stdout.write(text)
+                        sys.stdout.flush()
         progress.clear()
         if i == 0 and job.damage:
             log.warning("%s", job.damage)
         if i == 0 and job.speech_note:
             log.warning("speech: %s", job.speech_note)
-        if stream and not response.streamed.endswith("\n"):
+        if stream and not response.text.endswith("\n"):
             sys.stdout.write("\n")
             sys.stdout.flush()
         stats = response.stats
@@ -584,36 +566,27 @@ def _ask_all(job, questions: list[str], progress: _Progress, stream: bool) -> li
     return list(job.answers)
 
 
-def _open(engine, path: Path, options: Options, prompt: str, args: argparse.Namespace, progress: _Progress):
-    """The video's job, its speech read from subtitles or the cache, or recognised beside the video (its
-    progress comes with the answer's), or first when ``summarize.SPEECH_BESIDE_VIDEO`` is off."""
-    from .summarize import PendingTranscript, open_video, start_transcript
+def _open(engine, info, options: Options, prompt: str, args: argparse.Namespace, progress: _Progress):
+    """The video's job (:func:`~.jobs.open_job`), saying where its speech comes from."""
+    from .jobs import open_job
 
-    transcript = start_transcript(
-        path,
-        options,
-        _subtitle_file(args),
-        on_progress=lambda done, total: progress.update("speech", int(done), int(total)),
-        start=args.start,
-        end=args.end,
-    )
-    progress.clear()
-    if isinstance(transcript, PendingTranscript):
-        progress.note("speech: recognising it while the video is read")
-    elif transcript is not None:
-        progress.note(f"speech: {len(transcript.segments)} lines from {transcript.source}")
-    return open_video(
-        engine, path, options, prompt, cache_reuse=not args.no_cache_reuse, transcript=transcript,
-        start=args.start, end=args.end,
+    job = open_job(
+        engine, info, options, prompt, subtitle_file=_subtitle_file(args),
+        cache_reuse=not args.no_cache_reuse, start=args.start, end=args.end,
     )  # fmt: skip
+    if job.pending_speech is not None:
+        progress.note("speech: recognising it while the video is read")
+    elif job.transcript is not None:
+        progress.note(f"speech: {len(job.transcript.segments)} lines from {job.transcript.source}")
+    return job
 
 
-def _probe(path: Path, args: argparse.Namespace) -> None:
-    """Fail on a bad file, or a --start/--end it cannot hold, before the model is loaded for it."""
-    from .plan import check_range
-    from .video import probe
+def _probe(path: Path, args: argparse.Namespace):
+    """The video's :class:`~.video.VideoInfo`; fails on a bad file, or a --start/--end it cannot hold,
+    before the model is loaded for it."""
+    from .jobs import probe_video
 
-    check_range(args.start, args.end, probe(path).duration)
+    return probe_video(path, args.start, args.end)
 
 
 def _run_json(job) -> dict[str, Any]:
@@ -633,8 +606,8 @@ def _run_json(job) -> dict[str, Any]:
 
 def cmd_transcribe(args: argparse.Namespace, options: Options) -> int:
     """What is said in each file, in the formats asked for; a file that fails is reported, the others go on."""
-    from .export import Summary
-    from .summarize import transcript_for
+    from .export import transcript_string
+    from .transcripts import transcript_for
 
     out = Path(args.out) if args.out else None
     if out is None and (len(args.videos) > 1 or len(args.format) > 1):
@@ -647,18 +620,16 @@ def cmd_transcribe(args: argparse.Namespace, options: Options) -> int:
         path = Path(name)
         try:
             transcript = transcript_for(
-                path, options, on_progress=lambda d, t: progress.update("speech", int(d), int(t))
+                path,
+                options.speech,
+                options.cache,
+                on_progress=lambda d, t: progress.update("speech", int(d), int(t)),
             )
             progress.clear()
             if transcript is None:
                 raise OptionsError(f"{path} has no speech to transcribe (no audio stream, or speech = off)")
-            summary = Summary("", path.name, 0.0, "", "", transcript=transcript.to_dict())
             for fmt in args.format:
-                text = (
-                    json.dumps(transcript.to_dict(), ensure_ascii=False, indent=2) + "\n"
-                    if fmt == "json"
-                    else get_writer(f"transcript.{fmt}").to_string(summary)
-                )
+                text = transcript_string(transcript.to_dict(), fmt)
                 if out is None:
                     sys.stdout.write(text)
                 else:
@@ -683,11 +654,10 @@ def cmd_summarize(args: argparse.Namespace, options: Options) -> int:
     if args.out is not None:
         return _summarize_batch(args, options)
     prompt = _prompt_text(args)
-    path = args.paths[0]
-    _probe(path, args)  # fail on a bad file or range before loading the model
+    info = _probe(args.paths[0], args)  # fail on a bad file or range before loading the model
     progress = _Progress(args.verbose or sys.stderr.isatty(), sys.stderr)
     engine = _load_engine(options, progress)
-    job = _open(engine, path, options, prompt, args, progress)
+    job = _open(engine, info, options, prompt, args, progress)
     progress.note(f"plan: {job.plan.summary()}")
     stream = not args.json and args.formats == [DEFAULT_FORMAT]
     _ask_all(job, [prompt, *args.ask], progress, stream)
@@ -706,7 +676,6 @@ def _summarize_batch(args: argparse.Namespace, options: Options) -> int:
     prompt = _prompt_text(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    writers = [get_writer(f) for f in args.formats]
     progress = _Progress(args.verbose or sys.stderr.isatty(), sys.stderr)
     engine = None
     results: list[_Result] = []
@@ -717,7 +686,7 @@ def _summarize_batch(args: argparse.Namespace, options: Options) -> int:
         results.append(result)
         t0 = time.perf_counter()
         try:
-            _probe(path, args)  # a bad file (or range) fails here, before the model is loaded for it
+            info = _probe(path, args)  # a bad file (or range) fails here, before the model is loaded for it
         except Exception as e:
             _report_failure(path, e, args.debug, progress)
             result.seconds = time.perf_counter() - t0
@@ -726,14 +695,12 @@ def _summarize_batch(args: argparse.Namespace, options: Options) -> int:
             engine = _load_engine(options, progress)
             t0 = time.perf_counter()  # the table times the video, not the model loading
         try:
-            job = _open(engine, path, options, prompt, args, progress)
+            job = _open(engine, info, options, prompt, args, progress)
             result.duration, result.frames = job.info.duration, job.plan.frames
             progress.note(f"plan: {job.plan.summary()}")
             turns = _ask_all(job, [prompt, *args.ask], progress, stream=False)
             result.tokens = sum(t.prefill_tokens + len(t.tokens) for t in turns)
-            summary = job.summary(_prompt_label(args))
-            for writer in writers:
-                writer.write(summary, out / f"{path.stem}.{writer.extension}")
+            write_all(job.summary(_prompt_label(args)), out, path.stem, args.formats)
             if args.json:
                 _print_json(_run_json(job))
             result.ok = True

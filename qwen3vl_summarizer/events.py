@@ -1,9 +1,9 @@
 """What an answer streams, and the answer object that every consumer reads it through.
 
-``VideoSession.ask()`` and ``VideoJob.ask()`` return a :class:`Response`. Iterating it streams
-:class:`Progress` and :class:`TextDelta` events and, last, the turn's :class:`TurnStats`; once consumed,
-``response.text`` and ``response.stats`` hold the answer, and iterating again replays it from memory (as
-simonw/llm's ``Response`` does). A stream that ends without its statistics raises
+``VideoSession.ask()`` and ``VideoJob.ask()`` return a :class:`Response`. Iterating it streams the
+answer's text; ``response.events()`` streams :class:`Progress` and :class:`TextDelta` events and, last,
+the turn's :class:`TurnStats`. Once consumed, ``response.text`` and ``response.stats`` hold the answer,
+and iterating again replays it from memory (as simonw/llm's ``Response`` does). A stream that ends without its statistics raises
 :class:`~.errors.IncompleteAnswerError`, in one place.
 """
 
@@ -69,7 +69,11 @@ Event = Progress | TextDelta | TurnStats
 
 
 class Response:
-    """One answer. Iterate it to stream its events; then read ``.text`` and ``.stats``.
+    """One answer, as simonw/llm's ``Response``: iterating it streams the answer's text (``str`` chunks);
+    :meth:`events` streams the typed events (:class:`Progress`, :class:`TextDelta`, then the turn's
+    :class:`TurnStats`) for a front end that shows progress too. Either way, once consumed, ``.text`` is
+    the answer (exactly the chunks streamed, joined), ``.stats`` its statistics, and iterating again
+    replays from memory.
 
     ``on_done(stats)`` is called once, when the stream delivers its statistics. ``close()`` stops a
     stream that is still running (the session rewinds the unfinished turn).
@@ -81,9 +85,15 @@ class Response:
         self._events: list[Event] = []
         self._stats: TurnStats | None = None
         self._on_done = on_done
-        self.streamed = ""  # the text deltas so far (a segmented video's parts, then its merge)
+        self.streamed = ""  # the text so far (``.text`` once the stream has ended)
 
-    def __iter__(self) -> Iterator[Event]:
+    def __iter__(self) -> Iterator[str]:
+        for event in self.events():
+            if isinstance(event, TextDelta) and event.text:
+                yield event.text
+
+    def events(self) -> Iterator[Event]:
+        """The typed events, as they come (or replayed, once consumed)."""
         if self._finished:
             yield from self._events
             return
@@ -97,9 +107,7 @@ class Response:
                     if self._on_done is not None:
                         self._on_done(event)
                 yield event
-        except (
-            GeneratorExit
-        ):  # the consumer left the loop early: stop the work now, not at garbage collection
+        except GeneratorExit:  # the consumer left the loop early: stop the work now, not at collection
             self.close()
             raise
         self._finished = True
@@ -108,7 +116,7 @@ class Response:
 
     def relay(self) -> Iterator[Event]:
         """Yield the progress and text events; return the stats (``stats = yield from r.relay()``)."""
-        for event in self:
+        for event in self.events():
             if not isinstance(event, TurnStats):
                 yield event
         return self.stats
@@ -121,7 +129,7 @@ class Response:
     def stats(self) -> TurnStats:
         """The turn's statistics; runs the stream to its end first if it has not been read."""
         if self._stats is None:
-            for _ in self:
+            for _ in self.events():
                 pass
         if self._stats is None:  # closed before its end
             raise IncompleteAnswerError("the answer was stopped before it finished")
@@ -129,8 +137,9 @@ class Response:
 
     @property
     def text(self) -> str:
-        """The whole answer (for a segmented video: the merged summary, then the notes by part)."""
-        return self.stats.text
+        """The whole answer, as streamed; runs the stream to its end first if it has not been read."""
+        self.stats  # noqa: B018
+        return self.streamed
 
     def close(self) -> None:
         """Stop the stream if it is still running; its turn is dropped and the session stays usable."""

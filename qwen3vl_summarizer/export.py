@@ -15,8 +15,10 @@ import logging
 import os
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 from .errors import OptionsError
@@ -394,10 +396,10 @@ class ChaptersWriter(Writer):
 # --- the transcript ---------------------------------------------------------------------------------
 
 
-def _speech_cues(summary: Summary) -> list[tuple[float, float, str]]:
+def _speech_cues(transcript: dict[str, Any] | None) -> list[tuple[float, float, str]]:
     """(start, end, text) of each transcript segment, times as recognised; a segment of no length is
     shown MIN_CUE_SECONDS."""
-    segments = (summary.transcript or {}).get("segments", [])
+    segments = (transcript or {}).get("segments", [])
     return [
         (
             s["start"],
@@ -408,37 +410,49 @@ def _speech_cues(summary: Summary) -> list[tuple[float, float, str]]:
     ]
 
 
-class TranscriptSRTWriter(Writer):
+class TranscriptWriter(Writer):
+    """A writer of the summary's transcript alone; :meth:`transcript_string` writes a transcript that
+    came without a summary (the CLI's ``transcribe``)."""
+
+    def to_string(self, summary: Summary) -> str:
+        return self.transcript_string(summary.transcript)
+
+    @abstractmethod
+    def transcript_string(self, transcript: dict[str, Any] | None) -> str:
+        """The whole file for ``transcript`` (``speech.Transcript.to_dict()``; None: no transcript)."""
+
+
+class TranscriptSRTWriter(TranscriptWriter):
     """What is said, as SubRip subtitles (empty without a transcript)."""
 
     format = "transcript.srt"
     extension = "transcript.srt"
     description = "transcript (SRT)"
 
-    def to_string(self, summary: Summary) -> str:
-        return _srt(_speech_cues(summary))
+    def transcript_string(self, transcript: dict[str, Any] | None) -> str:
+        return _srt(_speech_cues(transcript))
 
 
-class TranscriptVTTWriter(VTTWriter):
+class TranscriptVTTWriter(TranscriptWriter, VTTWriter):
     """What is said, as WebVTT subtitles (only the header without a transcript)."""
 
     format = "transcript.vtt"
     extension = "transcript.vtt"
     description = "transcript (WebVTT)"
 
-    def to_string(self, summary: Summary) -> str:
-        return _vtt(_speech_cues(summary), numbered=False)
+    def transcript_string(self, transcript: dict[str, Any] | None) -> str:
+        return _vtt(_speech_cues(transcript), numbered=False)
 
 
-class TranscriptTextWriter(Writer):
+class TranscriptTextWriter(TranscriptWriter):
     """What is said, one segment a line, without times."""
 
     format = "transcript.txt"
     extension = "transcript.txt"
     description = "transcript (text)"
 
-    def to_string(self, summary: Summary) -> str:
-        return "".join(f"{s['text']}\n" for s in (summary.transcript or {}).get("segments", []))
+    def transcript_string(self, transcript: dict[str, Any] | None) -> str:
+        return "".join(f"{s['text']}\n" for s in (transcript or {}).get("segments", []))
 
 
 _WRITERS: dict[str, type[Writer]] = {
@@ -463,3 +477,42 @@ def get_writer(fmt: str) -> Writer:
     if key not in _WRITERS:
         raise OptionsError(f"unknown output format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     return _WRITERS[key]()
+
+
+# --- every export at once ---------------------------------------------------------------------------
+
+
+def write_all(
+    summary: Summary,
+    folder: str | os.PathLike[str],
+    stem: str,
+    formats: Sequence[str] = FORMATS,
+    *,
+    skip_empty: bool = False,
+) -> tuple[list[Path], list[str]]:
+    """Write ``summary`` as ``folder/<stem>.<extension>`` in each of ``formats`` (the page offers every
+    format, the CLI those asked for). ``skip_empty``: leave out a file with nothing for a person in it (a
+    summary without chapter times, an empty transcript). Returns (the files written, the descriptions of
+    the formats left out)."""
+    written, skipped = [], []
+    for fmt in formats:
+        writer = get_writer(fmt)
+        text = writer.to_string(summary)
+        if skip_empty and not writer.has_content(text):
+            skipped.append(writer.description)
+            continue
+        path = Path(folder) / f"{stem}.{writer.extension}"
+        with open(path, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        written.append(path)
+    return written, skipped
+
+
+def transcript_string(transcript: dict[str, Any], fmt: str) -> str:
+    """A transcript alone (``speech.Transcript.to_dict()``) as ``fmt``: srt, vtt, txt, or json (the
+    dictionary itself)."""
+    if fmt == "json":
+        return json.dumps(transcript, ensure_ascii=False, indent=2) + "\n"
+    writer = get_writer(f"transcript.{fmt}")
+    assert isinstance(writer, TranscriptWriter)
+    return writer.transcript_string(transcript)

@@ -10,6 +10,7 @@ Layout, one immutable directory per entry::
 
     root/<key[:2]>/<key>/tensors.safetensors   ids, positions, embeds, deepstack.0..L-1 (dtypes kept)
     root/<key[:2]>/<key>/meta.json             key, format, created, times, damage, sha256 and sizes
+    root/transcripts/<key>.json                a transcript (transcripts.py): small entries of their own
     root/.tmp/                                 entries being written (renamed into place when complete)
     root/.trash/                               entries being deleted (renamed out of place first)
 
@@ -59,6 +60,7 @@ HASH_BLOCK_BYTES = 8 * 1024 * 1024  # file_fingerprint reads the video in blocks
 STALE_TMP_SECONDS = 3600.0  # a temp entry untouched this long belongs to a crashed writer
 RACY_MTIME_SECONDS = 2.0  # a file modified this recently may change again without its mtime moving
 FINGERPRINT_MEMO_MAX = 4096  # fingerprints remembered in-process
+TRANSCRIPTS_DIR = "transcripts"  # under root: transcripts, counted and evicted with the features
 RENAME_ATTEMPTS = 3  # tries to move a finished entry into place past concurrent writers of its key
 
 
@@ -467,8 +469,15 @@ class FeatureCache:
     # -- size and eviction
 
     def _entries(self) -> list[tuple[int, int, Path]]:
-        """(last used ns, bytes, directory) for every entry; temp and trash directories are not entries."""
+        """(last used ns, bytes, path) for every entry: a features directory, or a transcript's file in
+        :data:`TRANSCRIPTS_DIR`; temp and trash directories are not entries."""
         found = []
+        with contextlib.suppress(OSError):
+            for f in os.scandir(self.root / TRANSCRIPTS_DIR):
+                with contextlib.suppress(OSError):
+                    st = f.stat(follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode) and f.name.endswith(".json"):
+                        found.append((st.st_mtime_ns, st.st_size, Path(f.path)))
         try:
             shards = [
                 d for d in os.scandir(self.root) if len(d.name) == 2 and d.is_dir(follow_symlinks=False)
@@ -496,7 +505,8 @@ class FeatureCache:
         return sum(size for _, size, _ in self._entries())
 
     def _evict(self, keep: str) -> None:
-        """Delete least recently used entries, never ``keep``, until the total is within max_bytes."""
+        """Delete least recently used entries, never ``keep`` (a key, or a transcript's file name), until
+        the total is within max_bytes."""
         entries = sorted(self._entries())
         total = sum(size for _, size, _ in entries)
         for _, size, path in entries:
@@ -504,9 +514,45 @@ class FeatureCache:
                 break
             if path.name == keep:
                 continue
-            logger.debug("evicting feature cache entry %s (%d bytes)", path.name, size)
-            self._remove_tree(path)
+            logger.debug("evicting cache entry %s (%d bytes)", path.name, size)
+            self._remove_entry(path)
             total -= size
+
+    def _remove_entry(self, path: Path) -> None:
+        if path.parent.name == TRANSCRIPTS_DIR:  # one file, replaced atomically: unlinking it is whole
+            with contextlib.suppress(OSError):
+                path.unlink()
+        else:
+            self._remove_tree(path)
+
+    # -- small entries beside the features (transcripts)
+
+    def load_text(self, name: str) -> str | None:
+        """The text stored as ``name`` in :data:`TRANSCRIPTS_DIR`, or None; a hit counts as a use."""
+        path = self.root / TRANSCRIPTS_DIR / name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        self._touch(path, None)
+        return text
+
+    def store_text(self, name: str, text: str) -> None:
+        """Store ``text`` as ``name`` in :data:`TRANSCRIPTS_DIR` (atomically), then evict down to
+        max_bytes, counting it with the features. A failed write is logged and dropped."""
+        folder = self.root / TRANSCRIPTS_DIR
+        tmp = folder / f"{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(folder / name)
+            self._touch(folder / name, None)
+        except OSError as e:
+            logger.warning("could not cache %s: %s", name, _reason_of(e))
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return
+        self._evict(keep=name)
 
     def _sweep(self) -> None:
         """Remove what crashed processes left: trash, and temp entries untouched for STALE_TMP_SECONDS."""
@@ -528,7 +574,7 @@ class FeatureCache:
     def clear(self) -> None:
         """Delete every entry (and any temp or trash left over)."""
         for _, _, path in self._entries():
-            self._remove_tree(path)
+            self._remove_entry(path)
         with contextlib.suppress(OSError):
             for d in os.scandir(self.root):
                 if d.name != TMP_DIR and d.is_dir(follow_symlinks=False):

@@ -1,5 +1,7 @@
-"""The videos a server keeps open: one :class:`~.summarize.VideoJob` per key (a browser session, an API
-caller), their KV caches released least recently used first beyond a byte budget.
+"""The job API: the one way a video is opened (:func:`open_job`: probe once, start its transcript, plan)
+or planned without reading it (:func:`plan_for`), for the page and the command line alike; and the videos
+a server keeps open: one :class:`~.summarize.VideoJob` per key (a browser session, an API caller), their
+KV caches released least recently used first beyond a byte budget.
 
 ``JobStore.summarize(key, engine, path, options, prompt)`` holds the reuse rule: the same file read the
 same way (sampling, context, model, time range) keeps its video and only the new prompt is computed;
@@ -15,17 +17,117 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 
 from .engine import Engine
 from .errors import SessionBrokenError
 from .events import Response
 from .options import Options
-from .plan import check_range
-from .summarize import PendingTranscript, VideoJob, open_video, start_transcript
-from .video import probe
+from .plan import (
+    QWEN3VL_2B_KV_SHAPE,
+    Geometry,
+    Plan,
+    check_range,
+    choose_kv_cache_dtype,
+    context_that_fits,
+    kv_budget_bytes,
+    kv_bytes_per_token,
+    plan_video,
+)
+from .summarize import VideoJob, open_video
+from .transcripts import PendingTranscript, start_transcript
+from .video import VideoInfo, probe
 
 log = logging.getLogger(__name__)
+
+
+def probe_video(path: str | os.PathLike, start: float = 0.0, end: float | None = None) -> VideoInfo:
+    """Probe ``path`` and check that it holds the range ``[start, end)`` seconds: a file that is no video,
+    or a range it cannot hold, fails here, before any model is loaded for it."""
+    info = probe(path)
+    check_range(start, end, info.duration)
+    return info
+
+
+def open_job(
+    engine: Engine,
+    video: str | os.PathLike | VideoInfo,
+    options: Options,
+    prompt: str = "",
+    *,
+    subtitle_file: str | os.PathLike | None = None,
+    cache_reuse: bool = True,
+    start: float = 0.0,
+    end: float | None = None,
+) -> VideoJob:
+    """The one way a front end opens a video: probe it once (``video`` may be its :class:`VideoInfo`
+    already, from :func:`probe_video`), start its transcript (subtitles, the cache, or recognition on a
+    thread beside the video), plan it and prepare its sessions. Nothing is decoded yet: ``job.ask(prompt)``
+    reads the video. When planning fails, the recognition started for it is stopped before the error is
+    raised (a batch does not go on recognising a file that failed)."""
+    info = probe_video(video, start, end) if not isinstance(video, VideoInfo) else video
+    transcript = start_transcript(
+        info.path,
+        options.speech,
+        options.cache,
+        subtitle_file=subtitle_file,
+        info=info,
+        start=start,
+        end=end,
+    )
+    try:
+        return open_video(
+            engine,
+            info,
+            options,
+            prompt,
+            cache_reuse=cache_reuse,
+            transcript=transcript,
+            start=start,
+            end=end,
+        )
+    except BaseException:
+        if isinstance(transcript, PendingTranscript):  # no job will read it
+            transcript.stop()
+        raise
+
+
+def planning_context(
+    options: Options, engine: Engine | None = None, device_memory: int | None = None
+) -> tuple[int, Geometry]:
+    """The context length and token geometry a plan counts with: the loaded model's on its device, or
+    without a model, Qwen3-VL-2B's in bfloat16 on a device of ``device_memory`` bytes. Without either, no
+    memory limit is known: an ``auto`` context is the configured cap and an ``auto`` KV cache is not
+    quantized."""
+    c = options.context
+    if engine is not None:
+        context = engine.context_length(c)
+        return context, engine.geometry
+    budget = None if device_memory is None else kv_budget_bytes(device_memory)
+    context = c.max_context_cap if c.max_context == "auto" else int(c.max_context)
+    kv_dtype = choose_kv_cache_dtype(c.kv_cache_dtype, "bfloat16", context, QWEN3VL_2B_KV_SHAPE, budget)
+    geometry = Geometry(
+        kv_bytes_per_token=kv_bytes_per_token(*QWEN3VL_2B_KV_SHAPE, kv_dtype), kv_cache_dtype=kv_dtype
+    )
+    if c.max_context == "auto" and budget is not None:
+        context = context_that_fits(budget, geometry.kv_bytes_per_token, c.max_context_cap)
+    return context, geometry
+
+
+def plan_for(
+    info: VideoInfo,
+    options: Options,
+    prompt: str,
+    engine: Engine | None = None,
+    *,
+    start: float = 0.0,
+    end: float | None = None,
+    device_memory: int | None = None,
+) -> Plan:
+    """How ``info`` (its range ``[start, end)`` seconds) fits the context with ``prompt`` (the speech
+    block included, when known), counted as :func:`planning_context` says: with the loaded model, or
+    without one (the CLI's ``plan``, the page before a model is loaded)."""
+    context, geometry = planning_context(options, engine, device_memory)
+    return plan_video(info, options, context, prompt, geometry, start=start, end=end)
 
 
 class JobStore:
@@ -69,15 +171,13 @@ class JobStore:
         options: Options,
         prompt: str,
         cancel: threading.Event | None = None,
-        on_speech: Callable[[float, float], None] | None = None,
         start: float = 0.0,
         end: float | None = None,
     ) -> tuple[VideoJob, Response]:
         """The summary of ``path`` (or of its range ``[start, end)`` seconds) for ``key``: a new prompt on
-        the video already open when it is read the same way (same range too), else the video opened
-        afresh, its speech recognised beside the video (reported in the answer's events) or first
-        (``summarize.SPEECH_BESIDE_VIDEO`` off: ``on_speech(done, total)`` seconds of audio; the cancel
-        event stops it). Probe, range and plan errors are raised here."""
+        the video already open when it is read the same way (same range too), else the video opened afresh
+        (:func:`open_job`; its speech recognised beside the video, reported in the answer's events). Probe,
+        range and plan errors are raised here."""
         job = self.get(key)
         if job is not None and job.reads_as(path, options, engine, start, end):
             try:
@@ -85,18 +185,7 @@ class JobStore:
             except SessionBrokenError:  # an earlier read failed midway: read the video again
                 log.info("reopening the video of %s after a failed read", key)
         self.drop(key)  # a new video, or read another way: free the old one's cache now
-        info = probe(path)  # a file that is no video, or a range it cannot hold, fails before transcribing
-        check_range(start, end, info.duration)
-
-        transcript = start_transcript(
-            path, options, on_progress=on_speech, cancel=cancel, start=start, end=end
-        )
-        try:
-            job = open_video(engine, path, options, prompt, transcript=transcript, start=start, end=end)
-        except BaseException:
-            if isinstance(transcript, PendingTranscript):  # no job will read it
-                transcript.stop()
-            raise
+        job = open_job(engine, path, options, prompt, start=start, end=end)
         self.put(key, job)
         return job, job.ask(prompt, cancel=cancel)
 

@@ -36,7 +36,8 @@ DEFAULT_CONFIG = user_folder("configs") / "default.toml"
 ENV_PREFIX = "QWEN3VL_"
 MAX_FPS = 30.0
 MAX_CONTEXT = 262_144  # Qwen3-VL's trained context length, tokens
-SPEECH_MODES = ("auto", "subtitles", "asr", "off")
+SPEECH_MODES = ("auto", "subtitles", "asr", "off")  # speech.mode; speech.py checks against these too
+SPEECH_DEVICES = ("auto", "cpu", "cuda")  # speech.device: where recognition runs
 KV_CACHE_DTYPES = ("auto", "bfloat16", "float8")  # context.kv_cache_dtype
 QUANTIZATIONS = ("none", "nf4", "int8")  # model.quantization (bitsandbytes at load time)
 
@@ -172,7 +173,10 @@ def validate(opts: Options) -> Options:
             opts.speech.mode in SPEECH_MODES,
             f"speech.mode must be one of {', '.join(SPEECH_MODES)}, got {opts.speech.mode!r}",
         ),
-        (opts.speech.device in ("auto", "cpu", "cuda"), "speech.device must be auto, cpu or cuda"),
+        (
+            opts.speech.device in SPEECH_DEVICES,
+            f"speech.device must be one of {', '.join(SPEECH_DEVICES)}, got {opts.speech.device!r}",
+        ),
     ]
     for ok, message in checks:
         if not ok:

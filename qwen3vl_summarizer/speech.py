@@ -36,6 +36,7 @@ from .errors import (
     SpeechModelError,
     SubtitleError,
 )
+from .options import SPEECH_DEVICES, SPEECH_MODES
 from .timestamps import format_timestamp
 from .video import _check_path, _open, _reason
 
@@ -63,8 +64,8 @@ GAP_FILL_S = 0.05  # a jump in the audio's timestamps longer than this is filled
 TRUNCATION_SLACK_S = 1.0  # the audio may stop this much before the stream's stated end, seconds
 SPLIT_PAUSE_S = 1.0  # a recognised segment is cut where its words pause this long, seconds
 MIN_CUE_S = 0.5  # a cue with no stated length (or end <= start) is shown this long, seconds
-MODES = ("auto", "subtitles", "asr", "off")
-DEVICES = ("auto", "cpu", "cuda")
+MODES = SPEECH_MODES  # one home: options.py, where the settings are checked
+DEVICES = SPEECH_DEVICES
 DEFAULT_MODELS = {"cuda": "large-v3-turbo", "cpu": "base"}  # model="auto", by device
 COMPUTE_TYPES = {"cuda": "float16", "cpu": "int8"}
 # CTranslate2 threads on the CPU unless told: half the cores, at most its own default of 4. Its 4 on the
@@ -121,10 +122,6 @@ class Transcript:
     def between(self, start: float, end: float) -> list[SpeechSegment]:
         """The segments that overlap ``[start, end)`` seconds (a part of a long video)."""
         return [s for s in self.segments if s.end > start and s.start < end]
-
-    def text_at(self, seconds: float) -> str:
-        """What is being said at ``seconds`` ("" during silence)."""
-        return " ".join(s.text for s in self.segments if s.start <= seconds < max(s.end, s.start + 1e-3))
 
 
 @dataclass(frozen=True)
@@ -642,11 +639,16 @@ def transcribe(
         condition_on_previous_text=False,
     )
     segments: list[SpeechSegment] = []
-    for piece in pieces:  # a generator: recognition happens while iterating
-        if on_progress is not None:
-            on_progress(min(float(piece.end), total), total)
-        for start, end, text in _split_at_pauses(piece):
-            segments.append(SpeechSegment(max(0.0, start + offset), max(0.0, end + offset), text))
+    try:
+        for piece in pieces:  # a generator: recognition happens while iterating
+            if on_progress is not None:
+                on_progress(min(float(piece.end), total), total)
+            for start, end, text in _split_at_pauses(piece):
+                segments.append(SpeechSegment(max(0.0, start + offset), max(0.0, end + offset), text))
+    finally:
+        if device == "cuda":  # the GPU's memory goes back to the video model; the next file loads it again
+            del whisper
+            release_model()
     if on_progress is not None:
         on_progress(total, total)
     logger.info("transcribed %.1f s of audio with %s: %d segments", total, name, len(segments))

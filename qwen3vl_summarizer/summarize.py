@@ -1,9 +1,10 @@
-"""Orchestration: probe, plan, sample and open sessions on one video; the CLI and the app share it.
+"""Orchestration: plan, sample and open sessions on one video; the CLI and the app share it.
 
-``open_video`` does the cheap, checkable part (probe and plan: errors surface before any model work) and
-returns a :class:`VideoJob`. Its ``ask()`` returns a :class:`~.events.Response`, like
-:meth:`VideoSession.ask`; the job keeps the answers of its conversation and builds the exported
-:class:`~.export.Summary` from them (``job.summary()``), the same for the page and the command line.
+``open_video`` does the cheap, checkable part (plan a probed video: errors surface before any model work)
+and returns a :class:`VideoJob`; front ends reach it through :func:`~.jobs.open_job`. Its ``ask()``
+returns a :class:`~.events.Response`, like :meth:`VideoSession.ask`; the job keeps the answers of its
+conversation and builds the exported :class:`~.export.Summary` from them (``job.summary()``), the same for
+the page and the command line.
 
 A video that fits the context is one session. A longer one is split along the plan's segments: each
 segment is summarised in its own session (its frames keep their absolute times, so its timestamps are the
@@ -11,49 +12,39 @@ video's), then a text-only session merges the segment summaries with the merge p
 session holds a KV cache at a time; the others keep their conversation as token ids and are rebuilt on
 demand (quickly, from the feature cache when one is configured). A follow-up that names a time goes to the
 segment holding it; any other goes, with the merged summary, to the segment whose summary shares the most
-words with the question.
+words with the question. The answer streams the parts' notes, then the merged summary; the exported
+document puts the merged summary first (``job.summary_text``).
 
 Speech goes in after the video's frames. A transcript at hand (subtitles, the transcript cache) is counted
-exactly; otherwise :func:`start_transcript` starts recognition on a thread, the plan keeps room for the
-most that much speech could say, and each session waits for the transcript only after its last frame.
+exactly; otherwise recognition runs on a thread (:mod:`.transcripts`), the plan keeps room for the most
+that much speech could say, and each session waits for the transcript only after its last frame.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
-import json
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .engine import Engine, Turn, VideoSession
-from .errors import Cancelled, OptionsError
+from .errors import OptionsError
 from .events import Event, Progress, Response, TextDelta, TurnStats
 from .export import QUESTION_HEADING, Summary
-from .feature_cache import FeatureCache, file_fingerprint
+from .feature_cache import FeatureCache
 from .options import Options
 from .plan import Geometry, Plan, Segment, check_range, describe_range, plan_video, speech_token_bound
 from .prompts import load_prompt
-from .speech import (
-    CPU_THREADS,
-    SpeechSegment,
-    Transcript,
-    find_sidecar,
-    find_subtitles,
-    get_transcript,
-    prompt_lines,
-    recognise,
-)
+from .speech import SpeechSegment, Transcript, prompt_lines
 from .timeline import Thumbnails
 from .timestamps import find_timestamps, format_timestamp
-from .video import FrameStream, VideoInfo, probe, sample
+from .transcripts import PendingTranscript
+from .video import FrameStream, VideoInfo, sample
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +56,8 @@ SEGMENT_NOTE_ZH = (
     "这是一个较长视频的第 {part}/{parts} 部分，时间范围 {start} 到 {end}。所示时间从整个视频开头起算。"
 )
 SPEECH_HEADING = "What is said in the video, each line with the time it starts:"
-TRANSCRIPTS_DIR = "transcripts"  # beside the vision features in the cache folder
 WHOLE_VIDEO_CONTEXT = "Summary of the whole video:\n{summary}\n\nQuestion: {question}"
 PARTS_HEADING = "## Notes by part"
-# Speech recognition runs on a thread beside frame decoding, vision and prefill of the video, and its
-# transcript is joined when the speech block, which follows the last frame, is due (PendingTranscript).
-# False: recognise first and plan with the exact transcript (the old path; bench_speech.py --first-turn
-# compares both).
-SPEECH_BESIDE_VIDEO = True
-# CTranslate2 threads of recognition beside the video: speech.CPU_THREADS (half the cores, at most 4), as
-# alone, torch keeping its own. faster-whisper's default of 4 threads with torch's 2 oversubscribed a
-# 2-core machine; measured in bench/RESULTS_speech.md ("CPU threads").
-ASR_THREADS_BESIDE_VIDEO = CPU_THREADS
-SPEECH_POLL_S = 0.25  # how often a wait for the transcript reports progress and looks at the cancel event
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _WORD = re.compile(r"\w{3,}")
 
@@ -120,16 +100,12 @@ class VideoJob:
     thumbnails: Thumbnails | None = None  # small JPEGs of the frames read, for the chapter timeline
     released: bool = False  # its KV caches were freed (release); the next ask rebuilds them
     _merge_session: VideoSession | None = None
-    _prompt: str = ""
+    _notes: str = ""  # the latest summary's notes by part, for the exported document
 
     @property
     def session(self) -> VideoSession:
         """The session of the (first) segment; for a video that fits, the only one."""
         return self._session(self.parts[0])
-
-    @property
-    def frames(self) -> FrameStream:
-        return self.parts[0].frames
 
     @property
     def damage(self) -> str | None:
@@ -144,7 +120,7 @@ class VideoJob:
         (and drops the follow-ups), ``branch=k`` replaces follow-up ``k``."""
         self.released = False
         if len(self.parts) == 1:
-            events = self.session.ask(question, branch=branch, cancel=cancel)
+            events = self.session.ask(question, branch=branch, cancel=cancel).events()
         elif branch == 0 or not self.merged:
             events = self._summarize_segments(question, cancel)
         elif branch is not None:
@@ -214,8 +190,13 @@ class VideoJob:
 
     @property
     def summary_text(self) -> str:
-        """The last finished summary (the first answer), "" before one."""
-        return self.answers[0].text if self.answers else ""
+        """The last finished summary (the first answer), "" before one; for a video in parts, the merged
+        summary first, then the notes by part it was made from (the answer streamed them the other way)."""
+        if not self.answers:
+            return ""
+        if self.merged:
+            return f"{self.merged}\n\n{PARTS_HEADING}\n\n{self._notes}"
+        return self.answers[0].text
 
     def summary(self, prompt: str = "") -> Summary:
         """What the exporters write: the summary, a Q&A section per follow-up, and the run's numbers.
@@ -226,7 +207,7 @@ class VideoJob:
         if not self.answers:
             raise ValueError("nothing to export yet: the video has not been summarised")
         first, *follow_ups = self.answers
-        markdown = first.text + "".join(
+        markdown = self.summary_text + "".join(
             QUESTION_HEADING.format(question=t.question) + t.text for t in follow_ups
         )
         stats = {
@@ -323,7 +304,8 @@ class VideoJob:
         prefill = 0
         read_video = False
         ttft = None
-        texts = []
+        texts = []  # each part's notes under its header, for the merge prompt and the export
+        shown = ""  # what this answer streams, and so its text: the parts, a rule, the merged summary
         for i, part in enumerate(self.parts):
             yield Progress("segment", i, n)
             start = format_timestamp(part.segment.start, hours)
@@ -337,6 +319,7 @@ class VideoJob:
             ).relay()
             part.turns, part.summary = list(session.turns), stats.text
             texts.append(header + stats.text.strip())
+            shown += header + stats.text + "\n\n"
             prefill += stats.prefill_tokens
             read_video = read_video or stats.read_video
             ttft = stats.ttft_s if ttft is None else ttft
@@ -350,10 +333,10 @@ class VideoJob:
         )
         merged = yield from self._merge_session.ask(merge, cancel=cancel).relay()
         self.merged = merged.text.strip()
-        self._prompt = prompt
+        self._notes = "\n\n".join(texts)
         yield TurnStats(
             question=prompt,
-            text=f"{self.merged}\n\n{PARTS_HEADING}\n\n" + "\n\n".join(texts),
+            text=shown + "---\n\n" + merged.text,
             tokens=merged.tokens,
             prefill_tokens=prefill + merged.prefill_tokens,
             ttft_s=ttft or 0.0,
@@ -366,10 +349,10 @@ class VideoJob:
         times = find_timestamps(question)
         if times:
             part = self.part_at(times[0].seconds)
-            return self._session(part).ask(question, cancel=cancel)
+            return self._session(part).ask(question, cancel=cancel).events()
         part = self._most_relevant(question)
         context = WHOLE_VIDEO_CONTEXT.format(summary=self.merged, question=question)
-        return self._session(part).ask(context, cancel=cancel)
+        return self._session(part).ask(context, cancel=cancel).events()
 
     def part_at(self, seconds: float) -> _Part:
         """The segment holding ``seconds`` (the last one for times past the end)."""
@@ -386,7 +369,7 @@ class VideoJob:
 
 def open_video(
     engine: Engine,
-    path: str | os.PathLike,
+    info: VideoInfo,
     options: Options,
     prompt: str = "",
     *,
@@ -395,18 +378,19 @@ def open_video(
     start: float = 0.0,
     end: float | None = None,
 ) -> VideoJob:
-    """Probe and plan ``path`` (or its range ``[start, end)`` seconds) and prepare its sessions (nothing
-    is decoded yet).
+    """Plan the probed video ``info`` (or its range ``[start, end)`` seconds) and prepare its sessions
+    (nothing is decoded yet). Front ends open a video with :func:`~.jobs.open_job`, which probes it once
+    and starts its transcript.
 
     A range is read and planned on its own (its frames, its tokens, its segments), with its frames' times
     on the whole video's clock, so the summary's times are the video's. ``transcript`` (see
-    :func:`transcript_for`) goes into the prompt after the video, only its lines inside the range, each
-    part of a long video getting the lines of its own time range; the plan counts their tokens. A
-    :class:`PendingTranscript` (see :func:`start_transcript`) is planned with :func:`speech_reserve` tokens
-    and joined after the video's last frame; lines past the reserve are dropped (``job.speech_note``).
-    Raises VideoError / OptionsError (a bad range too) / ContextTooSmallError before any model work.
+    :func:`~.transcripts.transcript_for`) goes into the prompt after the video, only its lines inside the
+    range, each part of a long video getting the lines of its own time range; the plan counts their
+    tokens. A :class:`~.transcripts.PendingTranscript` is planned with :func:`speech_reserve` tokens and
+    joined after the video's last frame; lines past the reserve are dropped (``job.speech_note``).
+    Raises OptionsError (a bad range) / ContextTooSmallError before any model work.
     """
-    info = probe(path)
+    path = info.path
     start, end = check_range(start, end, info.duration)
     context = engine.context_length(options.context)
     hours = info.duration >= 3600
@@ -446,7 +430,7 @@ def open_video(
         lines = speech
         if transcript is not None and not plan.fits:
             lines = speech_block(transcript.between(s.start, s.end), hours)
-        parts.append(_Part(s, sample(path, fps, size, start=s.start, end=stop), key, speech=lines))
+        parts.append(_Part(s, sample(info, fps, size, start=s.start, end=stop), key, speech=lines))
     if not plan.fits:
         log.info("%s does not fit %d tokens: %d segments", info.path, context, len(parts))
     job = VideoJob(engine, info, plan, context, options, cache_reuse, parts, cache)
@@ -499,230 +483,6 @@ def fit_speech(
         else:
             over = k
     return kept(fits), n - fits
-
-
-class PendingTranscript:
-    """Speech recognition running on a background thread while the video is planned and read.
-
-    ``transcript = yield from pending.wait(cancel)`` yields ``Progress("speech", done, total)`` (audio
-    seconds) until the transcript is ready, then returns it (None when no speech could be recognised);
-    an error of the recognition is raised there, in the consumer's thread. ``stop()`` ends the thread at
-    its next segment (a cancel does it too); the next ``wait`` starts recognition again.
-    """
-
-    def __init__(
-        self,
-        recognise: Callable[[Callable[[float, float], None]], Transcript | None],
-        total: float,
-    ):
-        self._recognise = recognise  # runs the recognition, given a progress callback that may raise
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._finished = threading.Event()
-        self._result: Transcript | None = None
-        self._error: BaseException | None = None
-        self.done = False  # the transcript (or a lasting error) is there
-        self.progress = (0.0, float(total))  # audio seconds recognised, of the whole
-
-    def start(self) -> None:
-        """Start recognising, unless it runs already or has finished."""
-        with self._lock:
-            if self.done or (self._thread is not None and self._thread.is_alive()):
-                return
-            self._stop, self._finished, self._error = threading.Event(), threading.Event(), None
-            self._thread = threading.Thread(
-                target=self._run, args=(self._stop, self._finished), name="speech", daemon=True
-            )
-            self._thread.start()
-
-    def stop(self) -> None:
-        """Stop recognising at the next segment (the thread ends within one 30 s window's work)."""
-        self._stop.set()
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def progress_event(self) -> Progress:
-        done, total = self.progress
-        return Progress("speech", int(done), int(total))
-
-    def wait(self, cancel: threading.Event | None = None) -> Iterator[Event]:
-        while not self.done:  # a run stopped before this wait ends, then recognition starts again
-            self.start()
-            finished = self._finished
-            while not finished.wait(SPEECH_POLL_S):
-                if cancel is not None and cancel.is_set():
-                    self.stop()
-                    raise Cancelled("stopped")
-                yield self.progress_event()
-        if self._error is not None:
-            raise self._error
-        yield Progress("speech", int(self.progress[1]), int(self.progress[1]))
-        return self._result
-
-    def _run(self, stop: threading.Event, finished: threading.Event) -> None:
-        def progress(done: float, total: float) -> None:
-            if stop.is_set():
-                raise Cancelled("speech recognition stopped")
-            self.progress = (done, total)
-
-        try:
-            self._result = self._recognise(progress)
-            self.done = True
-        except Cancelled as e:
-            self._error = e  # not done: the next wait starts again
-        except BaseException as e:  # carried to the consumer, raised by wait()
-            self._error = e
-            self.done = True
-        finally:
-            finished.set()
-
-
-def start_transcript(
-    path: str | os.PathLike,
-    options: Options,
-    subtitle_file: str | os.PathLike | None = None,
-    on_progress: Callable[[float, float], None] | None = None,
-    cancel: threading.Event | None = None,
-    start: float = 0.0,
-    end: float | None = None,
-) -> Transcript | PendingTranscript | None:
-    """What is said in ``path``, now when that is quick (speech off, the transcript cache, subtitles, no
-    audio), else a :class:`PendingTranscript` whose recognition has started (give it to
-    :func:`open_video`). ``on_progress(done, total)`` and ``cancel`` apply to recognition done before
-    returning (:data:`SPEECH_BESIDE_VIDEO` off); recognition beside the video reports in the job's events.
-    A cached transcript starts no thread. For a time range (``start``, ``end`` seconds) only that part is
-    recognised, unless the whole file's transcript is in the cache already; subtitles are read whole."""
-    s = options.speech
-    if not SPEECH_BESIDE_VIDEO or subtitle_file is not None or s.mode in ("off", "subtitles"):
-
-        def progress(done: float, total: float) -> None:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("stopped")
-            if on_progress is not None:
-                on_progress(done, total)
-
-        return transcript_for(path, options, subtitle_file, on_progress=progress, start=start, end=end)
-    folder, key = _transcript_slot(path, options, None)
-    cached = _cached_transcript(folder, key, path)
-    if cached is not None:
-        return cached
-    if s.mode == "auto" and (found := find_subtitles(path)) is not None:
-        _store_transcript(folder, key, found)
-        return found
-    info = probe(path)
-    if not info.has_audio:
-        return None
-    span = _asr_span(start, end, info.duration)
-    if span is not None:  # a part of the file: its own cache entry
-        folder, key = _transcript_slot(path, options, None, span)
-        cached = _cached_transcript(folder, key, path)
-        if cached is not None:
-            return cached
-
-    def run(progress: Callable[[float, float], None]) -> Transcript | None:
-        transcript = recognise(
-            path,
-            s.mode,
-            s.model,
-            s.language or None,
-            s.device,
-            progress,
-            cpu_threads=ASR_THREADS_BESIDE_VIDEO,
-            span=span,
-        )
-        _store_transcript(folder, key, transcript)
-        return transcript
-
-    pending = PendingTranscript(run, info.duration if span is None else span[1] - span[0])
-    pending.start()
-    return pending
-
-
-def _asr_span(start: float, end: float | None, duration: float) -> tuple[float, float] | None:
-    """The seconds to recognise for a time range, None for the whole file."""
-    end = duration if end is None else min(end, duration)
-    return None if start <= 0 and end >= duration else (max(0.0, start), end)
-
-
-def transcript_for(
-    path: str | os.PathLike,
-    options: Options,
-    subtitle_file: str | os.PathLike | None = None,
-    on_progress: Callable[[float, float], None] | None = None,
-    start: float = 0.0,
-    end: float | None = None,
-) -> Transcript | None:
-    """What is said in ``path`` as ``options.speech`` asks (None for ``off``, or a video without speech),
-    from the transcript cache when the same file was transcribed the same way before. Recognition covers
-    only ``start``..``end`` seconds (a time range) unless the whole file's transcript is cached."""
-    s = options.speech
-    if s.mode == "off" and subtitle_file is None:
-        return None
-    folder, key = _transcript_slot(path, options, subtitle_file)
-    cached = _cached_transcript(folder, key, path)
-    if cached is not None:
-        return cached
-    span = None
-    if start > 0 or end is not None:
-        span = _asr_span(start, end, probe(path).duration)
-        if span is not None:
-            folder, key = _transcript_slot(path, options, subtitle_file, span)
-            cached = _cached_transcript(folder, key, path)
-            if cached is not None:
-                return cached
-    transcript = get_transcript(
-        path, s.mode, subtitle_file, s.model, s.language or None, s.device, on_progress=on_progress, span=span
-    )
-    _store_transcript(folder, key, transcript)
-    return transcript
-
-
-def _transcript_slot(
-    path: str | os.PathLike,
-    options: Options,
-    subtitle_file: str | os.PathLike | None,
-    span: tuple[float, float] | None = None,
-) -> tuple[Path | None, str]:
-    """The transcript cache's folder (None when the cache is off) and the key of this file read this way
-    (of only ``span`` seconds of it, when given)."""
-    s = options.speech
-    if not options.cache.enabled:
-        return None, ""
-    parts = [file_fingerprint(path), s.mode, s.model, s.language, s.device]
-    if span is not None:
-        parts.append(f"span {span[0]:.3f} {span[1]:.3f}")
-    if subtitle_file is not None:
-        parts.append(file_fingerprint(subtitle_file))
-    elif s.mode in ("auto", "subtitles"):
-        sidecar = find_sidecar(path)  # a subtitle file added next to the video later must count
-        parts.append(file_fingerprint(sidecar) if sidecar is not None else "")
-    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
-    return Path(options.cache.dir).expanduser() / TRANSCRIPTS_DIR, key
-
-
-def _cached_transcript(folder: Path | None, key: str, path: str | os.PathLike) -> Transcript | None:
-    if folder is None:
-        return None
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        cached = Transcript.from_dict(json.loads((folder / f"{key}.json").read_text(encoding="utf-8")))
-        log.info("read the transcript of %s from the cache", path)
-        return cached
-    return None
-
-
-def _store_transcript(folder: Path | None, key: str, transcript: Transcript | None) -> None:
-    if folder is None or transcript is None:  # "none" is not kept: the model may come later
-        return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f"{key}.{threading.get_ident()}.tmp"
-        tmp.write_text(json.dumps(transcript.to_dict()), encoding="utf-8")
-        tmp.replace(folder / f"{key}.json")
-    except OSError as e:
-        log.warning("could not cache the transcript: %s", e)
 
 
 def feature_cache(options: Options) -> FeatureCache | None:

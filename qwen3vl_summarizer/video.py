@@ -139,7 +139,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
 
 
 def sample(
-    path: str | os.PathLike,
+    path: str | os.PathLike | VideoInfo,
     fps: float = 1.0,
     size: tuple[int, int] | None = None,
     *,
@@ -153,10 +153,10 @@ def sample(
     ``size`` is ``(width, height)`` of the output frames in upright orientation; ``None`` keeps the display
     size. ``workers`` caps the decoding threads of ``"auto"`` (``None``: one per free core, at most
     ``MAX_WORKERS``; 1: a single pass). The file and the options are checked now; frames are decoded
-    while iterating.
+    while iterating. ``path`` may be the file's :class:`VideoInfo` already (it is not probed again).
     """
     _verify_options(fps, size, start, end, strategy, workers)
-    info = probe(path)
+    info = path if isinstance(path, VideoInfo) else probe(path)
     return FrameStream(info, float(fps), size, float(start), end, strategy, workers)
 
 

@@ -40,7 +40,7 @@ def frames() -> list[Frame]:
 
 
 def run(session, question, **kwargs) -> TurnStats:
-    events = list(session.ask(question, **kwargs))
+    events = list(session.ask(question, **kwargs).events())
     assert isinstance(events[-1], TurnStats)
     return events[-1]
 
@@ -225,7 +225,7 @@ def test_cancel_during_video_prefill_resumes(engine, frames):
     cancel = threading.Event()
     s = session(engine, frames, chunk=8, groups=1)
     with pytest.raises(Cancelled):
-        for event in s.ask(PROMPT, cancel=cancel):
+        for event in s.ask(PROMPT, cancel=cancel).events():
             if isinstance(event, Progress) and event.stage == "prefill":
                 cancel.set()
     assert s.media_tokens == 0 and len(s.ids) > 0  # stopped inside the video
@@ -239,7 +239,7 @@ def test_cancel_during_decoding_leaves_session_usable(engine, frames):
     s = session(engine, frames, generation=GenerationOptions(max_new_tokens=20, repetition_penalty=1.0))
     got = []
     with pytest.raises(Cancelled):
-        for event in s.ask(PROMPT, cancel=cancel):
+        for event in s.ask(PROMPT, cancel=cancel).events():
             if isinstance(event, TextDelta):
                 got.append(event)
                 cancel.set()
@@ -256,7 +256,7 @@ def test_cancel_during_decoding_leaves_session_usable(engine, frames):
 
 def test_stopping_at_the_stats_keeps_the_turn(engine, frames):
     s = session(engine, frames)
-    for event in s.ask(PROMPT):
+    for event in s.ask(PROMPT).events():
         if isinstance(event, TurnStats):
             break  # the generator is left suspended, then closed
     assert len(s.turns) == 1 and s.turns[0].answer_ids == event.tokens
@@ -267,14 +267,14 @@ def test_abandoned_stream_rewinds(engine, frames):
     run(s, PROMPT)
     length = len(s.ids)
     stream = s.ask("Follow-up?")
-    next(iter(stream))
+    next(stream.events())
     stream.close()
     assert len(s.ids) == length and len(s.turns) == 1
 
 
 def test_streams_text_token_by_token(engine, frames):
     s = session(engine, frames)
-    events = list(s.ask(PROMPT))
+    events = list(s.ask(PROMPT).events())
     deltas = [e for e in events if isinstance(e, TextDelta)]
     stats = events[-1]
     assert [d.token_id for d in deltas if d.token_id is not None] == stats.tokens

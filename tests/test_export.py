@@ -375,3 +375,31 @@ def test_the_transcript_is_exported_as_subtitles_text_and_json() -> None:
     for fmt in ("transcript.srt", "transcript.vtt", "transcript.txt"):
         writer = get_writer(fmt)
         assert not writer.has_content(writer.to_string(empty))
+
+
+def test_a_transcript_alone_is_written_like_the_summarys(tmp_path: Path) -> None:
+    from qwen3vl_summarizer.export import transcript_string
+
+    transcript = {"segments": [{"start": 2.0, "end": 4.25, "text": "Welcome."}], "language": "en",
+                  "source": "asr:tiny.en", "damage": None}  # fmt: skip
+    summary = Summary("Notes.", "talk.mp4", 90.0, "m", "p", transcript=transcript)
+    for fmt in ("srt", "vtt", "txt"):
+        assert transcript_string(transcript, fmt) == get_writer(f"transcript.{fmt}").to_string(summary)
+    assert json.loads(transcript_string(transcript, "json")) == transcript
+
+
+# --- every export at once -----------------------------------------------------------------------------
+
+
+def test_write_all_writes_each_format_and_can_leave_out_the_empty_ones(tmp_path: Path) -> None:
+    from qwen3vl_summarizer.export import write_all
+
+    summary = _summary("No chapter times here.")
+    written, skipped = write_all(summary, tmp_path, "talk", ["md", "chapters", "transcript.srt"])
+    assert [p.name for p in written] == ["talk.md", "talk.txt", "talk.transcript.srt"]
+    assert skipped == [] and written[0].read_text(encoding="utf-8") == get_writer("md").to_string(summary)
+
+    written, skipped = write_all(summary, tmp_path, "page", skip_empty=True)
+    names = {p.name for p in written}
+    assert "page.md" in names and "page.json" in names and "page.transcript.srt" not in names
+    assert "transcript (SRT)" in skipped and len(written) + len(skipped) == len(FORMATS)

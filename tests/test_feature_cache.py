@@ -469,3 +469,44 @@ def test_a_full_disk_is_named_in_the_warning(
         "could not cache the vision features" in w and "the disk is full" in w for w in warnings_in(caplog)
     )
     assert cache.load(key_of(1)) is None
+
+
+# --- transcripts beside the features -------------------------------------------------------------------
+
+
+def test_transcripts_are_counted_and_evicted_with_the_features(tmp_path: Path) -> None:
+    from qwen3vl_summarizer.feature_cache import TRANSCRIPTS_DIR
+
+    size = entry_size(tmp_path)
+    cache = FeatureCache(tmp_path / "cache", max_bytes=2 * size)
+    text = "x" * (size * 6 // 10)  # a transcript 0.6 times the size of a features entry
+    cache.store_text("old.json", text)
+    assert cache.total_bytes() == len(text), "a transcript counts against max_bytes"
+    a, b = key_of(20), key_of(21)
+    cache.store(a, make_features(d=64))
+    assert cache.load_text("old.json") == text  # used: now more recent than a
+    cache.store(b, make_features(d=64))  # 2.6 entries' worth is over 2: the least recent, a, goes
+    assert cache.load(a) is None and cache.load_text("old.json") == text and cache.load(b) is not None
+    cache.store_text("new.json", text)  # 2.2 is over again: the least recent now is old.json
+    assert cache.load_text("old.json") is None and cache.load_text("new.json") == text
+    assert cache.total_bytes() <= cache.max_bytes
+    cache.clear()
+    assert cache.total_bytes() == 0 and not list((cache.root / TRANSCRIPTS_DIR).glob("*"))
+
+
+def test_the_transcript_cache_lives_in_the_feature_cache(tmp_path: Path) -> None:
+    from qwen3vl_summarizer.options import load_options
+    from qwen3vl_summarizer.speech import SpeechSegment, Transcript
+    from qwen3vl_summarizer.transcripts import TranscriptCache
+
+    opts = load_options(overrides={"cache": {"dir": str(tmp_path / "c"), "max_gb": 1.0}}, environ={})
+    video = tmp_path / "talk.mp4"
+    video.write_bytes(b"not really a video, but it has content")
+    store = TranscriptCache.of(opts.cache)
+    key = store.key(video, opts.speech)
+    transcript = Transcript((SpeechSegment(1.0, 2.0, "hello"),), "asr:tiny.en", "en")
+    store.store(key, transcript)
+    assert store.load(key) == transcript
+    assert store.features.total_bytes() == (tmp_path / "c" / "transcripts" / f"{key}.json").stat().st_size
+    assert store.key(video, opts.replace(speech={"language": "de"}).speech) != key
+    assert TranscriptCache.of(opts.replace(cache={"enabled": False}).cache) is None

@@ -78,7 +78,7 @@ def ask(session, question) -> tuple[TurnStats, torch.Tensor]:
     handle = session.engine.model.lm_head.register_forward_hook(hook)
     try:
         events = []
-        for event in session.ask(question):
+        for event in session.ask(question).events():
             if first is None and isinstance(event, TextDelta) and seen:
                 first = seen[-1]
             events.append(event)

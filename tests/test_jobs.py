@@ -3,15 +3,18 @@ exported summary, and the server's model slot (tiny model where a model is neede
 
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 
 import pytest
 
-from qwen3vl_summarizer.errors import IncompleteAnswerError, ModelLoadError
+from qwen3vl_summarizer import jobs, transcripts
+from qwen3vl_summarizer.errors import ContextTooSmallError, IncompleteAnswerError, ModelLoadError
 from qwen3vl_summarizer.events import Progress, Response, TextDelta, TurnStats
-from qwen3vl_summarizer.jobs import JobStore
+from qwen3vl_summarizer.jobs import JobStore, open_job, plan_for
 from qwen3vl_summarizer.loading import EngineSlot, load_engine
 from qwen3vl_summarizer.options import load_options
+from qwen3vl_summarizer.transcripts import PendingTranscript
 from tests.videos import write_video
 
 PROMPT = "Summarize the video."
@@ -26,18 +29,30 @@ def stats(text: str = "ab") -> TurnStats:
 
 def test_a_response_streams_then_holds_its_answer_and_replays() -> None:
     done = []
-    events = [Progress("prefill", 1, 2), TextDelta("a", 1), TextDelta("b", 2), stats()]
+    events = [Progress("prefill", 1, 2), TextDelta("a", 1), TextDelta("", 3), TextDelta("b", 2), stats()]
     response = Response(iter(events), on_done=done.append)
     assert not response.done
     streamed = []
-    for event in response:
+    for event in response.events():
         streamed.append(event)
         if isinstance(event, TextDelta):
             assert response.streamed.endswith(event.text)
     assert streamed == events and done == [events[-1]]
     assert response.text == "ab" and response.stats is events[-1]
-    assert list(response) == events, "a consumed response replays from memory"
+    assert list(response.events()) == events, "a consumed response replays from memory"
+    assert list(response) == ["a", "b"], "iterating it yields the text, no empty chunks"
     assert done == [events[-1]], "on_done runs once"
+
+
+def test_iterating_a_response_streams_its_text_and_text_is_what_streamed() -> None:
+    events = [Progress("prefill", 1, 2), TextDelta("a", 1), TextDelta("b", 2), stats("ab")]
+    response = Response(iter(events))
+    chunks = []
+    for chunk in response:
+        assert isinstance(chunk, str)
+        chunks.append(chunk)
+    assert chunks == ["a", "b"] and response.text == "".join(chunks) == response.stats.text
+    assert list(response) == chunks, "and replays"
 
 
 def test_stats_runs_an_unread_response_to_its_end() -> None:
@@ -84,6 +99,11 @@ def test_closing_a_response_closes_its_stream() -> None:
     closed.clear()
     response = Response(source())
     for _ in response:
+        break
+    assert closed == [True]
+    closed.clear()
+    response = Response(source())
+    for _ in response.events():
         break
     assert closed == [True]
 
@@ -189,6 +209,75 @@ def test_the_exported_summary_is_built_from_the_jobs_answers(engine, tmp_path) -
     assert summary.video == "clip.mp4" and summary.model == engine.model_id and summary.prompt == "general"
     assert [t["question"] for t in summary.stats["turns"]] == [PROMPT, "q1"]
     assert summary.stats["prompt_tokens"] == job.plan.tokens and summary.stats["frames"] == job.plan.frames
+
+
+def test_a_video_that_fails_to_plan_stops_its_recognition(engine, tmp_path, monkeypatch) -> None:
+    """A batch must not go on recognising a file that failed while the next one runs."""
+    video = tmp_path / "talk.mp4"
+    write_video(video, [i * 0.5 for i in range(6)], audio_seconds=3.0)
+    started, stopped, finished = threading.Event(), threading.Event(), []
+    real_stop = PendingTranscript.stop
+
+    def stop(self) -> None:
+        real_stop(self)
+        stopped.set()
+
+    def recognise(path, mode, model, language, device, progress, **kwargs):
+        started.set()
+        assert stopped.wait(30), "nobody stopped the recognition"
+        progress(0.0, 3.0)  # raises Cancelled: the thread ends here
+        finished.append(path)
+
+    opened: list = []
+
+    def start_transcript(*args, **kwargs):
+        opened.append(real_start(*args, **kwargs))
+        return opened[-1]
+
+    real_start = jobs.start_transcript
+    monkeypatch.setattr(PendingTranscript, "stop", stop)
+    monkeypatch.setattr(transcripts, "recognise", recognise)
+    monkeypatch.setattr(jobs, "start_transcript", start_transcript)
+    too_small = options().replace(
+        context={"max_context": 1024, "reserve_tokens": 1000}, speech={"mode": "asr"}
+    )
+    with pytest.raises(ContextTooSmallError):
+        open_job(engine, video, too_small, PROMPT)
+    (pending,) = opened
+    assert isinstance(pending, PendingTranscript) and started.is_set()
+    assert pending.finished.wait(30) and not pending.done and finished == [], "stopped, not finished"
+
+
+def test_a_job_probes_its_file_once(engine, tmp_path, monkeypatch) -> None:
+    from qwen3vl_summarizer import video as video_module
+
+    video = tmp_path / "talk.mp4"
+    write_video(video, [i * 0.5 for i in range(6)], audio_seconds=3.0)
+    probed = []
+    real = video_module.probe
+
+    def probe(path):
+        probed.append(path)
+        return real(path)
+
+    for module in (jobs, transcripts, video_module):
+        monkeypatch.setattr(module, "probe", probe)
+    monkeypatch.setattr(transcripts, "recognise", lambda *args, **kwargs: None)  # no speech model here
+    job = open_job(engine, video, options().replace(speech={"mode": "asr"}), PROMPT)
+    assert job.ask(PROMPT).stats.read_video
+    assert probed == [video], "probed once: the transcript, the plan and the frames share its VideoInfo"
+
+
+def test_plan_for_counts_as_the_job_does(engine, tmp_path) -> None:
+    video = tmp_path / "clip.mp4"
+    write_video(video, [i * 0.5 for i in range(6)])
+    opts = options().replace(speech={"mode": "off"})
+    job = open_job(engine, video, opts, PROMPT)
+    assert plan_for(job.info, opts, PROMPT, engine) == job.plan
+    without_model = plan_for(job.info, opts, PROMPT)  # Qwen3-VL-2B's geometry: the frames are the same
+    assert (without_model.frames, without_model.width, without_model.height) == (
+        job.plan.frames, job.plan.width, job.plan.height,
+    )  # fmt: skip
 
 
 # --- EngineSlot ----------------------------------------------------------------------------------------

@@ -110,7 +110,7 @@ def ask(engine, frames, kv_cache_dtype, prompt=PROMPTS[0], chunk=2048, **kwargs)
         generation=kwargs.pop("generation", GREEDY),
         **kwargs,
     )
-    stats = list(s.ask(prompt))[-1]
+    stats = s.ask(prompt).stats
     assert isinstance(stats, TurnStats)
     return s, stats
 
@@ -402,7 +402,7 @@ def test_float8_follow_ups_equal_recomputing(engine):
         cache_reuse=False,
     )
     for question in PROMPTS:
-        a, b = list(reuse.ask(question))[-1], list(fresh.ask(question))[-1]
+        a, b = reuse.ask(question).stats, fresh.ask(question).stats
         assert a.tokens == b.tokens
     assert a.prefill_tokens < b.prefill_tokens
 

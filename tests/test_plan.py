@@ -196,8 +196,8 @@ PROMPT = "Summarize the video in Markdown, citing times as [MM:SS]. 用中文回
     ],
 )
 def test_plan_tokens_equal_the_prompt_the_engine_builds(engine, folder, name, size, times, fps):
+    from qwen3vl_summarizer.jobs import open_job
     from qwen3vl_summarizer.options import load_options
-    from qwen3vl_summarizer.summarize import open_video
 
     path = folder / name
     write_video(path, times, size=size)
@@ -208,7 +208,7 @@ def test_plan_tokens_equal_the_prompt_the_engine_builds(engine, folder, name, si
             "generation": {"max_new_tokens": 1},
         }
     )
-    job = open_video(engine, path, options, PROMPT)
+    job = open_job(engine, path, options, PROMPT)
     plan = make_plan(
         job.info,
         fps,

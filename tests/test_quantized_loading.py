@@ -91,7 +91,7 @@ def frames() -> list[Frame]:
 
 def answer(engine: Engine, **context) -> TurnStats:
     session = engine.session(frames(), context=ContextOptions(**context), generation=GREEDY)
-    stats = list(session.ask("Summarize the video."))[-1]
+    stats = session.ask("Summarize the video.").stats
     assert isinstance(stats, TurnStats) and stats.tokens
     return stats
 

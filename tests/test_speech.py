@@ -401,8 +401,30 @@ def test_transcript_queries_and_prompt_lines() -> None:
     assert Transcript.from_dict(data) == SAMPLE
     assert SAMPLE.between(0, 1.0) == [] and SAMPLE.between(2.0, 3661.3) == list(SAMPLE.segments)
     assert SAMPLE.between(2.5, 3661.25) == []
-    assert SAMPLE.text_at(1.0) == "Hello <world> & all" and SAMPLE.text_at(2.7) == ""
     assert speech.prompt_lines(SAMPLE.segments, hours=True) == (
         "[00:00:01] Hello <world> & all\n[01:01:01] An hour --> later"
     )
     assert speech.prompt_lines(SAMPLE.segments[:1], hours=False) == "[00:01] Hello <world> & all"
+
+
+def test_a_cuda_speech_model_is_let_go_after_each_transcript(tmp_path: Path, monkeypatch) -> None:
+    """The GPU's memory goes back to the video model once a file is transcribed (a fake recogniser: the
+    machine running the tests may have no GPU)."""
+    from types import SimpleNamespace
+
+    from tests.videos import write_video
+
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, [0.0, 0.5], audio_seconds=1.0)
+    loaded, released = [], []
+    whisper = SimpleNamespace(
+        supported_languages=["en"],
+        transcribe=lambda samples, **kwargs: (iter([]), SimpleNamespace(language="en")),
+    )
+    monkeypatch.setattr(speech, "_resolve_model", lambda name: name)
+    monkeypatch.setattr(speech, "_load_model", lambda *args: loaded.append(args) or whisper)
+    monkeypatch.setattr(speech, "release_model", lambda: released.append(True))
+    speech.transcribe(clip, model="tiny", device="cpu")
+    assert len(loaded) == 1 and released == [], "on the CPU the model stays for the next file"
+    speech.transcribe(clip, model="tiny", device="cuda")
+    assert len(loaded) == 2 and released == [True]

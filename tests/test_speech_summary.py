@@ -13,23 +13,16 @@ import time
 import pytest
 import torch
 
-from qwen3vl_summarizer import cli, plan, summarize
+from qwen3vl_summarizer import cli, plan, transcripts
 from qwen3vl_summarizer.errors import Cancelled
 from qwen3vl_summarizer.events import Progress
-from qwen3vl_summarizer.jobs import JobStore
+from qwen3vl_summarizer.jobs import JobStore, open_job
 from qwen3vl_summarizer.loading import load_engine
 from qwen3vl_summarizer.options import load_options
 from qwen3vl_summarizer.plan import Geometry
 from qwen3vl_summarizer.speech import SpeechSegment, Transcript
-from qwen3vl_summarizer.summarize import (
-    SPEECH_HEADING,
-    fit_speech,
-    open_video,
-    speech_block,
-    speech_reserve,
-    start_transcript,
-    transcript_for,
-)
+from qwen3vl_summarizer.summarize import SPEECH_HEADING, fit_speech, speech_block, speech_reserve
+from qwen3vl_summarizer.transcripts import PendingTranscript
 from tests import narration
 from tests.narration import CUES, SENTENCES
 
@@ -68,6 +61,14 @@ def options(tiny_en, cache_dir, **context):
     )
 
 
+def transcript_for(path, opts, **kwargs):
+    return transcripts.transcript_for(path, opts.speech, opts.cache, **kwargs)
+
+
+def start_transcript(path, opts, **kwargs):
+    return transcripts.start_transcript(path, opts.speech, opts.cache, **kwargs)
+
+
 def spoken(session, engine) -> str:
     """The speech block as the session's cache holds it."""
     text = engine.tokenizer.decode(session.ids[: session.media_tokens])
@@ -103,8 +104,8 @@ def test_recognised_speech_is_in_the_prompt_with_its_times_and_counted_by_the_pl
     def no_recognition(*args, **kwargs):
         raise AssertionError("transcribed again")
 
-    monkeypatch.setattr("qwen3vl_summarizer.summarize.get_transcript", no_recognition)
-    monkeypatch.setattr("qwen3vl_summarizer.summarize.recognise", no_recognition)
+    monkeypatch.setattr(transcripts, "get_transcript", no_recognition)
+    monkeypatch.setattr(transcripts, "recognise", no_recognition)
     again, response = store.summarize("page", engine, media.mp4, opts, "List the key moments.")
     assert again is job and not response.stats.read_video
     # Another page, the same file: the transcript comes from the cache on disk.
@@ -112,8 +113,7 @@ def test_recognised_speech_is_in_the_prompt_with_its_times_and_counted_by_the_pl
 
 
 def test_subtitles_beside_the_video_are_used_exactly(engine, media, tiny_en, tmp_path):
-    job = open_video(engine, media.sidecar_video, options(tiny_en, tmp_path), PROMPT,
-                     transcript=transcript_for(media.sidecar_video, options(tiny_en, tmp_path)))  # fmt: skip
+    job = open_job(engine, media.sidecar_video, options(tiny_en, tmp_path), PROMPT)
     assert job.transcript.source == "sidecar:talk.vtt"
     job.ask(PROMPT).stats  # noqa: B018
     block = spoken(job.session, engine)
@@ -124,8 +124,8 @@ def test_subtitles_beside_the_video_are_used_exactly(engine, media, tiny_en, tmp
 def test_a_long_video_gives_each_part_its_own_lines(engine, media, tiny_en, tmp_path):
     opts = options(tiny_en, tmp_path, max_context=1024)
     opts = opts.replace(sampling={"fps": 4.0, "min_pixels": 160 * 128})
-    transcript = transcript_for(media.mkv_srt, opts)
-    job = open_video(engine, media.mkv_srt, opts, PROMPT, transcript=transcript)
+    job = open_job(engine, media.mkv_srt, opts, PROMPT)
+    assert job.transcript is not None and job.transcript.source.startswith("embedded:")
     assert len(job.parts) >= 2
     for part in job.parts:
         inside = [c for c in CUES if part.segment.start <= c[0] < part.segment.end]
@@ -169,17 +169,23 @@ def test_cli_transcribe_and_summarize_with_speech(
     assert data["turns"][0]["prefill_tokens"] == data["plan"]["tokens"]
 
 
-# --- recognition beside the video (summarize.PendingTranscript) -------------------------------------------
+# --- recognition beside the video (transcripts.PendingTranscript) -----------------------------------------
 
 
 def _recording(monkeypatch, engine) -> dict[str, list[float]]:
-    """Times (perf_counter) when recognition started and ended and when each vision batch was encoded."""
-    seen: dict[str, list[float]] = {"asr_start": [], "asr_end": [], "vision": []}
-    real_recognise, real_encode = summarize.recognise, engine.encode_frames
+    """Times (perf_counter) when recognition started and ended, when each vision batch was encoded, and
+    when the turn began to wait for the transcript. Recognition is held until that wait begins, so the
+    turn surely waits for it (no race with a fast recogniser); recognising before the video would hang
+    here, and fail at the timeout."""
+    seen: dict[str, list[float]] = {"asr_start": [], "asr_end": [], "vision": [], "awaited": []}
+    awaited = threading.Event()
+    real_recognise, real_encode = transcripts.recognise, engine.encode_frames
+    real_wait = PendingTranscript.wait
 
     def recognise(*args, **kwargs):
         seen["asr_start"].append(time.perf_counter())
         try:
+            assert awaited.wait(60), "the turn never waited for the transcript"
             return real_recognise(*args, **kwargs)
         finally:
             seen["asr_end"].append(time.perf_counter())
@@ -188,8 +194,14 @@ def _recording(monkeypatch, engine) -> dict[str, list[float]]:
         seen["vision"].append(time.perf_counter())
         return real_encode(frames)
 
-    monkeypatch.setattr(summarize, "recognise", recognise)
+    def wait(self, cancel=None):
+        seen["awaited"].append(time.perf_counter())
+        awaited.set()
+        return (yield from real_wait(self, cancel))
+
+    monkeypatch.setattr(transcripts, "recognise", recognise)
     monkeypatch.setattr(engine, "encode_frames", encode_frames)
+    monkeypatch.setattr(PendingTranscript, "wait", wait)
     return seen
 
 
@@ -205,19 +217,20 @@ def test_recognition_runs_while_the_frames_are_read_and_the_plan_keeps_room_for_
     g = engine.geometry
     assert job.speech_reserved == reserved
     assert job.plan.prompt_tokens == g.template_tokens + g.text_tokens(PROMPT) + reserved
-    events = list(response)
+    events = list(response.events())
     # Vision began while recognition ran, and the transcript was joined after it: in the prompt, counted.
-    (asr_start,), (asr_end,) = seen["asr_start"], seen["asr_end"]
-    assert seen["vision"] and asr_start < seen["vision"][0] < asr_end, seen
+    (asr_start,), (asr_end,), (awaited,) = seen["asr_start"], seen["asr_end"], seen["awaited"]
+    assert seen["vision"] and asr_start < seen["vision"][0] < awaited < asr_end, seen
     assert job.pending_speech is None and job.transcript.source.startswith("asr:")
     assert "football" in spoken(job.session, engine).lower()
     assert 0 < job.speech_tokens <= reserved and job.speech_note is None
-    assert events[-1].timings["speech_wait"] >= 0  # how long the turn waited for the transcript
+    # The turn counts how long it waited for the transcript: at least from its wait to recognition's end.
+    assert events[-1].timings["speech_wait"] >= asr_end - awaited > 0
     # Its progress came with the answer's, in audio seconds, up to the whole.
     heard = [(e.done, e.total) for e in events if isinstance(e, Progress) and e.stage == "speech"]
     assert heard and heard[-1][0] == heard[-1][1] >= narration.DURATION_S - 1
     # Another page on the same file: the transcript comes from the cache, and no thread starts.
-    monkeypatch.setattr(summarize.PendingTranscript, "start", _no_thread)
+    monkeypatch.setattr(PendingTranscript, "start", _no_thread)
     assert start_transcript(media.mp4, opts) == job.transcript
 
 
@@ -226,15 +239,14 @@ def _no_thread(self):
 
 
 def test_the_prompt_is_the_same_token_for_token_with_recognition_first_or_beside(
-    engine, media, tiny_en, tmp_path, monkeypatch
+    engine, media, tiny_en, tmp_path
 ):
     opts = options(tiny_en, tmp_path)
-    beside = open_video(engine, media.mp4, opts, PROMPT, transcript=start_transcript(media.mp4, opts))
+    beside = open_job(engine, media.mp4, opts, PROMPT)
+    assert beside.pending_speech is not None, "recognised beside the video"
     beside.ask(PROMPT).stats  # noqa: B018
-    monkeypatch.setattr(summarize, "SPEECH_BESIDE_VIDEO", False)
-    transcript = start_transcript(media.mp4, opts)  # now from the cache, as recognised beside
-    assert isinstance(transcript, Transcript)
-    first = open_video(engine, media.mp4, opts, PROMPT, transcript=transcript)
+    first = open_job(engine, media.mp4, opts, PROMPT)  # the transcript now known first, from the cache
+    assert first.pending_speech is None and isinstance(first.transcript, Transcript)
     first.ask(PROMPT).stats  # noqa: B018
     assert (beside.plan.width, beside.plan.height) == (first.plan.width, first.plan.height)
     assert beside.speech == first.speech and beside.speech_tokens == first.speech_tokens
@@ -249,7 +261,7 @@ def test_a_transcript_longer_than_its_room_is_fitted_and_said_so(
 ):
     monkeypatch.setattr(plan, "SPEECH_CHARS_PER_SECOND", 2.0)  # room for about one line of three
     opts = options(tiny_en, tmp_path)
-    job = open_video(engine, media.mp4, opts, PROMPT, transcript=start_transcript(media.mp4, opts))
+    job = open_job(engine, media.mp4, opts, PROMPT)
     with caplog.at_level(logging.WARNING, logger="qwen3vl_summarizer.summarize"):
         stats = job.ask(PROMPT).stats
     lines = [line for line in job.speech.splitlines() if line.startswith("[")]
@@ -272,21 +284,28 @@ def test_fit_speech_keeps_lines_spread_over_the_time():
     assert kept[0] == 0 and max(gaps) - min(gaps) <= 1  # evenly spread from the start
 
 
-def _slow_first_run(monkeypatch) -> list[float]:
-    """Recognition whose first run hears nothing for a minute unless it is stopped; returns when each run
-    started."""
+def _slow_first_run(monkeypatch) -> list[str]:
+    """Recognition whose first run hears nothing until it is stopped (its next progress report then raises
+    Cancelled, as a real run's does); returns the runs."""
     runs = []
-    real = summarize.recognise
+    stopped = threading.Event()
+    real, real_stop = transcripts.recognise, PendingTranscript.stop
+
+    def stop(self) -> None:
+        real_stop(self)
+        stopped.set()
 
     def recognise(path, mode, model, language, device, progress, **kwargs):
-        runs.append(time.perf_counter())
+        runs.append(path)
         if len(runs) == 1:
-            for _ in range(1200):
-                progress(0.0, narration.DURATION_S)
-                time.sleep(0.05)
+            progress(0.0, narration.DURATION_S)
+            assert stopped.wait(60), "nobody stopped the first run"
+            progress(0.0, narration.DURATION_S)  # raises Cancelled
+            raise AssertionError("a stopped run went on")
         return real(path, mode, model, language, device, progress, **kwargs)
 
-    monkeypatch.setattr(summarize, "recognise", recognise)
+    monkeypatch.setattr(PendingTranscript, "stop", stop)
+    monkeypatch.setattr(transcripts, "recognise", recognise)
     return runs
 
 
@@ -297,8 +316,7 @@ def test_a_video_put_aside_stops_its_recognition(engine, media, tiny_en, tmp_pat
     pending = job.pending_speech
     assert pending.running
     store.drop("page")  # another upload on that page, or the page closed
-    pending._thread.join(timeout=5)
-    assert not pending.running
+    assert pending.finished.wait(60) and not pending.done, "stopped, not finished"
 
 
 def test_stop_stops_recognition_and_the_next_question_starts_it_again(
@@ -306,16 +324,15 @@ def test_stop_stops_recognition_and_the_next_question_starts_it_again(
 ):
     runs = _slow_first_run(monkeypatch)
     opts = options(tiny_en, tmp_path)
-    pending = start_transcript(media.mp4, opts)
-    job = open_video(engine, media.mp4, opts, PROMPT, transcript=pending)
+    job = open_job(engine, media.mp4, opts, PROMPT)
+    pending = job.pending_speech
     cancel = threading.Event()
     response = job.ask(PROMPT, cancel=cancel)
     with pytest.raises(Cancelled):
-        for event in response:
+        for event in response.events():
             if isinstance(event, Progress) and event.stage == "frames":
                 cancel.set()  # Stop while the frames are read
-    pending._thread.join(timeout=5)
-    assert not pending.running and not pending.done and job.pending_speech is pending
+    assert pending.finished.wait(60) and not pending.done and job.pending_speech is pending
     stats = job.ask(PROMPT).stats  # reads on from where it stopped, recognising again
     assert len(runs) == 2
     assert job.transcript is not None and "football" in spoken(job.session, engine).lower()
@@ -325,7 +342,7 @@ def test_stop_stops_recognition_and_the_next_question_starts_it_again(
 def test_a_long_video_gets_each_part_its_own_recognised_lines(engine, media, tiny_en, tmp_path):
     opts = options(tiny_en, tmp_path, max_context=1024)
     opts = opts.replace(sampling={"fps": 4.0, "min_pixels": 160 * 128})
-    job = open_video(engine, media.mp4, opts, PROMPT, transcript=start_transcript(media.mp4, opts))
+    job = open_job(engine, media.mp4, opts, PROMPT)
     assert len(job.parts) >= 2 and job.pending_speech is not None
     job.ask(PROMPT).stats  # noqa: B018
     assert job.transcript is not None and job.pending_speech is None
@@ -344,7 +361,7 @@ def test_a_time_range_recognises_only_its_own_speech(engine, media, tiny_en, tmp
     job, response = JobStore(budget_bytes=2**30).summarize(
         "page", engine, media.mp4, opts, PROMPT, start=start, end=end
     )
-    events = list(response)
+    events = list(response.events())
     transcript = job.transcript
     assert transcript.span == (start, end)
     said = " ".join(s.text for s in transcript.segments).lower()
@@ -356,7 +373,7 @@ def test_a_time_range_recognises_only_its_own_speech(engine, media, tiny_en, tmp
     assert Transcript.from_dict(transcript.to_dict()) == transcript  # the span survives the cache
     # The same range again comes from the cache; the whole file is not taken from the range's transcript.
     started = []
-    monkeypatch.setattr(summarize.PendingTranscript, "start", lambda self: started.append(self.progress))
+    monkeypatch.setattr(PendingTranscript, "start", lambda self: started.append(self.progress))
     assert start_transcript(media.mp4, opts, start=start, end=end) == transcript and not started
-    assert isinstance(start_transcript(media.mp4, opts), summarize.PendingTranscript)
+    assert isinstance(start_transcript(media.mp4, opts), PendingTranscript)
     assert started == [(0.0, pytest.approx(narration.DURATION_S, abs=0.5))]  # the whole file, afresh

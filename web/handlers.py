@@ -14,18 +14,16 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from qwen3vl_summarizer.engine import Engine, VideoSession
+from qwen3vl_summarizer.engine import VideoSession
 from qwen3vl_summarizer.errors import Cancelled, OptionsError, SessionBrokenError, SummarizerError
 from qwen3vl_summarizer.events import Progress, Response, TextDelta
-from qwen3vl_summarizer.export import FORMATS, get_writer
+from qwen3vl_summarizer.export import FORMATS, write_all
 from qwen3vl_summarizer.jobs import Cancels, JobStore
 from qwen3vl_summarizer.loading import EngineSlot
 from qwen3vl_summarizer.options import Options
@@ -42,7 +40,6 @@ from .render import (
     plan_line,
     progress_line,
     shown,
-    speech_line,
     timeline_html,
     transcript_markdown,
     video_line,
@@ -60,7 +57,6 @@ IMAGE_PROMPT = "Describe this image in detail, in Markdown. Include any text you
 STOPPED = say("en", "stopped")
 NOTHING_TO_STOP = say("en", "nothing_to_stop")
 SPEECH_MODES = ("auto", "subtitles", "asr", "off")
-SPEECH_POLL_S = 0.5  # how often the page hears how far transcription got, seconds
 GENERIC_ERROR = "Something went wrong on the server (details are in its log). Try again, or reload the page."
 
 
@@ -334,14 +330,8 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
         video = policy.uploaded(video)
         opts = run_options(state.options, fps, auto, context, speech, language)
         engine = state.engines.get(state.model_for(model_id))
-        try:
-            opened = yield from _open_with_speech_progress(
-                state, sid, engine, video, opts, prompt, cancel, time_range, lang
-            )
-        except Cancelled:
-            yield gr.skip(), say(lang, "stopped"), *keep, "", gr.skip()
-            return
-        job, response = opened
+        start, end = time_range
+        job, response = state.jobs.summarize(sid, engine, video, opts, prompt, cancel, start=start, end=end)
         job_id = state.jobs.token_for(sid)
         yield (*(gr.skip(),) * 5, transcript_markdown(job, lang), job_id, gr.skip())
         info, plan = job.info, job.plan
@@ -349,18 +339,18 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
         stages, started = {}, time.perf_counter()
         try:
             with _closing(response, cancel):
-                for event in response:
-                    if isinstance(event, Progress):
-                        if event.stage in ("segment", "merge"):  # a new part: its own stages start over
+                for event in response.events():
+                    match event:
+                        case TextDelta():
+                            text = shown(response.streamed, info.duration)
+                            yield text, say(lang, "writing") + note, *keep, gr.skip(), gr.skip()
+                        case Progress(stage="segment" | "merge"):  # a new part: its own stages start over
                             stages = {event.stage: (min(event.done + 1, event.total), event.total)}
                             started = time.perf_counter()
-                        else:
+                            yield gr.skip(), progress_line(stages, started, lang) + note, *keep, gr.skip(), gr.skip()
+                        case Progress():
                             stages[event.stage] = (event.done, event.total)
-                        line = progress_line(stages, started, lang) + note
-                        yield gr.skip(), line, *keep, gr.skip(), gr.skip()
-                    elif isinstance(event, TextDelta):
-                        text = shown(response.streamed, info.duration)
-                        yield text, say(lang, "writing") + note, *keep, gr.skip(), gr.skip()
+                            yield gr.skip(), progress_line(stages, started, lang) + note, *keep, gr.skip(), gr.skip()
         except Cancelled:
             text = shown(response.streamed, info.duration)
             yield text, say(lang, "stopped"), gr.skip(), [], None, gr.skip(), job_id, gr.skip()
@@ -382,38 +372,11 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
         else:
             done = say(lang, "empty_answer", tokens=f"{len(final.tokens):,}")
         stats = {"turn": "summary", **final.to_dict()}
-        summary = shown(final.text, info.duration) if final.text.strip() else say(lang, "summary_placeholder")
+        summary = shown(job.summary_text, info.duration) if final.text.strip() else say(lang, "summary_placeholder")
         timeline = timeline_html(job, lang)
         yield summary, done + note, stats, [], files, transcript_markdown(job, lang), job_id, timeline
     if failed:
         yield gr.skip(), failed.show(), *keep, job_id, gr.skip()
-
-
-def _open_with_speech_progress(state: AppState, sid: str, engine: Engine, video: str, opts: Options,
-                               prompt: str, cancel: threading.Event,
-                               time_range: tuple[float, float | None] = (0.0, None), lang: str = "en"):  # fmt: skip
-    """``state.jobs.summarize`` (of ``time_range``, start and end seconds) on a worker thread, yielding
-    status updates while speech is transcribed before the job exists (``summarize.SPEECH_BESIDE_VIDEO``
-    off; otherwise recognition runs beside the video and reports in the Response's events, and this returns
-    at once). Returns (job, response); raises what it raised."""
-    heard: dict[str, tuple[float, float]] = {}
-    started = time.perf_counter()
-
-    def on_speech(done: float, total: float) -> None:
-        heard["speech"] = (done, total)
-
-    keep = (gr.skip(),) * 6
-    start, end = time_range
-    with ThreadPoolExecutor(1, thread_name_prefix="open-video") as pool:
-        future = pool.submit(
-            state.jobs.summarize, sid, engine, video, opts, prompt, cancel, on_speech, start=start, end=end
-        )
-        while True:
-            try:
-                return future.result(timeout=SPEECH_POLL_S)
-            except FutureTimeout:
-                if "speech" in heard:
-                    yield gr.skip(), speech_line(*heard["speech"], started, lang), *keep
 
 
 def chat(
@@ -451,13 +414,9 @@ def chat(
     with _status_errors() as failed:
         try:
             with _closing(response, cancel):
-                for event in response:
-                    if isinstance(event, TextDelta):
-                        answer = {
-                            "role": "assistant",
-                            "content": shown(response.streamed, duration),
-                        }
-                        yield gr.skip(), [*history, answer], gr.skip(), gr.skip()
+                for _ in response:
+                    answer = {"role": "assistant", "content": shown(response.streamed, duration)}
+                    yield gr.skip(), [*history, answer], gr.skip(), gr.skip()
             answer = {"role": "assistant", "content": shown(response.text, duration)}
             if not response.text.strip():
                 answer["content"] = "*(the model answered with no text; try asking another way)*"
@@ -494,9 +453,8 @@ def describe_image(state: AppState, image: str | None, prompt: str, model_id: st
         response = session.ask(prompt, cancel=cancel)
         try:
             with _closing(response, cancel):
-                for event in response:
-                    if isinstance(event, TextDelta):
-                        yield no_raw_html(response.streamed)
+                for _ in response:
+                    yield no_raw_html(response.streamed)
         except Cancelled:
             yield no_raw_html(response.streamed) + " *(stopped)*"
     if failed:
@@ -524,14 +482,5 @@ def write_downloads(state: AppState, sid: str, job: VideoJob) -> tuple[list[str]
     folder = state.downloads / _folder_name(sid)
     folder.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^\w.-]", "_", Path(job.info.path).stem) or "video"
-    paths, skipped = [], []
-    for fmt in FORMATS:
-        writer = get_writer(fmt)
-        text = writer.to_string(summary)
-        if not writer.has_content(text):
-            skipped.append(writer.description)
-            continue
-        path = folder / f"{stem}.summary.{writer.extension}"
-        path.write_text(text, encoding="utf-8")
-        paths.append(str(path))
-    return paths, skipped
+    paths, skipped = write_all(summary, folder, f"{stem}.summary", FORMATS, skip_empty=True)
+    return [str(p) for p in paths], skipped

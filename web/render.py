@@ -15,9 +15,10 @@ from gradio.i18n import I18nData
 from qwen3vl_summarizer.engine import Engine
 from qwen3vl_summarizer.errors import SummarizerError
 from qwen3vl_summarizer.export import Chapter, parse_chapters
+from qwen3vl_summarizer.jobs import plan_for
 from qwen3vl_summarizer.markdown import code_ranges
 from qwen3vl_summarizer.options import Options
-from qwen3vl_summarizer.plan import Geometry, plan_video
+from qwen3vl_summarizer.plan import Geometry
 from qwen3vl_summarizer.summarize import VideoJob
 from qwen3vl_summarizer.timeline import Thumbnails, frame_reader
 from qwen3vl_summarizer.timestamps import (
@@ -81,18 +82,14 @@ def plan_line(info: VideoInfo, options: Options, prompt: str, engine: Engine | N
     ``speech``: the transcript as the model reads it, once known (its tokens are counted and shown).
     ``start``/``end``: the time range read, seconds (the whole video by default)."""
     auto = options.context.max_context == "auto"
-    if engine is not None:
-        context = engine.context_length(options.context)
-    else:
-        context = options.context.max_context_cap if auto else int(options.context.max_context)
     try:
-        geometry = engine.geometry if engine is not None else None
-        plan = plan_video(info, options, context, speech + prompt, geometry, start=start, end=end)
+        plan = plan_for(info, options, speech + prompt, engine, start=start, end=end)
     except SummarizerError as e:
         return f"**Cannot plan:** {e}"
     line = "**Plan:** " + plan.summary()
     if speech:
-        line += f" · of which speech {(geometry or Geometry()).text_tokens(speech):,} tokens"
+        geometry = engine.geometry if engine is not None else Geometry()
+        line += f" · of which speech {geometry.text_tokens(speech):,} tokens"
     if not plan.fits:
         length = format_timestamp(max(s.end - s.start for s in plan.segments))
         line += f" (parts of up to {length}, each summarised with the video's own times, then merged)"
