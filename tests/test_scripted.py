@@ -56,13 +56,13 @@ def test_answers_stream_in_order_and_replay(clip: Path) -> None:
     script.enqueue("### [00:00] One\n\nA  red block.\n", "第二个回答")
     session = ScriptedSession(None, video.sample(clip, 1.0, (64, 64)), total_frames=3, script=script)
     first = session.ask("Summarize.")
-    events = list(first)
+    events = list(first.events())
     assert [e for e in events if isinstance(e, Progress)] == [Progress("frames", n, 3) for n in (1, 2, 3)]
     deltas = [e.text for e in events if isinstance(e, TextDelta)]
     assert len(deltas) > 1 and "".join(deltas) == first.text == "### [00:00] One\n\nA  red block.\n"
     stats = events[-1]
     assert isinstance(stats, TurnStats) and stats.read_video and len(stats.tokens) == len(deltas)
-    assert list(first) == events  # consumed: replayed from memory
+    assert list(first.events()) == events  # consumed: replayed from memory
     second = session.ask("And then?")
     assert second.text == "第二个回答" and not second.stats.read_video  # the video is read once
     assert [t.question for t in session.turns] == ["Summarize.", "And then?"]
@@ -81,7 +81,7 @@ def test_branch_and_cancel_as_a_video_session(clip: Path) -> None:
     with pytest.raises(ValueError, match="branch"):
         session.ask("q", branch=2)
     cancel = threading.Event()
-    stream = iter(session.ask("q2", cancel=cancel))
+    stream = session.ask("q2", cancel=cancel).events()
     assert next(stream) == TextDelta("never", 0)
     cancel.set()
     with pytest.raises(Cancelled):
@@ -98,7 +98,7 @@ def test_speech_recognised_beside_the_video_is_waited_for(clip: Path) -> None:
         return "[00:01] hello\n"
 
     session = ScriptedSession(None, video.sample(clip, 1.0, (64, 64)), speech=transcript, script=script)
-    events = list(session.ask("Summarize."))
+    events = list(session.ask("Summarize.").events())
     assert Progress("speech", 1, 1) in events
     assert script.asked[0].speech == "[00:01] hello\n"
 
