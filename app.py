@@ -582,7 +582,7 @@ def plan_line(info: VideoInfo, options: Options, prompt: str, engine: Engine | N
     else:
         context = options.context.max_context_cap if auto else int(options.context.max_context)
     try:
-        geometry = engine.geometry if engine is not None else None
+        geometry = engine.geometry(options.context) if engine is not None else None
         plan = plan_video(info, options, context, speech + prompt, geometry, start=start, end=end)
     except SummarizerError as e:
         return f"**Cannot plan:** {e}"

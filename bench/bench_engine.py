@@ -144,11 +144,13 @@ def _free_cores() -> int:
 
 def load_engine(arch: str, work: Path):
     from qwen3vl_summarizer.engine import Engine
+    from qwen3vl_summarizer.loading import load_engine as load
+    from qwen3vl_summarizer.options import ModelOptions
     from qwen3vl_summarizer.tiny_model import build_tiny_model
 
     folder = build_tiny_model(work / "tiny")
     if arch == "tiny":
-        return Engine.load(str(folder), dtype="float32")
+        return load(ModelOptions(str(folder), dtype="float32"))
     return Engine(*_random_2b(folder), "qwen3-vl-2b-random")
 
 

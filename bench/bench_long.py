@@ -20,8 +20,9 @@ from pathlib import Path
 
 from bench_engine import make_video
 
-from qwen3vl_summarizer.engine import Engine, TurnStats
-from qwen3vl_summarizer.options import load_options
+from qwen3vl_summarizer.engine import TurnStats
+from qwen3vl_summarizer.loading import load_engine
+from qwen3vl_summarizer.options import ModelOptions, load_options
 from qwen3vl_summarizer.summarize import open_video
 from qwen3vl_summarizer.tiny_model import build_tiny_model
 
@@ -44,7 +45,7 @@ def main() -> None:
     args = p.parse_args()
     video = make_video(args.minutes, Path(args.cache))
     with tempfile.TemporaryDirectory() as work:
-        engine = Engine.load(str(build_tiny_model(Path(work) / "tiny")), dtype="float32")
+        engine = load_engine(ModelOptions(str(build_tiny_model(Path(work) / "tiny")), dtype="float32"))
         base = {
             "sampling": {"fps": 1.0, "min_pixels": 448 * 256, "max_pixels": 448 * 256},
             "generation": {"max_new_tokens": 16, "temperature": 0.0},
