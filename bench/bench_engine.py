@@ -3,13 +3,18 @@ peak memory, at real 1 fps lengths.
 
     python bench/bench_engine.py --minutes 10 45                 # CPU, tiny random Qwen3-VL
     python bench/bench_engine.py --minutes 10 45 --plain --skip-no-reuse  # and the plain path: ratios
+    python bench/bench_engine.py --minutes 10 --plain --skip-no-reuse --repeat 3  # both shapes, both paths
     python bench/bench_engine.py --arch 2b --minutes 45          # CUDA, real Qwen3-VL-2B shapes, random weights
     bash bench/gpu.sh                                            # the prepared GPU run (see that script)
 
 Each length runs in its own process so that its peak memory is its own. ``--plain`` adds, for each
 length, the plain transformers path (``processor(...)`` + ``model.generate`` on the frames decoded
 beforehand) in a process of its own right after the engine's, and a ``compare`` line with the ratios
-engine/plain of time to first token and peak RSS, measured in the same run. Test videos (448x256, 30 fps
+engine/plain of time to first token and peak RSS, measured in the same run. Two ways into the engine are
+timed (``--paths``): its API (``open_video`` + ``ask``) and the command line as a person runs it
+(``qwen3vl-summarize summarize VIDEO`` with the shipped defaults, the feature cache off, speech ``auto``),
+in process, the model loaded before the clock starts as for the other paths. The tiny model comes in two
+shapes (``--shapes``, SHAPES): the test suite's, and a shallower one on which the win must hold too. Test videos (448x256, 30 fps
 H.264) are made once under --cache: with ffmpeg's testsrc2 where ffmpeg is installed, else with PyAV
 (its wheels bundle FFmpeg and libx264), a moving gradient; ``--video-maker`` chooses. Results go to
 stdout as one JSON line per run; bench/RESULTS_engine.md records them with the machine.
@@ -45,6 +50,18 @@ QWEN3VL_2B_VISION = dict(
     num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17],
 )  # fmt: skip
 
+
+# The tiny model's shapes (overrides of tiny_model.build_tiny_model's configs). "suite": the test suite's
+# (4 text layers, 3 vision layers). "shallow": issue 18's other shape, 2 text layers and a 2-layer vision
+# tower (one DeepStack feature per vision layer, as the suite's), the rest alike.
+SHAPES = {
+    "suite": ({}, {}),
+    "shallow": (
+        dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+             intermediate_size=128),
+        dict(hidden_size=32, depth=2, num_heads=2, out_hidden_size=64, deepstack_visual_indexes=[0, 1]),
+    ),
+}  # fmt: skip
 
 VIDEO_SIZE = (448, 256)  # width, height of the test videos, pixels
 VIDEO_RATE = 30  # frames per second of the test videos
@@ -144,24 +161,30 @@ def _free_cores() -> int:
         return os.cpu_count() or 1
 
 
-def load_engine(arch: str, work: Path):
-    from qwen3vl_summarizer.engine import Engine
+def tiny_folder(work: Path, shape: str = "suite") -> Path:
     from tests.tiny_model import build_tiny_model
 
-    folder = build_tiny_model(work / "tiny")
+    text, vision = SHAPES[shape]
+    return build_tiny_model(work / "tiny", text=text, vision=vision)
+
+
+def load_engine(arch: str, work: Path, shape: str = "suite"):
+    from qwen3vl_summarizer.engine import Engine
+    from qwen3vl_summarizer.loading import load_engine as load
+    from qwen3vl_summarizer.options import ModelOptions
+
+    folder = tiny_folder(work, shape)
     if arch == "tiny":
-        return Engine.load(str(folder), dtype="float32")
+        return load(ModelOptions(str(folder), dtype="float32"))
     return Engine(*_random_2b(folder), "qwen3-vl-2b-random")
 
 
-def load_plain(arch: str, work: Path):
+def load_plain(arch: str, work: Path, shape: str = "suite"):
     """(model, processor) as a transformers user loads them: ``from_pretrained``, sdpa, nothing of ours
     (no split attention, no engine settings)."""
     from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
-    from tests.tiny_model import build_tiny_model
-
-    folder = build_tiny_model(work / "tiny")
+    folder = tiny_folder(work, shape)
     if arch != "tiny":
         return _random_2b(folder)
     model = Qwen3VLForConditionalGeneration.from_pretrained(
@@ -206,12 +229,13 @@ def run_one(args: argparse.Namespace) -> dict:
 
         qwen3vl_summarizer.loading.use_split_attention = lambda model: False
     with tempfile.TemporaryDirectory() as work:
-        engine = load_engine(args.arch, Path(work))
+        engine = load_engine(args.arch, Path(work), args.shapes[0])
     fresh_cache = None
     if args.plain and not args.no_feature_cache:  # a first read, as the first summary of a new video
         fresh_cache = tempfile.TemporaryDirectory(prefix="qwen3vl-bench-features-")
     options = load_options(overrides=_overrides(args, fresh_cache and fresh_cache.name))
-    result = {"path": "engine", "arch": args.arch, "minutes": minutes, "device": str(engine.device)}
+    result = {"path": "engine", "arch": args.arch, "shape": args.shapes[0], "minutes": minutes}
+    result["device"] = str(engine.device)
     result["chunk"] = options.context.prefill_chunk_size
     result["vision_batch_groups"] = options.context.vision_batch_groups
     result["kv_cache_dtype"] = options.context.kv_cache_dtype
@@ -283,7 +307,7 @@ def run_plain(args: argparse.Namespace) -> dict:
     minutes = args.minutes[0]
     video = make_video(minutes, Path(args.cache), args.video_maker)
     with tempfile.TemporaryDirectory() as work:
-        model, processor = load_plain(args.arch, Path(work))
+        model, processor = load_plain(args.arch, Path(work), args.shapes[0])
     options = load_options(overrides=_overrides(args, None) | {"cache": {"enabled": False}})
     # The engine wrapper only plans (probe, frame size) and samples, exactly as for the engine's run.
     job = open_job(Engine(model, processor, "plain"), video, options, PROMPT)
@@ -318,7 +342,8 @@ def run_plain(args: argparse.Namespace) -> dict:
             repetition_penalty=options.generation.repetition_penalty,  # as the engine's first token
         )
     ttft = time.perf_counter() - t0
-    result = {"path": "plain", "arch": args.arch, "minutes": minutes, "device": str(model.device)}
+    result = {"path": "plain", "arch": args.arch, "shape": args.shapes[0], "minutes": minutes}
+    result["device"] = str(model.device)
     result["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
     result |= {
         "frames": int(pixels.shape[0]),
@@ -333,9 +358,77 @@ def run_plain(args: argparse.Namespace) -> dict:
     return result
 
 
+def run_cli(args: argparse.Namespace) -> dict:
+    """The command line's first turn: ``qwen3vl-summarize summarize VIDEO`` run in process with the
+    shipped defaults (speech ``auto``, context ``auto``), the feature cache off, ``--new-tokens`` tokens,
+    the other paths' prompt (so that all do the same work).
+
+    The model is loaded before the clock starts (``loading.load_engine`` hands the loaded one to the
+    CLI), as the plain path's is; the time to first token is when the answer's first text reaches stdout,
+    everything before it counted: options, probing, speech sourcing, planning, decoding, vision, prefill.
+    """
+    import io
+
+    import torch
+
+    from qwen3vl_summarizer import cli, loading, summarize
+
+    minutes = args.minutes[0]
+    video = make_video(minutes, Path(args.cache), args.video_maker)
+    with tempfile.TemporaryDirectory() as work:
+        engine = load_engine(args.arch, Path(work), args.shapes[0])
+    loading.load_engine = lambda options, model_id=None: engine
+    jobs = []
+    open_video = summarize.open_video
+    summarize.open_video = lambda *a, **k: jobs.append(open_video(*a, **k)) or jobs[-1]
+    os.environ["QWEN3VL_CACHE__ENABLED"] = "false"
+
+    class FirstWrite(io.StringIO):
+        first: float | None = None
+
+        def write(self, text: str) -> int:
+            if text and self.first is None:
+                self.first = time.perf_counter()
+            return super().write(text)
+
+    out, saved = FirstWrite(), sys.stdout
+    argv = ["summarize", str(video), "--model", "bench-loaded", "--prompt-text", PROMPT]
+    argv += ["--max-new-tokens", str(args.new_tokens)]
+    t0 = time.perf_counter()
+    try:
+        sys.stdout = out
+        code = cli.main(argv)
+    finally:
+        sys.stdout = saved
+    if code != 0 or out.first is None:
+        raise RuntimeError(f"qwen3vl-summarize {' '.join(argv)} exited {code} without an answer")
+    (job,) = jobs
+    first = job.answers[0]
+    result = {"path": "cli", "arch": args.arch, "shape": args.shapes[0], "minutes": minutes}
+    result |= {
+        "device": str(engine.device),
+        "command": "qwen3vl-summarize " + " ".join(argv),
+        "speech": job.options.speech.mode,
+        "transcript": job.transcript is not None or job.pending_speech is not None,
+        "plan": job.plan.summary(),
+        "prompt_tokens": job.session.media_tokens + len(job.session.turns[0].prompt_ids),
+        "first_ttft_s": round(out.first - t0, 2),
+        "engine_ttft_s": round(first.ttft_s, 2),
+        "stages_s": {k: round(v, 2) for k, v in first.timings.items()},
+        "first_token": first.tokens[0] if first.tokens else None,
+        "first_turn_peak_rss_gib": _peak_rss_gib(),
+    }
+    if torch.cuda.is_available():
+        result["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return result
+
+
 def compare(engine: dict, plain: dict) -> dict:
-    """The ratios of one length: engine over plain, time to first token and peak memory."""
+    """The ratios of one length: engine (its API or the CLI) over plain, time to first token and peak
+    memory."""
     row = {
+        "path": engine["path"],
+        "shape": engine.get("shape"),
         "minutes": engine["minutes"],
         "prompt_tokens": engine["prompt_tokens"],
         "same_prompt_tokens": engine["prompt_tokens"] == plain["prompt_tokens"],
@@ -354,7 +447,12 @@ def compare(engine: dict, plain: dict) -> dict:
 
 def summarize_pairs(rows: list[dict]) -> dict:
     """Median, lowest and highest of each ratio over ``--repeat`` pairs of one length."""
-    out = {"minutes": rows[0]["minutes"], "pairs": len(rows)}
+    out = {
+        "path": rows[0]["path"],
+        "shape": rows[0]["shape"],
+        "minutes": rows[0]["minutes"],
+        "pairs": len(rows),
+    }
     for key in ("ttft_ratio", "rss_ratio"):
         values = sorted(r[key] for r in rows)
         out[key] = {"median": round(statistics.median(values), 3), "min": values[0], "max": values[-1]}
@@ -426,7 +524,23 @@ def main() -> None:
         default=None,
         help="KV cache dtype (default: the config's context.kv_cache_dtype)",
     )
-    p.add_argument("--path", choices=["engine", "plain"], default=None, help=argparse.SUPPRESS)
+    p.add_argument("--path", choices=["engine", "cli", "plain"], default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--shapes",
+        nargs="+",
+        choices=list(SHAPES),
+        default=None,
+        help="shapes of the tiny model (SHAPES): the test suite's and a shallower one (default: both with "
+        "--plain, else the suite's)",
+    )
+    p.add_argument(
+        "--paths",
+        nargs="+",
+        choices=["engine", "cli"],
+        default=["engine", "cli"],
+        help="with --plain: the ways into the engine compared with the plain path: its API (open_video + "
+        "ask) and the command line with the shipped defaults (default both)",
+    )
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument(
         "--skip-no-reuse", action="store_true", help="skip the slow recompute-everything comparison"
@@ -456,6 +570,8 @@ def main() -> None:
         help="CPU prefill attention: split past/chunk (default) or one masked sdpa call",
     )
     args = p.parse_args()
+    if args.shapes is None or args.arch != "tiny":
+        args.shapes = list(SHAPES) if args.plain and args.arch == "tiny" else ["suite"]
     if args.prepare:
         for minutes in args.minutes:
             t0 = time.perf_counter()
@@ -466,35 +582,46 @@ def main() -> None:
     if args.path == "plain":
         print(json.dumps(run_plain(args)), flush=True)
         return
-    if args.path == "engine" or (len(args.minutes) == 1 and not args.plain):
+    if args.path == "cli":
+        print(json.dumps(run_cli(args)), flush=True)
+        return
+    one = len(args.minutes) == 1 and len(args.shapes) == 1
+    if args.path == "engine" or (one and not args.plain):
         print(json.dumps(run_one(args)), flush=True)
         return
     rest, skip = [], False
-    for a in sys.argv[1:]:  # drop --minutes and its values; each child gets one length
-        skip = a == "--minutes" or (skip and not a.startswith("--"))
+    for a in sys.argv[1:]:  # drop --minutes, --shapes and their values; each child gets one of each
+        skip = a in ("--minutes", "--shapes") or (skip and not a.startswith("--"))
         if not skip:
             rest.append(a)
-    for minutes in args.minutes:  # one process per length and path: peak memory is per run
-        command = [sys.executable, __file__, *rest, "--minutes", f"{minutes:g}"]
-        if not args.plain:
-            subprocess.run(command, check=True)
-            continue
-        rows = []
-        for i in range(args.repeat):
-            # One after the other, never competing for the cores; the order alternates between pairs, so
-            # a load that comes and goes on a shared machine does not always land on the same path.
-            runs = {}
-            for path in ("engine", "plain") if i % 2 == 0 else ("plain", "engine"):
-                out = subprocess.run(
-                    [*command, "--path", path], check=True, stdout=subprocess.PIPE, text=True
-                )
-                line = out.stdout.strip().splitlines()[-1]
-                runs[path] = json.loads(line) | {"load_average": os.getloadavg()[0]}
-                print(json.dumps(runs[path]), flush=True)
-            rows.append(compare(runs["engine"], runs["plain"]))
-            print(json.dumps({"compare": rows[-1]}), flush=True)
-        if len(rows) > 1:
-            print(json.dumps({"summary": summarize_pairs(rows)}), flush=True)
+    for shape in args.shapes:
+        for minutes in args.minutes:  # one process per length and path: peak memory is per run
+            command = [sys.executable, __file__, *rest, "--shapes", shape, "--minutes", f"{minutes:g}"]
+            if not args.plain:
+                subprocess.run(command, check=True)
+                continue
+            _compare_paths(command, args.paths, args.repeat)
+
+
+def _compare_paths(command: list[str], paths: list[str], repeat: int) -> None:
+    """``repeat`` rounds of each of ``paths`` and the plain path, one after the other, never competing for
+    the cores; the order rotates between rounds, so that a load that comes and goes on a shared machine
+    does not always land on the same path. A compare line per path and round, then the medians."""
+    order = [*paths, "plain"]
+    rows: dict[str, list[dict]] = {path: [] for path in paths}
+    for i in range(repeat):
+        runs = {}
+        for path in order[i % len(order) :] + order[: i % len(order)]:
+            out = subprocess.run([*command, "--path", path], check=True, stdout=subprocess.PIPE, text=True)
+            line = out.stdout.strip().splitlines()[-1]
+            runs[path] = json.loads(line) | {"load_average": os.getloadavg()[0]}
+            print(json.dumps(runs[path]), flush=True)
+        for path in paths:
+            rows[path].append(compare(runs[path], runs["plain"]))
+            print(json.dumps({"compare": rows[path][-1]}), flush=True)
+    if repeat > 1:
+        for path in paths:
+            print(json.dumps({"summary": summarize_pairs(rows[path])}), flush=True)
 
 
 if __name__ == "__main__":

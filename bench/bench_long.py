@@ -20,9 +20,9 @@ from pathlib import Path
 
 from bench_engine import make_video  # also puts the checkout on the path, for tests/tiny_model.py
 
-from qwen3vl_summarizer.engine import Engine
 from qwen3vl_summarizer.jobs import open_job
-from qwen3vl_summarizer.options import load_options
+from qwen3vl_summarizer.loading import load_engine
+from qwen3vl_summarizer.options import ModelOptions, load_options
 from tests.tiny_model import build_tiny_model
 
 
@@ -41,7 +41,7 @@ def main() -> None:
     args = p.parse_args()
     video = make_video(args.minutes, Path(args.cache))
     with tempfile.TemporaryDirectory() as work:
-        engine = Engine.load(str(build_tiny_model(Path(work) / "tiny")), dtype="float32")
+        engine = load_engine(ModelOptions(str(build_tiny_model(Path(work) / "tiny")), dtype="float32"))
         base = {
             "sampling": {"fps": 1.0, "min_pixels": 448 * 256, "max_pixels": 448 * 256},
             "generation": {"max_new_tokens": 16, "temperature": 0.0},

@@ -1,4 +1,4 @@
-"""Qwen3-VL loading and video sessions: bounded vision batches, chunked prefill, streaming, cache reuse.
+"""A loaded Qwen3-VL and its video sessions: bounded vision batches, chunked prefill, streaming, cache reuse.
 
 A :class:`VideoSession` holds one video in a KV cache. Its first ``ask()`` decodes frames, encodes them
 in batches of temporal groups, and prefills the language model chunk by chunk as features arrive, so
@@ -25,8 +25,6 @@ import dataclasses
 import functools
 import hashlib
 import logging
-import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import attention, device
 from .attention import float8_kv_attention
 from .chat_template import ChatTemplate
 from .errors import (
@@ -49,30 +48,21 @@ from .errors import (
 from .events import Event, Progress, Response, TextDelta, TurnStats
 from .feature_cache import CachedFeatures, FeatureCache
 from .kv_cache import growing_cache
-from .options import ContextOptions, GenerationOptions, ModelOptions
+from .options import ContextOptions, GenerationOptions
 from .plan import (
-    ACTIVATION_HEADROOM_BYTES,  # kept free on the device beyond weights and KV cache
     Geometry,
+    auto_chunk_tokens,
     choose_kv_cache_dtype,
-    context_that_fits,
+    chunk_bytes_per_token,
+    context_cap,
     kv_budget_bytes,
     kv_bytes_per_token,
 )
+from .plan import context_length as plan_context_length
 from .video import Frame
 
 log = logging.getLogger(__name__)
 
-# context.prefill_chunk_size = "auto": the largest multiple of AUTO_CHUNK_STEP tokens whose transient memory
-# (chunk_bytes_per_token) fits the memory left beside the weights and the KV cache, capped at
-# AUTO_CHUNK_BUDGET_BYTES, within [AUTO_CHUNK_MIN, AUTO_CHUNK_MAX]. Fewer, larger chunks are faster: on the
-# 2-core CPU a 36.6K-token prefill in 2,048-token chunks took 6 % longer than in 16,384-token ones when
-# quiet and about 30 % more CPU time when loaded, and 8,192 or 16,384 the same as one pass
-# (bench/RESULTS_engine.md).
-AUTO_CHUNK_MIN = 2048  # tokens: the former fixed size, within plan.ACTIVATION_HEADROOM_BYTES
-AUTO_CHUNK_MAX = 16384  # tokens: beyond this no faster, and a Stop waits for one chunk at most
-AUTO_CHUNK_STEP = 1024  # tokens
-AUTO_CHUNK_BUDGET_BYTES = 2 * 2**30  # one chunk's activations, queued features and attention mask, at most
-CHUNK_SLACK = 2  # chunk_bytes_per_token's count of live tensors times this: temporaries, allocator slack
 DECODER_THREAD_PREFIX = "video-sampler"  # video.py's decoding threads are named so (_vision_threads)
 
 
@@ -104,32 +94,25 @@ class Engine:
         # Keys and values come out of the layers in the activations' dtype, which follows the embeddings
         # (model.dtype can name a quantized checkpoint's float8 weights instead).
         self.unquantized_kv_dtype = str(model.get_input_embeddings().weight.dtype).removeprefix("torch.")
-        # The KV-cache dtype settled by the latest context_length(); what geometry counts bytes in.
-        self.kv_cache_dtype = self.unquantized_kv_dtype
+        # The positions the model was trained for: no context is planned longer (options keep a cap too).
+        self.max_positions = int(self.config.text_config.max_position_embeddings)
 
-    @classmethod
-    def load(
-        cls,
-        model_id: str = ModelOptions.id,
-        device: str = "auto",
-        dtype: str = "auto",
-        attn_implementation: str = "sdpa",
-        quantization: str = "none",
-    ) -> Engine:
-        """Load a Qwen3-VL checkpoint (hub id or local folder); see :func:`.loading.load_model`."""
-        from .loading import load_engine
+    # -- geometry and memory: pure functions of the options asked about -----------------------------
 
-        return load_engine(ModelOptions(model_id, device, dtype, attn_implementation, quantization))
+    def geometry(self, context: ContextOptions | None = None) -> Geometry:
+        """The token arithmetic of this model (read from its processor, config and tokenizer) and its KV
+        bytes per token in the dtype a cache under ``context`` uses (:meth:`kv_cache_dtype_for`; default
+        options when None)."""
+        kv_cache_dtype = self.kv_cache_dtype_for(context or ContextOptions())
+        return dataclasses.replace(
+            self._token_geometry,
+            kv_bytes_per_token=kv_bytes_per_token(*self.kv_shape, kv_cache_dtype),
+            kv_cache_dtype=kv_cache_dtype,
+        )
 
-    # -- geometry and memory ------------------------------------------------------------------------
-
-    @property
-    def geometry(self) -> Geometry:
-        """The token arithmetic of this model, read from its processor, config and tokenizer; KV bytes in
-        the dtype the latest :meth:`context_length` settled."""
+    @functools.cached_property
+    def _token_geometry(self) -> Geometry:
         vp = self.processor.video_processor
-        kv_bytes = kv_bytes_per_token(*self.kv_shape, self.kv_cache_dtype)
-        stamp = self._count("<0.0 seconds>")
         template = len(self._template.tokens_before_video(self.tokenizer)) + self._count(
             self._template.after_video + self._template.after_prompt
         )
@@ -137,9 +120,7 @@ class Engine:
             patch_size=vp.patch_size,
             merge_size=vp.merge_size,
             temporal_patch_size=vp.temporal_patch_size,
-            kv_bytes_per_token=kv_bytes,
-            kv_cache_dtype=self.kv_cache_dtype,
-            timestamp_base_tokens=stamp,
+            timestamp_base_tokens=self._count("<0.0 seconds>"),
             template_tokens=template,
             count_text_tokens=self._count,
         )
@@ -171,38 +152,29 @@ class Engine:
         """Bytes of the loaded weights and buffers (quantized ones at their stored size)."""
         return int(self.model.get_memory_footprint())
 
-    def kv_cache_dtype_for(self, opts: ContextOptions) -> str:
-        """What a KV cache under ``opts`` is stored in: "float8", or the model's dtype (not quantized).
+    def kv_cache_dtype_for(self, context: ContextOptions) -> str:
+        """What a KV cache under ``context`` is stored in: "float8", or the model's dtype (not quantized).
 
         "auto" quantizes only on a GPU whose memory, less the weights and ACTIVATION_HEADROOM_BYTES, cannot
-        hold the unquantized cache at the planned context (``max_context``, or its cap when that is
-        "auto"). It reads the device's total memory, not its free memory, so the plan and every session
-        made under the same options agree.
+        hold the unquantized cache at the planned context (:func:`.plan.context_cap`). It reads the
+        device's total memory, not its free memory, so the plan and every session made under the same
+        options agree.
         """
-        requested = opts.kv_cache_dtype
+        requested = context.kv_cache_dtype
         if requested == "float8" and self.device.type not in ("cpu", "cuda"):
             raise OptionsError(
                 f"context.kv_cache_dtype = float8 is not supported on {self.device.type}; use auto or bfloat16"
             )
-        budget = None
-        if requested == "auto" and self.device.type == "cuda":
-            budget = kv_budget_bytes(torch.cuda.mem_get_info(self.device)[1], self.weights_bytes)
-        context = opts.max_context_cap if opts.max_context == "auto" else int(opts.max_context)
-        return choose_kv_cache_dtype(requested, self.unquantized_kv_dtype, context, self.kv_shape, budget)
+        total = device.total_bytes(self.device) if requested == "auto" else None
+        budget = None if total is None else kv_budget_bytes(total, self.weights_bytes)
+        planned = context_cap(context, self.max_positions)
+        return choose_kv_cache_dtype(requested, self.unquantized_kv_dtype, planned, self.kv_shape, budget)
 
-    def auto_context(self, cap: int = 262_144, kv_cache_dtype: str | None = None) -> int:
-        """The largest context whose KV cache in ``kv_cache_dtype`` (default: :attr:`kv_cache_dtype`) fits
-        the device's free memory less ACTIVATION_HEADROOM_BYTES, capped at ``cap``."""
-        per_token = kv_bytes_per_token(*self.kv_shape, kv_cache_dtype or self.kv_cache_dtype)
-        return context_that_fits(_free_memory(self.device) - ACTIVATION_HEADROOM_BYTES, per_token, cap)
-
-    def context_length(self, opts: ContextOptions) -> int:
-        """The context length for ``opts`` ("auto": what fits). Also settles the KV-cache dtype
-        (:meth:`kv_cache_dtype_for`) that :attr:`geometry` reports next, so a plan counts the right bytes."""
-        self.kv_cache_dtype = self.kv_cache_dtype_for(opts)
-        if opts.max_context == "auto":
-            return self.auto_context(opts.max_context_cap, self.kv_cache_dtype)
-        return int(opts.max_context)
+    def context_length(self, context: ContextOptions) -> int:
+        """The context length for ``context`` ("auto": what the device's free memory holds in the KV-cache
+        dtype :meth:`kv_cache_dtype_for` picks), never past :attr:`max_positions`. Reads, changes nothing."""
+        per_token = kv_bytes_per_token(*self.kv_shape, self.kv_cache_dtype_for(context))
+        return plan_context_length(context, per_token, device.free_bytes(self.device), self.max_positions)
 
     # -- vision -------------------------------------------------------------------------------------
 
@@ -476,8 +448,8 @@ class VideoSession:
                 self._rewind(max(before[1], self._media_len))
             elif not isinstance(e, (Cancelled, GeneratorExit)):
                 self._broken = f"reading the video failed: {first_line(e)}"
-            if _is_oom(e):
-                _empty_device_cache(self.engine.device)
+            if device.is_out_of_memory(e):
+                device.empty_cache(self.engine.device)
                 raise OutOfMemoryError(
                     "out of memory: lower the fps or the context length, or use a quantized model"
                 ) from None
@@ -614,13 +586,13 @@ class VideoSession:
         cached = self.feature_cache.load(self.feature_key)
         if cached is None:
             return False
-        device = self.engine.device
+        target = self.engine.device
         self._queue_media(
             _Rows(
                 cached.ids,
                 cached.positions,
-                cached.embeds.to(device),
-                [d.to(device) for d in cached.deepstack],
+                cached.embeds.to(target),
+                [d.to(target) for d in cached.deepstack],
             )
         )
         self.timestamps = list(cached.times)
@@ -701,11 +673,11 @@ class VideoSession:
         per_token = chunk_bytes_per_token(
             engine.config,
             element_bytes=engine.model.get_input_embeddings().weight.element_size(),
-            masked=_attention_needs_mask(engine.model, self.kv_cache_dtype),
+            masked=attention.needs_mask(engine.model, self.kv_cache_dtype),
             keys=self._capacity,
         )
         kv_to_come = self._capacity * kv_bytes_per_token(*engine.kv_shape, self.kv_cache_dtype)
-        free = _free_memory(engine.device) - (0 if self.ids else kv_to_come)
+        free = device.free_bytes(engine.device) - (0 if self.ids else kv_to_come)
         chunk = auto_chunk_tokens(per_token, free)
         log.debug("prefill chunks of %d tokens (%d bytes per token, %d bytes free)", chunk, per_token, free)
         return chunk
@@ -736,39 +708,41 @@ class VideoSession:
     def _forward(self, rows: _Rows, start_pos: int, logits: bool) -> torch.Tensor | None:
         """Run ``rows`` through the language model into cache slots ``start_pos:start_pos + len(rows)``;
         logits [1, V] of the last token if asked. Prefill and decode both come through here: prefill
-        with a chunk of the prompt, decode with one sampled token."""
-        if start_pos != len(self.ids):
+        with a chunk of the prompt, decode with one sampled token. ``start_pos`` may be any position up
+        to the cache's length: what the cache held from there on is dropped first."""
+        if start_pos > len(self.ids):
             raise ValueError(f"the cache holds {len(self.ids)} tokens; cannot write at {start_pos}")
+        self._rewind(start_pos)
         engine = self.engine
         inner = engine.model.model
-        device = engine.device
-        ids = rows.ids.to(device)  # [n]
+        target = engine.device
+        ids = rows.ids.to(target)  # [n]
         n, start = len(rows), start_pos
         if self.max_context is not None and start + n > self.max_context:
             raise OptionsError(
                 f"the conversation would exceed the context length ({start + n:,} > {self.max_context:,} "
                 "tokens); start a new conversation or raise the context length"
             )
-        mask = self._media_mask(rows.ids).to(device)
+        mask = self._media_mask(rows.ids).to(target)
         float8 = self.kv_cache_dtype == "float8"
         deepstack = len(getattr(engine.config.vision_config, "deepstack_visual_indexes", ()))
         with (
             engine.lock,
-            _attention_backends(device),
+            attention.cpu_attention_backends(target),
             float8_kv_attention(engine.model) if float8 else contextlib.nullcontext(),
             # a prefill chunk: the last layer only for the last token (decode steps are that already)
-            _prefill_last_layer_for_last_token(engine.model, logits, deepstack)
+            attention.last_layer_for_last_token(engine.model, logits, deepstack)
             if n > 1
             else contextlib.nullcontext(),
         ):
             embeds = inner.get_input_embeddings()(ids[None])  # [1, n, D]
             kwargs: dict[str, Any] = {}
             if rows.embeds is not None and len(rows.embeds):
-                embeds[0, mask] = rows.embeds.to(device, embeds.dtype)
+                embeds[0, mask] = rows.embeds.to(target, embeds.dtype)
                 kwargs["visual_pos_masks"] = mask[None]
-                kwargs["deepstack_visual_embeds"] = [d.to(device, embeds.dtype) for d in rows.deepstack]
-            cache_positions = torch.arange(start, start + n, device=device)
-            position_ids = torch.cat([cache_positions[None], rows.positions.to(device)])[
+                kwargs["deepstack_visual_embeds"] = [d.to(target, embeds.dtype) for d in rows.deepstack]
+            cache_positions = torch.arange(start, start + n, device=target)
+            position_ids = torch.cat([cache_positions[None], rows.positions.to(target)])[
                 :, None, :
             ]  # [4, 1, n]
             out = inner.language_model(
@@ -836,149 +810,12 @@ def _normalize_patches(patches: torch.Tensor, vp: Any) -> torch.Tensor:
     return pixels
 
 
-def chunk_bytes_per_token(config: Any, element_bytes: int, masked: bool, keys: int) -> int:
-    """Transient bytes one token of a prefill chunk costs beyond the KV cache, times CHUNK_SLACK.
-
-    A layer's live activations (residual, norm, queries, keys and values with their rotated copies,
-    attention output, the MLP's gate, up and product), the split attention's float32 merge on the CPU, the
-    token's queued vision features (main and DeepStack rows), and where the attention takes an explicit
-    mask (sdpa or eager on a GPU, chunks after the first), its row over ``keys`` keys: a boolean and the
-    additive bias made from it (eager also its scores and their float32 softmax).
-    """
-    text_config = config.text_config
-    hidden = text_config.hidden_size
-    head_dim = getattr(text_config, "head_dim", None) or hidden // text_config.num_attention_heads
-    queries = text_config.num_attention_heads * head_dim
-    kv = text_config.num_key_value_heads * head_dim
-    intermediate = getattr(text_config, "intermediate_size", None) or 4 * hidden
-    layer = element_bytes * (4 * hidden + 2 * (queries + 2 * kv) + 3 * intermediate)
-    merge = 4 * 3 * queries
-    deepstack = len(getattr(config.vision_config, "deepstack_visual_indexes", ()))
-    media = element_bytes * hidden * (1 + deepstack)
-    mask = 0
-    if masked:
-        mask = keys * (1 + element_bytes)
-        if text_config._attn_implementation == "eager":
-            mask += keys * text_config.num_attention_heads * (element_bytes + 4)
-    return CHUNK_SLACK * (layer + merge + media + mask)
-
-
-def auto_chunk_tokens(bytes_per_token: int, free_bytes: int) -> int:
-    """``context.prefill_chunk_size = "auto"``: the most tokens whose ``bytes_per_token`` fit ``free_bytes``
-    (capped at AUTO_CHUNK_BUDGET_BYTES), a multiple of AUTO_CHUNK_STEP in [AUTO_CHUNK_MIN, AUTO_CHUNK_MAX]."""
-    budget = min(AUTO_CHUNK_BUDGET_BYTES, max(0, free_bytes))
-    tokens = budget // max(1, bytes_per_token) // AUTO_CHUNK_STEP * AUTO_CHUNK_STEP
-    return int(min(AUTO_CHUNK_MAX, max(AUTO_CHUNK_MIN, tokens)))
-
-
-class _LastLayerForLastToken(torch.nn.Module):
-    """The text model's last decoder layer for one prefill chunk, computing only what is ever read.
-
-    Later tokens read the last layer's keys and values (from the cache); its output is read only by the
-    final norm and the output head, for the prompt's last token. So for a chunk of n tokens this computes
-    the keys and values of all n into the cache, and queries, attention and MLP for the chunk's last token
-    only when its logits are wanted (``last``), for none otherwise. That skips 1/L of the prefill's
-    attention and MLP (a quarter on the 4-layer test model, 1/28 on Qwen3-VL-2B), exactly: nothing reads
-    what is skipped. Returns hidden states [1, 1, D]: the last token's (a placeholder when not ``last``).
-    """
-
-    def __init__(self, layer: torch.nn.Module, last: bool):
-        super().__init__()
-        self.layer = layer
-        self.last = last
-        self._rotate_half = sys.modules[type(layer).__module__].rotate_half
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,  # [1, n, D]
-        position_embeddings: tuple[torch.Tensor, torch.Tensor],  # cos, sin [1, n, E]
-        attention_mask: torch.Tensor | None = None,  # None, or [1, 1, n, keys]
-        position_ids: torch.Tensor | None = None,  # [1, n]
-        cache: Any = None,
-        **kwargs: Any,
-    ) -> torch.Tensor:
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-        layer, attn = self.layer, self.layer.self_attn
-        normed = layer.input_layernorm(hidden_states)
-        heads = (*normed.shape[:-1], -1, attn.head_dim)
-        cos, sin = (x.unsqueeze(1) for x in position_embeddings)  # [1, 1, n, E]
-        keys = attn.k_norm(attn.k_proj(normed).view(heads)).transpose(1, 2)  # [1, Hkv, n, E]
-        keys = (keys * cos) + (self._rotate_half(keys) * sin)  # apply_rotary_pos_emb's formula
-        values = attn.v_proj(normed).view(heads).transpose(1, 2)
-        keys, values = cache.update(keys, values, attn.layer_idx)
-        if not self.last:
-            return hidden_states[:, -1:]
-        query = attn.q_norm(attn.q_proj(normed[:, -1:]).view(1, 1, -1, attn.head_dim)).transpose(1, 2)
-        query = (query * cos[:, :, -1:]) + (self._rotate_half(query) * sin[:, :, -1:])  # [1, H, 1, E]
-        if attention_mask is not None:
-            attention_mask = attention_mask[..., -1:, :]
-        if position_ids is not None:
-            position_ids = position_ids[..., -1:]
-        attend = ALL_ATTENTION_FUNCTIONS[attn.config._attn_implementation]
-        out, _ = attend(
-            attn, query, keys, values, attention_mask, dropout=0.0, scaling=attn.scaling,
-            position_ids=position_ids, **kwargs,
-        )  # fmt: skip
-        hidden = hidden_states[:, -1:] + attn.o_proj(out.reshape(1, 1, -1).contiguous())
-        mlp = layer.mlp(layer.post_attention_layernorm(hidden))
-        return hidden + (mlp[0] if isinstance(mlp, tuple) else mlp)
-
-
-@contextlib.contextmanager
-def _prefill_last_layer_for_last_token(model: Any, last: bool, deepstack_layers: int) -> Iterator[None]:
-    """While inside, ``model``'s last text layer is :class:`_LastLayerForLastToken`; nothing changes where
-    that would not be exact or is not known to work: DeepStack features added after the last layer, an
-    attention implementation outside transformers' registry (eager), a layer of another shape."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    layers = model.model.language_model.layers
-    layer = layers[-1]
-    attn = getattr(layer, "self_attn", None)
-    usable = (
-        deepstack_layers < len(layers)
-        and type(layer).__name__.endswith("TextDecoderLayer")
-        and all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"))
-        and attn.config._attn_implementation in ALL_ATTENTION_FUNCTIONS
-        and hasattr(sys.modules[type(layer).__module__], "rotate_half")
-    )
-    if not usable:
-        yield
-        return
-    layers[-1] = _LastLayerForLastToken(layer, last)
-    try:
-        yield
-    finally:
-        layers[-1] = layer
-
-
-def _attention_needs_mask(model: Any, kv_cache_dtype: str) -> bool:
-    """Whether prefill chunks after the first get an explicit chunk x keys mask: not with the CPU split
-    attention (attention.py), the float8 cache's attention, or FlashAttention."""
-    from .attention import NAME as SPLIT
-
-    implementation = model.config.text_config._attn_implementation
-    return kv_cache_dtype != "float8" and implementation != SPLIT and "flash" not in implementation
-
-
 def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
     n = min(len(a), len(b), max(limit, 0))
     for i in range(n):
         if a[i] != b[i]:
             return i
     return n
-
-
-def _attention_backends(device: torch.device) -> contextlib.AbstractContextManager:
-    """On the CPU, prefer sdpa's flash kernel. Given a mask (chunks after the first, where attention.py's
-    split attention is unavailable) PyTorch otherwise picks its math kernel, measured 3x slower in
-    prefill and 5x in decode (tiny model, 13K tokens, identical tokens out). GPUs keep PyTorch's own
-    choice, which handles masks well."""
-    if device.type != "cpu":
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH])
 
 
 def _vision_threads(device: torch.device) -> int | None:
@@ -1016,27 +853,3 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 def _check(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
         raise Cancelled("stopped")
-
-
-def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, torch.OutOfMemoryError) or (
-        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
-    )
-
-
-def _empty_device_cache(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif device.type == "mps":
-        torch.mps.empty_cache()
-
-
-def _free_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    if device.type == "mps":
-        return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return 8 * 2**30

@@ -101,7 +101,7 @@ def planning_context(
     c = options.context
     if engine is not None:
         context = engine.context_length(c)
-        return context, engine.geometry
+        return context, engine.geometry(c)
     budget = None if device_memory is None else kv_budget_bytes(device_memory)
     context = c.max_context_cap if c.max_context == "auto" else int(c.max_context)
     kv_dtype = choose_kv_cache_dtype(c.kv_cache_dtype, "bfloat16", context, QWEN3VL_2B_KV_SHAPE, budget)

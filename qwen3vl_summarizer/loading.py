@@ -9,7 +9,6 @@ one only once the new one works, so a failed switch leaves the page as it was.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import threading
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from .attention import use_split_attention
+from .device import pick_device, pick_dtype, release_memory
 from .engine import Engine
 from .errors import ModelLoadError, OptionsError, first_line
 from .options import ModelOptions
@@ -45,33 +45,6 @@ BNB_SKIP_MODULES = ["model.visual", "lm_head"]
 # 5.17 swallowed: every prefill chunk ran without its past, wrong tokens and no error) and returned DeepStack
 # features unsplit. Measured with transformers 5.17 and 5.24 on the test suite.
 MIN_TRANSFORMERS = (5, 24)
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` = CUDA, then MPS, then CPU."""
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto`` = bfloat16 on GPUs that support it, float16 on other GPUs, float32 on CPU."""
-    if dtype != "auto":
-        try:
-            return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
-        except KeyError:
-            raise OptionsError(
-                f"model.dtype must be auto, bfloat16, float16 or float32, got {dtype!r}"
-            ) from None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.float32
 
 
 def load_model(
@@ -190,15 +163,8 @@ class EngineSlot:
             if self._on_switch is not None:
                 self._on_switch(old)
             del old
-            free_device_memory()
+            release_memory()
         return engine
-
-
-def free_device_memory() -> None:
-    """Give memory no longer referenced back (after a model or a KV cache was dropped)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _looks_like_path(model_id: str) -> bool:

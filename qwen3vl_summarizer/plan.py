@@ -15,9 +15,10 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import ContextTooSmallError, OptionsError
-from .options import Options, SamplingOptions
+from .options import MAX_CONTEXT, ContextOptions, Options, SamplingOptions
 from .timestamps import DURATION_TOLERANCE, format_timestamp, parse_timestamp
 from .video import MAX_FPS, VideoInfo, target_times
 
@@ -89,10 +90,6 @@ class Geometry:
     def factor(self) -> int:
         """Pixels per language token side (32 for Qwen3-VL)."""
         return self.patch_size * self.merge_size
-
-    def group_tokens(self, width: int, height: int, t: float) -> int:
-        """Tokens of one temporal group at this size whose timestamp is ``t`` seconds."""
-        return (width // self.factor) * (height // self.factor) + 2 + self.timestamp_tokens(t)
 
     def timestamp_tokens(self, t: float) -> int:
         """Tokens of the text ``<{t:.1f} seconds>``: one per digit, as Qwen's tokenizer splits digits."""
@@ -205,7 +202,7 @@ def smallest_frame_size(width: int, height: int, min_area: int, factor: int = 32
 def make_plan(
     info: VideoInfo,
     fps: float = 1.0,
-    context: int = 262_144,
+    context: int = MAX_CONTEXT,
     *,
     reserve: int = 2048,
     prompt: str = "",
@@ -495,6 +492,25 @@ def context_that_fits(budget_bytes: int, kv_bytes_per_token: int, cap: int) -> i
     return int(max(AUTO_CONTEXT_MIN, min(cap, tokens // AUTO_CONTEXT_STEP * AUTO_CONTEXT_STEP)))
 
 
+def context_cap(options: ContextOptions, max_positions: int | None = None) -> int:
+    """The longest context ``options`` plan for: ``max_context``, or its cap when that is "auto", never past
+    ``max_positions`` (the loaded model's ``max_position_embeddings``; None: no model, the options' cap)."""
+    planned = options.max_context_cap if options.max_context == "auto" else int(options.max_context)
+    return planned if max_positions is None else min(planned, int(max_positions))
+
+
+def context_length(
+    options: ContextOptions, kv_bytes_per_token: int, free_bytes: int, max_positions: int | None = None
+) -> int:
+    """The context length for ``options``: ``max_context`` as given, or for "auto" the largest whose KV
+    cache (``kv_bytes_per_token``, in the dtype the cache will use) fits ``free_bytes`` less
+    ACTIVATION_HEADROOM_BYTES; both at most :func:`context_cap`."""
+    cap = context_cap(options, max_positions)
+    if options.max_context != "auto":
+        return cap
+    return context_that_fits(free_bytes - ACTIVATION_HEADROOM_BYTES, kv_bytes_per_token, cap)
+
+
 def choose_kv_cache_dtype(
     requested: str,
     unquantized: str,
@@ -523,3 +539,53 @@ def parse_size(text: str) -> int:
     if unit not in SIZE_UNITS or float(match.group(1)) <= 0:
         raise OptionsError(f"expected a memory size such as 24GB, 24GiB or 80G, got {text!r}")
     return int(float(match.group(1)) * SIZE_UNITS[unit])
+
+
+# --- prefill chunks ---------------------------------------------------------------------------------------
+
+# context.prefill_chunk_size = "auto": the largest multiple of AUTO_CHUNK_STEP tokens whose transient memory
+# (chunk_bytes_per_token) fits the memory left beside the weights and the KV cache, capped at
+# AUTO_CHUNK_BUDGET_BYTES, within [AUTO_CHUNK_MIN, AUTO_CHUNK_MAX]. Fewer, larger chunks are faster: on the
+# 2-core CPU a 36.6K-token prefill in 2,048-token chunks took 6 % longer than in 16,384-token ones when
+# quiet and about 30 % more CPU time when loaded, and 8,192 or 16,384 the same as one pass
+# (bench/RESULTS_engine.md).
+AUTO_CHUNK_MIN = 2048  # tokens: the former fixed size, within ACTIVATION_HEADROOM_BYTES
+AUTO_CHUNK_MAX = 16384  # tokens: beyond this no faster, and a Stop waits for one chunk at most
+AUTO_CHUNK_STEP = 1024  # tokens
+AUTO_CHUNK_BUDGET_BYTES = 2 * 2**30  # one chunk's activations, queued features and attention mask, at most
+CHUNK_SLACK = 2  # chunk_bytes_per_token's count of live tensors times this: temporaries, allocator slack
+
+
+def chunk_bytes_per_token(config: Any, element_bytes: int, masked: bool, keys: int) -> int:
+    """Transient bytes one token of a prefill chunk costs beyond the KV cache, times CHUNK_SLACK.
+
+    A layer's live activations (residual, norm, queries, keys and values with their rotated copies,
+    attention output, the MLP's gate, up and product), the split attention's float32 merge on the CPU, the
+    token's queued vision features (main and DeepStack rows), and where the attention takes an explicit
+    mask (sdpa or eager on a GPU, chunks after the first), its row over ``keys`` keys: a boolean and the
+    additive bias made from it (eager also its scores and their float32 softmax).
+    """
+    text_config = config.text_config
+    hidden = text_config.hidden_size
+    head_dim = getattr(text_config, "head_dim", None) or hidden // text_config.num_attention_heads
+    queries = text_config.num_attention_heads * head_dim
+    kv = text_config.num_key_value_heads * head_dim
+    intermediate = getattr(text_config, "intermediate_size", None) or 4 * hidden
+    layer = element_bytes * (4 * hidden + 2 * (queries + 2 * kv) + 3 * intermediate)
+    merge = 4 * 3 * queries
+    deepstack = len(getattr(config.vision_config, "deepstack_visual_indexes", ()))
+    media = element_bytes * hidden * (1 + deepstack)
+    mask = 0
+    if masked:
+        mask = keys * (1 + element_bytes)
+        if text_config._attn_implementation == "eager":
+            mask += keys * text_config.num_attention_heads * (element_bytes + 4)
+    return CHUNK_SLACK * (layer + merge + media + mask)
+
+
+def auto_chunk_tokens(bytes_per_token: int, free_bytes: int) -> int:
+    """``context.prefill_chunk_size = "auto"``: the most tokens whose ``bytes_per_token`` fit ``free_bytes``
+    (capped at AUTO_CHUNK_BUDGET_BYTES), a multiple of AUTO_CHUNK_STEP in [AUTO_CHUNK_MIN, AUTO_CHUNK_MAX]."""
+    budget = min(AUTO_CHUNK_BUDGET_BYTES, max(0, free_bytes))
+    tokens = budget // max(1, bytes_per_token) // AUTO_CHUNK_STEP * AUTO_CHUNK_STEP
+    return int(min(AUTO_CHUNK_MAX, max(AUTO_CHUNK_MIN, tokens)))

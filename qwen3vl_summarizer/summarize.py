@@ -167,7 +167,7 @@ class VideoJob:
             return
         hours = self.info.duration >= 3600
         stop = self.info.duration if self.plan.end is None else self.plan.end
-        geometry = self.engine.geometry
+        geometry = self.engine.geometry(self.options.context)
         said = transcript.between(self.plan.start, stop)
         if self.plan.fits:
             self.speech, dropped = fit_speech(said, self.speech_reserved, geometry, hours)
@@ -393,6 +393,7 @@ def open_video(
     path = info.path
     start, end = check_range(start, end, info.duration)
     context = engine.context_length(options.context)
+    geometry = engine.geometry(options.context)
     hours = info.duration >= 3600
     pending = transcript if isinstance(transcript, PendingTranscript) else None
     transcript = None if pending is not None else transcript
@@ -401,12 +402,10 @@ def open_video(
         said = transcript.between(start, info.duration if end is None else end)
         speech = speech_block(said, hours)
     if pending is not None:
-        reserved = speech_reserve((info.duration if end is None else end) - start, engine.geometry)
+        reserved = speech_reserve((info.duration if end is None else end) - start, geometry)
     else:
-        reserved = engine.geometry.text_tokens(speech) if speech else 0
-    plan = plan_video(
-        info, options, context, prompt, engine.geometry, start=start, end=end, speech_tokens=reserved
-    )
+        reserved = geometry.text_tokens(speech) if speech else 0
+    plan = plan_video(info, options, context, prompt, geometry, start=start, end=end, speech_tokens=reserved)
     if not plan.fits:
         # Plan again with the longest prompt a segment gets, so every segment fits. Each part reads only
         # its own lines of the transcript; the plan counts all of them in every part, which errs on the
@@ -414,7 +413,7 @@ def open_video(
         note = SEGMENT_NOTE.format(part=999, parts=999, start="00:00:00", end="00:00:00")
         prompt_text = note + "\n\n" + prompt
         plan = plan_video(
-            info, options, context, prompt_text, engine.geometry, start=start, end=end, speech_tokens=reserved
+            info, options, context, prompt_text, geometry, start=start, end=end, speech_tokens=reserved
         )
     if plan.is_range:
         log.info("%s: reading %s only", info.path, describe_range(plan.start, plan.end))

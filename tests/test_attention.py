@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from qwen3vl_summarizer import attention
-from qwen3vl_summarizer.engine import Engine
+from qwen3vl_summarizer.loading import load_engine
+from qwen3vl_summarizer.options import ModelOptions
 
 HEADS, KV_HEADS, DIM = 4, 2, 16
 
@@ -89,10 +90,12 @@ def test_mask_is_skipped_only_without_padding():
 
 
 def test_the_engine_uses_it_on_the_cpu_for_text_only(tiny_model_dir):
-    engine = Engine.load(str(tiny_model_dir), device="cpu", dtype="float32")
+    engine = load_engine(ModelOptions(str(tiny_model_dir), device="cpu", dtype="float32"))
     assert engine.config.text_config._attn_implementation == attention.NAME
     assert engine.config.vision_config._attn_implementation == "sdpa"
-    eager = Engine.load(str(tiny_model_dir), device="cpu", dtype="float32", attn_implementation="eager")
+    eager = load_engine(
+        ModelOptions(str(tiny_model_dir), device="cpu", dtype="float32", attn_implementation="eager")
+    )
     assert eager.config.text_config._attn_implementation == "eager"
 
 
@@ -101,5 +104,5 @@ def test_an_incompatible_transformers_keeps_plain_sdpa(tiny_model_dir, monkeypat
         raise ImportError("no AttentionMaskInterface in this transformers")
 
     monkeypatch.setattr(attention, "_register", missing)
-    engine = Engine.load(str(tiny_model_dir), device="cpu", dtype="float32")
+    engine = load_engine(ModelOptions(str(tiny_model_dir), device="cpu", dtype="float32"))
     assert engine.config.text_config._attn_implementation == "sdpa"

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from qwen3vl_summarizer import attention, plan
 from qwen3vl_summarizer import engine as engine_module
 from qwen3vl_summarizer.engine import Engine, Progress, TextDelta, TurnStats
 from qwen3vl_summarizer.errors import Cancelled, ModelLoadError, OptionsError
-from qwen3vl_summarizer.options import ContextOptions, GenerationOptions
+from qwen3vl_summarizer.loading import load_engine
+from qwen3vl_summarizer.options import ContextOptions, GenerationOptions, ModelOptions
 from qwen3vl_summarizer.plan import group_times
 from qwen3vl_summarizer.video import Frame
 
@@ -30,7 +32,7 @@ TIMES = [0.0, 0.41, 1.003, 1.5, 2.25, 2.26, 3.9, 4.0, 5.555]
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir) -> Engine:
-    return Engine.load(str(tiny_model_dir), device="cpu", dtype="float32")
+    return load_engine(ModelOptions(str(tiny_model_dir), device="cpu", dtype="float32"))
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +286,7 @@ def test_streams_text_token_by_token(engine, frames):
 
 
 def test_geometry_is_read_from_the_model(engine):
-    g = engine.geometry
+    g = engine.geometry()
     text = engine.config.text_config
     assert (g.patch_size, g.merge_size, g.temporal_patch_size) == (16, 2, 2)
     assert g.kv_bytes_per_token == 2 * text.num_hidden_layers * text.num_key_value_heads * text.head_dim * 4
@@ -299,6 +301,45 @@ def test_geometry_is_read_from_the_model(engine):
     assert g.timestamp_base_tokens == len(engine.tokenizer("<0.0 seconds>")["input_ids"])
 
 
+def test_the_context_never_exceeds_the_models_positions(engine, monkeypatch):
+    """The trained length is the loaded config's max_position_embeddings; the options' cap bounds it."""
+    assert engine.max_positions == engine.config.text_config.max_position_embeddings
+    assert engine.context_length(ContextOptions(max_context=32_768)) == 32_768
+    assert engine.context_length(ContextOptions(max_context_cap=16_384)) <= 16_384
+    monkeypatch.setattr(engine, "max_positions", 20_480)
+    assert engine.context_length(ContextOptions(max_context=32_768)) == 20_480
+    assert engine.context_length(ContextOptions()) <= 20_480
+
+
+def test_no_import_circle_in_the_package():
+    """Every import between the package's modules, those inside functions too: no module reaches itself
+    (engine.py once imported loading.py for Engine.load, which imports engine.py)."""
+    import ast
+    from pathlib import Path
+
+    import qwen3vl_summarizer
+
+    root = Path(qwen3vl_summarizer.__file__).parent
+    graph = {}
+    for path in root.glob("*.py"):
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                edges |= {node.module} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("qwen3vl_summarizer."):
+                edges.add(node.module.split(".")[1])
+        graph[path.stem] = {e.split(".")[0] for e in edges if (root / f"{e.split('.')[0]}.py").exists()}
+
+    def reaches(start, goal, seen):
+        return any(
+            n == goal or (n not in seen and not seen.add(n) and reaches(n, goal, seen)) for n in graph[start]
+        )
+
+    circles = sorted(m for m in graph if reaches(m, m, set()))
+    assert not circles, f"modules that import themselves through others: {circles}"
+    assert "loading" not in graph["engine"]
+
+
 def test_image_session(engine):
     image = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     s = engine.session(None, image=image, generation=GREEDY)
@@ -310,10 +351,10 @@ def test_image_session(engine):
 def test_load_errors_are_clear(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match="local folder|--model"):
-        Engine.load("no-such-org/no-such-model")
+        load_engine(ModelOptions("no-such-org/no-such-model"))
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ModelLoadError):
-        Engine.load(str(tmp_path))
+        load_engine(ModelOptions(str(tmp_path)))
 
 
 def test_quantized_checkpoint_names_missing_backend(tiny_model_dir, tmp_path):
@@ -326,7 +367,7 @@ def test_quantized_checkpoint_names_missing_backend(tiny_model_dir, tmp_path):
     config["quantization_config"] = {"quant_method": "gptq", "bits": 4}
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="gptqmodel"):
-        Engine.load(str(folder))
+        load_engine(ModelOptions(str(folder)))
 
 
 def test_timestamps_follow_real_frame_times(engine, tmp_path):
@@ -449,7 +490,7 @@ def test_auto_chunk_size_equals_fixed_chunks_and_generate(engine, frames, first_
     auto = session(engine, frames, chunk="auto", groups=groups)
     fixed = session(engine, frames, chunk=7, groups=groups)
     a, b = run(auto, PROMPT), run(fixed, PROMPT)
-    assert engine_module.AUTO_CHUNK_MIN <= auto.prefill_chunk_tokens <= engine_module.AUTO_CHUNK_MAX
+    assert plan.AUTO_CHUNK_MIN <= auto.prefill_chunk_tokens <= plan.AUTO_CHUNK_MAX
     assert auto.ids == fixed.ids
     assert a.tokens == b.tokens == ref_tokens
     torch.testing.assert_close(first_logits[0][0], ref_logits.float(), rtol=1e-4, atol=1e-4)
@@ -474,7 +515,7 @@ def test_prefill_chunk_size_option_takes_auto_or_a_count():
 def test_auto_chunk_tokens_follow_the_memory_budget(engine):
     from types import SimpleNamespace
 
-    e = engine_module
+    e = plan
     per_token = e.chunk_bytes_per_token(engine.config, 4, masked=False, keys=300_000)
     assert per_token == e.chunk_bytes_per_token(engine.config, 4, masked=False, keys=1), "no mask, no keys"
     masked = e.chunk_bytes_per_token(engine.config, 4, masked=True, keys=300_000)
@@ -502,21 +543,19 @@ def test_last_layer_for_the_last_token_keeps_the_cache_exact(engine, frames, mon
     the cache (what later tokens read) and the answer are those of the whole layer."""
     original = engine.model.model.language_model.layers[-1]
     calls = []
-    forward = engine_module._LastLayerForLastToken.forward
+    forward = attention._LastLayerForLastToken.forward
 
     def counting(self, hidden_states, *args, **kwargs):
         calls.append((hidden_states.shape[1], self.last))
         return forward(self, hidden_states, *args, **kwargs)
 
-    monkeypatch.setattr(engine_module._LastLayerForLastToken, "forward", counting)
+    monkeypatch.setattr(attention._LastLayerForLastToken, "forward", counting)
     pruned = session(engine, frames, chunk=13)
     a = run(pruned, PROMPT)
     assert engine.model.model.language_model.layers[-1] is original, "the layer is put back"
     assert calls and all(n > 1 for n, _ in calls), "prefill chunks only, not decode steps"
     assert [last for _, last in calls].count(True) >= 1 and calls[0][1] is False
-    monkeypatch.setattr(
-        engine_module, "_prefill_last_layer_for_last_token", lambda *args: contextlib.nullcontext()
-    )
+    monkeypatch.setattr(attention, "last_layer_for_last_token", lambda *args: contextlib.nullcontext())
     whole = session(engine, frames, chunk=13)
     b = run(whole, PROMPT)
     assert a.tokens == b.tokens and pruned.ids == whole.ids
@@ -569,7 +608,7 @@ def test_masked_sdpa_prefill_matches_generate(tiny_model, frames, first_logits):
     """The path GPUs take: sdpa with an explicit chunk x keys mask (no split attention), the last layer
     attending for the last token through the mask's last row."""
     model, processor = tiny_model
-    plain = Engine(model, processor, "tiny-sdpa")  # not Engine.load: no split attention
+    plain = Engine(model, processor, "tiny-sdpa")  # not load_engine: no split attention
     assert plain.config.text_config._attn_implementation == "sdpa"
     ref_tokens, ref_logits = reference_generate(plain, reference_inputs(plain, frames))
     s = session(plain, frames, chunk=13)

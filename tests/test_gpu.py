@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from qwen3vl_summarizer.engine import Engine, TextDelta, TurnStats
-from qwen3vl_summarizer.options import ContextOptions, GenerationOptions
+from qwen3vl_summarizer.loading import load_engine
+from qwen3vl_summarizer.options import ContextOptions, GenerationOptions, ModelOptions
 from qwen3vl_summarizer.video import Frame
 
 if not torch.cuda.is_available():
@@ -43,7 +44,7 @@ LOGITS_MEAN_ATOL = 0.04  # mean absolute difference over the vocabulary
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir) -> Engine:
-    return Engine.load(str(tiny_model_dir), device="cuda", dtype="bfloat16")
+    return load_engine(ModelOptions(str(tiny_model_dir), device="cuda", dtype="bfloat16"))
 
 
 @pytest.fixture(scope="module")

@@ -39,8 +39,9 @@ from qwen3vl_summarizer import engine as engine_module
 from qwen3vl_summarizer.engine import Engine, TurnStats
 from qwen3vl_summarizer.errors import OptionsError
 from qwen3vl_summarizer.kv_cache import FLOAT8, Float8Layer, GrowingLayer, growing_cache, quantize_float8
-from qwen3vl_summarizer.options import ContextOptions, GenerationOptions, load_options
-from qwen3vl_summarizer.plan import kv_bytes_per_token
+from qwen3vl_summarizer.loading import load_engine
+from qwen3vl_summarizer.options import ContextOptions, GenerationOptions, ModelOptions, load_options
+from qwen3vl_summarizer.plan import ACTIVATION_HEADROOM_BYTES, kv_bytes_per_token
 from qwen3vl_summarizer.video import Frame
 
 HEADS, KV_HEADS, DIM = 16, 8, 128  # Qwen3-VL-2B's attention shapes
@@ -55,7 +56,7 @@ GREEDY = GenerationOptions(max_new_tokens=12, temperature=0.0, repetition_penalt
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir) -> Engine:
-    return Engine.load(str(tiny_model_dir), device="cpu", dtype="float32")
+    return load_engine(ModelOptions(str(tiny_model_dir), device="cpu", dtype="float32"))
 
 
 def synthetic_video(
@@ -310,36 +311,54 @@ def test_float8_attention_against_float32_on_random_inputs(length):
 # --- the engine on the tiny model ------------------------------------------------------------------------
 
 
-def test_options_choose_the_cache(engine, monkeypatch):
-    monkeypatch.setattr(engine, "kv_cache_dtype", engine.kv_cache_dtype)  # restored after the test
+def test_options_choose_the_cache(engine):
     s, _ = ask(engine, VIDEOS["gradient"], "float8", generation=GenerationOptions(max_new_tokens=1))
     assert s.kv_cache_dtype == "float8" and all(isinstance(layer, Float8Layer) for layer in s.cache.layers)
     assert s.cache.layers[0].keys.dtype == FLOAT8
     for dtype in ("auto", "bfloat16"):  # on the CPU: the model's own dtype, the path test_engine.py pins
         s, _ = ask(engine, VIDEOS["gradient"], dtype, generation=GenerationOptions(max_new_tokens=1))
         assert s.kv_cache_dtype == "float32" and type(s.cache.layers[0]) is GrowingLayer
-    # The plan counts the chosen dtype's bytes.
+    # The plan counts the chosen dtype's bytes: a pure function of the options asked about.
     layers, kv_heads, head_dim = engine.kv_shape
-    engine.context_length(ContextOptions(max_context=8192, kv_cache_dtype="float8"))
-    assert engine.geometry.kv_bytes_per_token == 2 * layers * kv_heads * (head_dim + 4)
-    assert engine.geometry.kv_cache_dtype == "float8"
-    engine.context_length(ContextOptions(max_context=8192))
-    assert engine.geometry.kv_bytes_per_token == 2 * layers * kv_heads * head_dim * 4
+    float8 = ContextOptions(max_context=8192, kv_cache_dtype="float8")
+    assert engine.geometry(float8).kv_bytes_per_token == 2 * layers * kv_heads * (head_dim + 4)
+    assert engine.geometry(float8).kv_cache_dtype == "float8"
+    assert (
+        engine.geometry(ContextOptions(max_context=8192)).kv_bytes_per_token
+        == 2 * layers * kv_heads * head_dim * 4
+    )
+
+
+def test_geometry_is_not_changed_by_another_sessions_options(engine):
+    """Issue 18's race: sizing the context for float8 options (a cheap page event) used to rewrite the
+    engine's KV-cache dtype, so another session planned in between counted its budget in float8 bytes."""
+    before = engine.__dict__.copy()
+    plain = ContextOptions(max_context=8192)
+    float8 = dataclasses.replace(plain, kv_cache_dtype="float8")
+    expected = engine.geometry(plain)
+    for _ in range(3):
+        assert engine.context_length(float8) == 8192
+        assert engine.geometry(float8).kv_cache_dtype == "float8"
+        assert engine.geometry(plain) == expected and expected.kv_cache_dtype == "float32"
+    assert engine.__dict__.keys() - before.keys() <= {"_token_geometry", "weights_bytes"}, (
+        "nothing else is kept"
+    )
+    assert all(engine.__dict__[k] is v for k, v in before.items()), "nor rewritten"
 
 
 def test_auto_quantizes_only_when_the_unquantized_cache_would_not_fit_the_gpu(engine, monkeypatch):
     """The CUDA branch of "auto", with the device's memory faked: 262,144 tokens of the tiny model take
     256 MiB in float32 and 80 MiB in float8."""
-    monkeypatch.setattr(engine, "kv_cache_dtype", engine.kv_cache_dtype)
     monkeypatch.setattr(engine, "device", torch.device("cuda"))
     spare = 100 * 2**20  # bytes left for the KV cache beside weights and headroom
-    total = engine.weights_bytes + engine_module.ACTIVATION_HEADROOM_BYTES + spare
+    total = engine.weights_bytes + ACTIVATION_HEADROOM_BYTES + spare
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (total - engine.weights_bytes, total))
     auto = ContextOptions()  # max_context "auto", capped at 262,144
     assert engine.kv_cache_dtype_for(auto) == "float8"
     context = engine.context_length(auto)
-    per_token = engine.geometry.kv_bytes_per_token
-    assert engine.kv_cache_dtype == "float8" and per_token == kv_bytes_per_token(*engine.kv_shape, "float8")
+    geometry = engine.geometry(auto)
+    per_token = geometry.kv_bytes_per_token
+    assert geometry.kv_cache_dtype == "float8" and per_token == kv_bytes_per_token(*engine.kv_shape, "float8")
     assert context == min(262_144, spare // per_token // 1024 * 1024) == 262_144
     assert (
         engine.kv_cache_dtype_for(dataclasses.replace(auto, max_context=65_536)) == "float32"
@@ -447,7 +466,7 @@ def test_cuda_kernels_return_what_the_plain_computation_does(dtype, causal):
 @pytest.mark.gpu
 @needs_cuda
 def test_float8_cache_on_cuda_in_bfloat16(tiny_model_dir):
-    engine = Engine.load(str(tiny_model_dir), device="cuda", dtype="bfloat16")
+    engine = load_engine(ModelOptions(str(tiny_model_dir), device="cuda", dtype="bfloat16"))
     frames = VIDEOS["noise-64x96"]
     captured: list[torch.Tensor] = []
     original = engine_module._logits_processors

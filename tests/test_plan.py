@@ -171,9 +171,10 @@ def test_plans_a_ten_hour_video_quickly():
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    from qwen3vl_summarizer.engine import Engine
+    from qwen3vl_summarizer.loading import load_engine
+    from qwen3vl_summarizer.options import ModelOptions
 
-    return Engine.load(str(tiny_model_dir), device="cpu", dtype="float32")
+    return load_engine(ModelOptions(str(tiny_model_dir), device="cpu", dtype="float32"))
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +218,7 @@ def test_plan_tokens_equal_the_prompt_the_engine_builds(engine, folder, name, si
         prompt=PROMPT,
         min_pixels=options.sampling.min_pixels,
         max_pixels=options.sampling.max_pixels,
-        geometry=engine.geometry,
+        geometry=engine.geometry(options.context),
     )
     assert plan == job.plan
     session = job.session

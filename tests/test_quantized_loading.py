@@ -21,7 +21,8 @@ import torch
 from qwen3vl_summarizer import loading
 from qwen3vl_summarizer.engine import Engine, TurnStats
 from qwen3vl_summarizer.errors import ModelLoadError, OptionsError
-from qwen3vl_summarizer.options import ContextOptions, GenerationOptions, load_options
+from qwen3vl_summarizer.loading import load_engine
+from qwen3vl_summarizer.options import ContextOptions, GenerationOptions, ModelOptions, load_options
 from qwen3vl_summarizer.video import Frame
 
 FP8_BLOCK = 128  # Qwen's FP8 checkpoints: one scale per 128 x 128 block of a weight ("weight_block_size")
@@ -103,7 +104,7 @@ def test_fp8_checkpoint_loads_dequantized_on_the_cpu_and_answers(fp8_model_dir, 
     from safetensors.torch import load_file
 
     with caplog.at_level(logging.WARNING, logger="qwen3vl_summarizer"):
-        engine = Engine.load(str(fp8_model_dir), device="cpu", dtype="float32")
+        engine = load_engine(ModelOptions(str(fp8_model_dir), device="cpu", dtype="float32"))
     assert "FP8 checkpoint" in caplog.text and "dequantized" in caplog.text
     # Each quantized weight is exactly e4m3 x its block's scale, in the dtype asked for.
     stored = load_file(fp8_model_dir / "model.safetensors")
@@ -158,7 +159,7 @@ def test_gptq_and_awq_checkpoints_name_their_missing_packages(
         importlib.util, "find_spec", lambda name, *a: None if name in packages else real_find_spec(name, *a)
     )
     with pytest.raises(ModelLoadError) as error:
-        Engine.load(str(folder), device="cpu")
+        load_engine(ModelOptions(str(folder), device="cpu"))
     message = str(error.value)
     assert f"{method.upper()} checkpoint" in message and "pip install 'qwen3vl-summarizer[gptq]'" in message
     assert all(f"'{p}'" in message for p in packages)
@@ -171,7 +172,7 @@ def test_gptq_and_awq_checkpoints_name_their_missing_packages(
 def test_bitsandbytes_needs_cuda(tiny_model_dir):
     for quantization in ("nf4", "int8"):
         with pytest.raises(ModelLoadError, match=f"model.quantization = {quantization}.*CUDA.*runs on cpu"):
-            Engine.load(str(tiny_model_dir), device="cpu", quantization=quantization)
+            load_engine(ModelOptions(str(tiny_model_dir), device="cpu", quantization=quantization))
 
 
 def test_bitsandbytes_missing_names_the_pip_command(monkeypatch):
@@ -210,7 +211,7 @@ def test_bitsandbytes_configs(monkeypatch):
 
 def test_bitsandbytes_on_a_quantized_checkpoint_is_refused(fp8_model_dir):
     with pytest.raises(ModelLoadError, match=r"already a quantized \(fp8\) checkpoint"):
-        Engine.load(str(fp8_model_dir), device="cpu", quantization="nf4")
+        load_engine(ModelOptions(str(fp8_model_dir), device="cpu", quantization="nf4"))
 
 
 def test_quantization_option():
@@ -232,7 +233,7 @@ def test_bitsandbytes_on_cuda(tiny_model_dir, quantization):
         pytest.skip("bitsandbytes is not installed")
     import bitsandbytes as bnb
 
-    engine = Engine.load(str(tiny_model_dir), device="cuda", quantization=quantization)
+    engine = load_engine(ModelOptions(str(tiny_model_dir), device="cuda", quantization=quantization))
     layer = engine.model.model.language_model.layers[0].mlp.up_proj
     assert isinstance(layer, bnb.nn.Linear4bit if quantization == "nf4" else bnb.nn.Linear8bitLt)
     assert type(engine.model.model.visual.blocks[0].mlp.linear_fc1) is torch.nn.Linear
@@ -249,7 +250,7 @@ def test_fp8_checkpoint_on_cuda(fp8_model_dir):
     fp8 = loading.runs_fp8(torch.device("cuda"))
     if fp8 and not is_kernels_available():
         pytest.skip("FP8 matmuls on this GPU need the 'kernels' package")
-    engine = Engine.load(str(fp8_model_dir), device="cuda", dtype="bfloat16")
+    engine = load_engine(ModelOptions(str(fp8_model_dir), device="cuda", dtype="bfloat16"))
     weight = engine.model.model.language_model.layers[0].self_attn.q_proj.weight
     assert weight.dtype == (torch.float8_e4m3fn if fp8 else torch.bfloat16)
     assert engine.unquantized_kv_dtype == "bfloat16"

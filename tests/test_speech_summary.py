@@ -213,8 +213,8 @@ def test_recognition_runs_while_the_frames_are_read_and_the_plan_keeps_room_for_
     job, response = JobStore(budget_bytes=2**30).summarize("page", engine, media.mp4, opts, PROMPT)
     # Planned before any transcript exists, with room for 22 s of speech beside the prompt.
     assert job.transcript is None and job.pending_speech is not None and job.pending_speech.running
-    reserved = speech_reserve(narration.DURATION_S, engine.geometry)
-    g = engine.geometry
+    g = engine.geometry(opts.context)
+    reserved = speech_reserve(narration.DURATION_S, g)
     assert job.speech_reserved == reserved
     assert job.plan.prompt_tokens == g.template_tokens + g.text_tokens(PROMPT) + reserved
     events = list(response.events())

@@ -8,7 +8,8 @@ import pytest
 
 from qwen3vl_summarizer.engine import Engine, Progress, TextDelta, TurnStats
 from qwen3vl_summarizer.jobs import open_job
-from qwen3vl_summarizer.options import load_options
+from qwen3vl_summarizer.loading import load_engine
+from qwen3vl_summarizer.options import ModelOptions, load_options
 from qwen3vl_summarizer.summarize import PARTS_HEADING
 from tests.videos import write_video
 
@@ -17,7 +18,7 @@ PROMPT = "Summarize the video."
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir) -> Engine:
-    return Engine.load(str(tiny_model_dir), device="cpu", dtype="float32")
+    return load_engine(ModelOptions(str(tiny_model_dir), device="cpu", dtype="float32"))
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +240,7 @@ def test_a_range_gets_only_the_speech_said_inside_it(engine, long_video, tmp_pat
     job = open_job(engine, long_video, options(8192), PROMPT, subtitle_file=subtitles, start=12.0, end=20.0)
     assert "across the start" in job.speech and "inside it" in job.speech
     assert "before the range" not in job.speech and "after the range" not in job.speech
-    assert job.speech_tokens == engine.geometry.text_tokens(job.speech)
+    assert job.speech_tokens == engine.geometry().text_tokens(job.speech)
     whole = open_job(engine, long_video, options(8192), PROMPT, subtitle_file=subtitles)
     assert job.plan.prompt_tokens < whole.plan.prompt_tokens, "the plan counts the range's lines only"
     with pytest.raises(OptionsError, match="after the end of the video"):

@@ -378,7 +378,9 @@ MROPE_SECTION = [4, 2, 2]
 INIT_STD = 0.2
 
 
-def _build_config(tokenizer: Qwen2Tokenizer) -> Qwen3VLConfig:
+def _build_config(
+    tokenizer: Qwen2Tokenizer, text: dict | None = None, vision: dict | None = None
+) -> Qwen3VLConfig:
     ids = tokenizer.convert_tokens_to_ids
     vocab_size = math.ceil(len(tokenizer) / VOCAB_MULTIPLE) * VOCAB_MULTIPLE
     text_config = {
@@ -423,8 +425,8 @@ def _build_config(tokenizer: Qwen2Tokenizer) -> Qwen3VLConfig:
         "initializer_range": INIT_STD,
     }
     config = Qwen3VLConfig(
-        text_config=text_config,
-        vision_config=vision_config,
+        text_config={**text_config, **(text or {})},
+        vision_config={**vision_config, **(vision or {})},
         image_token_id=ids("<|image_pad|>"),
         video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"),
@@ -466,8 +468,13 @@ def _generation_config(tokenizer: Qwen2Tokenizer) -> GenerationConfig:
     )
 
 
-def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
+def build_tiny_model(
+    out_dir: str | Path, seed: int = 0, text: dict | None = None, vision: dict | None = None
+) -> Path:
     """Write a complete tiny Qwen3-VL model folder to `out_dir` and return its path.
+
+    `text` and `vision` override entries of the text and vision configs (e.g. another depth, for a
+    benchmark on another shape); by default the test suite's shape.
 
     The folder loads with `AutoProcessor.from_pretrained` and `Qwen3VLForConditionalGeneration` /
     `AutoModelForImageTextToText.from_pretrained`. Weights are random but a pure function of `seed`
@@ -479,7 +486,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     tokenizer = _build_tokenizer()
     _build_processor(tokenizer).save_pretrained(out)
 
-    config = _build_config(tokenizer)
+    config = _build_config(tokenizer, text, vision)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen3VLForConditionalGeneration(config)

@@ -88,7 +88,7 @@ def plan_line(info: VideoInfo, options: Options, prompt: str, engine: Engine | N
         return f"**Cannot plan:** {e}"
     line = "**Plan:** " + plan.summary()
     if speech:
-        geometry = engine.geometry if engine is not None else Geometry()
+        geometry = engine.geometry(options.context) if engine is not None else Geometry()
         line += f" · of which speech {geometry.text_tokens(speech):,} tokens"
     if not plan.fits:
         length = format_timestamp(max(s.end - s.start for s in plan.segments))
