@@ -62,8 +62,10 @@ class IncompleteAnswerError(SummarizerError):
 
 
 def first_line(e: BaseException) -> str:
-    """The first line of an exception's message (its type's name when it has none)."""
-    text = str(e).strip()
+    """The first line of an exception's message, the one place front ends and logs shorten errors: an OS or
+    FFmpeg error's own words (``strerror``, without the errno and path), else ``str(e)``; its type's name
+    when it has none."""
+    text = (getattr(e, "strerror", None) or str(e)).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
 

@@ -46,7 +46,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from .errors import OptionsError
+from .errors import OptionsError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -219,8 +219,9 @@ def _read_file(entry: str, dir_fd: int | None, name: str) -> bytes:
 
 
 def _reason_of(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+    """``OSError: Permission denied``: the type's name, then :func:`~.errors.first_line`."""
+    text = first_line(e)
+    return text if text == type(e).__name__ else f"{type(e).__name__}: {text}"
 
 
 def _is_key(name: str) -> bool:

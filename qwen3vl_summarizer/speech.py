@@ -35,10 +35,11 @@ from .errors import (
     OptionsError,
     SpeechModelError,
     SubtitleError,
+    first_line,
 )
 from .options import SPEECH_DEVICES, SPEECH_MODES
 from .timestamps import format_timestamp
-from .video import _check_path, _open, _reason
+from .video import _check_path, _open
 
 __all__ = [
     "SAMPLE_RATE",
@@ -412,7 +413,7 @@ def _read_subtitle_stream(
                 decoded = stream.decode(packet)
             except av.FFmpegError as e:
                 errors += 1
-                logger.debug("skipping an undecodable subtitle packet at pts %s (%s)", packet.pts, _reason(e))
+                logger.debug("skipping an undecodable subtitle packet at pts %s (%s)", packet.pts, first_line(e))
                 continue
             text = " ".join(_ass_text(rect) for rect in _rects(decoded)).strip()
             if not text:
@@ -422,7 +423,7 @@ def _read_subtitle_stream(
             cues.append((start, end, " ".join(text.split())))
     except av.FFmpegError as e:  # a read error mid-file: keep the cues read so far
         errors += 1
-        logger.debug("subtitle stream stopped early (%s)", _reason(e))
+        logger.debug("subtitle stream stopped early (%s)", first_line(e))
     cues.sort(key=lambda c: c[0])
     segments = []
     for i, (start, end, text) in enumerate(cues):
@@ -474,7 +475,7 @@ def load_audio(video_path: str | os.PathLike) -> Audio:
             for packet in container.demux(stream):
                 decoder.feed(stream, packet)
         except av.FFmpegError as e:  # a read error mid-file: keep what decoded
-            stopped = _reason(e)
+            stopped = first_line(e)
         samples = decoder.finish()
         stated_end = _stated_end(container, stream, zero)
     if decoder.start is None or not len(samples):
@@ -524,7 +525,7 @@ class _AudioDecoder:
             self.bad_packets += 1
             if self.first_bad is None and packet.pts is not None:
                 self.first_bad = float(packet.pts * packet.time_base) - self.zero
-            logger.debug("skipping an undecodable audio packet at pts %s (%s)", packet.pts, _reason(e))
+            logger.debug("skipping an undecodable audio packet at pts %s (%s)", packet.pts, first_line(e))
             return
         for frame in frames:
             self._add(frame)
@@ -726,7 +727,7 @@ def _resolve_model(model: str) -> str:
     try:
         return download_model(model, local_files_only=True)
     except Exception as e:  # not in the cache: try the hub
-        logger.debug("speech model %s is not cached (%s)", model, _reason(e))
+        logger.debug("speech model %s is not cached (%s)", model, first_line(e))
     try:
         logger.info("downloading speech model %s", model)
         return download_model(model)
@@ -755,7 +756,7 @@ def _load_model(model_path: str, device: str, compute_type: str, cpu_threads: in
         return WhisperModel(model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
     except Exception as e:
         raise SpeechModelError(
-            f"speech model {model_path} could not be loaded on {device} ({_reason(e)}); "
+            f"speech model {model_path} could not be loaded on {device} ({first_line(e)}); "
             "check the folder or try device='cpu'"
         ) from e
 

@@ -51,6 +51,7 @@ from .errors import (
     OptionsError,
     UnsupportedCodecError,
     VideoNotFoundError,
+    first_line,
 )
 from .options import MAX_FPS
 
@@ -238,15 +239,10 @@ def _open(path: str) -> av.container.InputContainer:
                 "(an interrupted recording, copy or download); re-download it or repair it"
             ) from e
         raise NotAVideoError(
-            f"{path} is not a video FFmpeg can read ({_reason(e)}); check the file or convert it to MP4"
+            f"{path} is not a video FFmpeg can read ({first_line(e)}); check the file or convert it to MP4"
         ) from e
     except (OSError, UnicodeDecodeError) as e:
         raise NotAVideoError(f"{path} could not be opened as a video ({e}); check the file") from e
-
-
-def _reason(e: BaseException) -> str:
-    message = getattr(e, "strerror", None) or str(e)
-    return message.splitlines()[0] if message else type(e).__name__
 
 
 def _video_stream(
@@ -280,7 +276,7 @@ def _first_frame(
                 return frame
     except av.FFmpegError as e:
         raise DamagedVideoError(
-            f"{path} is damaged: no frame could be decoded ({_reason(e)}); re-download or re-encode it"
+            f"{path} is damaged: no frame could be decoded ({first_line(e)}); re-download or re-encode it"
         ) from e
     raise DamagedVideoError(
         f"{path} is damaged or truncated: no frame could be decoded; re-download or re-encode it"
@@ -529,7 +525,7 @@ def _parallel(out: FrameStream, chunks: list[range], workers: int) -> Iterator[F
                 yield item
             ahead.release()
             if isinstance(item.error, DamagedVideoError) and reached is not None:
-                _stopped_early(out, reached, _reason(item.error), chunk.start / out.fps)
+                _stopped_early(out, reached, first_line(item.error), chunk.start / out.fps)
                 return
             if item.error is not None:
                 raise item.error
@@ -725,7 +721,7 @@ class _Sampler:
                 t = self._time(frame, t + 1.0 / (self.info.fps or MAX_FPS))
                 yield frame, t
         except av.FFmpegError as e:
-            self.error = _reason(e)
+            self.error = first_line(e)
             logger.debug("decoding stopped: %s", e)
         finally:
             packets.close()
@@ -786,7 +782,7 @@ class _Sampler:
             except StopIteration:
                 return
             except av.FFmpegError as e:
-                self.error = _reason(e)
+                self.error = first_line(e)
                 logger.debug("demuxing stopped: %s", e)
                 return
             yield packet
