@@ -69,53 +69,167 @@ class Summary:
 
 # --- chapters ---------------------------------------------------------------------------------------
 
+PARTS_HEADING = "## Notes by part"  # a segmented video's answer: the merged summary, this, then each part's
+TITLE_MAX_CHARS = 80  # a title written before its time is at most this long (longer: a sentence of prose)
+
 _FENCE_RE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
+_PARTS_RE = re.compile(rf"^{re.escape(PARTS_HEADING)}[ \t]*$", re.MULTILINE)
 _MD_LINK_RE = re.compile(r"!?\[([^\[\]\n]*)\]\([^)\n]*\)")
 _SEEK_LINK = r"\[([^\[\]\n]*)\]\(" + re.escape(SEEK_ANCHOR) + r"[^)\n]*\)"
 _SEEK_LINK_RE = re.compile(_SEEK_LINK)
+_SEEK_TARGET_RE = re.compile(r"\[[^\[\]\n]*\]\(" + re.escape(SEEK_ANCHOR) + r"(\d+(?:\.\d+)?)\)")
 _SEEK_RANGE_RE = re.compile(_SEEK_LINK + "\u2013" + _SEEK_LINK)
 _HEADING_RE = re.compile(r"^\s{0,3}#{1,6}\s+")
-_LIST_RE = re.compile(r"^(\s*)(?:[-*+]|\d+[.)])\s+")
-_OPENERS_RE = re.compile(r"^(?:\*\*|__|\*|_|\[|\(|\s)*$")  # what may stand between the marker and the time
-_RANGE_GLUE_RE = re.compile(r"^[\s\]\)*_]*(?:\u2013|\u2014|-|~|to|至|到)[\s\[\(*_]*$", re.IGNORECASE)
-_TITLE_LEAD_RE = re.compile(r"^[\s\]\)*_]*(?:[-\u2013\u2014:：|·.]\s*)?(?:\*\*|__)?\s*")
+_LIST_RE = re.compile(r"^(\s*)(?:[-*+•]|\d+[.)、])\s+")
+_TABLE_ROW_RE = re.compile(r"^\s{0,3}\|.*\|\s*$")
+_BOLD_LINE_RE = re.compile(r"^\s*(\*\*|__)(?P<inner>.+?)\1\s*[:：]?\s*$")
+_OPEN = r"\[\(（【"
+_CLOSE = r"\]\)）】"
+_DASHES = "\u2013\u2014\\-－~～〜"
+# Chapter markers a title may start with: 第一章, 第2部分, 章节一, Chapter 1, Part 2, 1., ①.
+_ZH_NUMERALS = "0-9零〇一二两三四五六七八九十百"
+_ZH_MARKER = rf"第\s*[{_ZH_NUMERALS}]+\s*(?:章|节|部分|段|集|回|讲|课|篇|幕|步|part)|章节\s*[{_ZH_NUMERALS}]+"
+_EN_MARKER = r"(?:chapter|part|section|segment|step|scene|act|topic)\s+(?:\d+|[ivx]+)\b"
+_MARKER = rf"(?:{_ZH_MARKER}|{_EN_MARKER}|\d+\s*[.)、]|[①-⑳])"
+_MARK_SEP = rf"[:：.、|{_DASHES}]"
+# Stripped from a title's start when more follows: a Chinese marker (then a space or punctuation), an
+# English one only before punctuation ("Chapter 2: Graphs" is "Graphs", "Part 1 of 2" stays).
+_MARKER_LEAD_RE = re.compile(
+    rf"^(?:(?:{_ZH_MARKER})\s*(?:{_MARK_SEP}\s*)?|(?:{_EN_MARKER})\s*{_MARK_SEP}\s*|\d+\s*[.)、]\s*|[①-⑳]\s*)",
+    re.IGNORECASE,
+)
+# What may stand before a time that opens a line: emphasis, brackets, and a chapter marker.
+_OPENERS_RE = re.compile(
+    rf"^[\s*_{_OPEN}]*(?:{_MARKER}[\s*_{_CLOSE}]*(?:[:：.、|{_DASHES}][\s*_]*)?[{_OPEN}\s*_]*)?$", re.IGNORECASE
+)
+# Between a title and the time after it: a bracket (with "from"/"at"), a colon, a pipe, a dash or spaces.
+_GLUE_RE = re.compile(
+    rf"(?:[\s*_]*[{_OPEN}][\s*_{_OPEN}]*(?:(?:from|at|around|about|approx\.?|从|自|在|约|大约)\s*)?"
+    rf"|[\s*_]*[:：|][\s*_]*(?:(?:from|从|自)\s*)?|[\s*_]*[{_DASHES}]{{1,2}}[\s*_]*|[\s*_]+)$",
+    re.IGNORECASE,
+)
+# A title that ends with one of these is the start of a sentence about the time ("The demo starts at").
+_TITLE_STOP_RE = re.compile(
+    r"(?:(?:^|\s)(?:at|from|around|about|by|to|until|till|between|after|before|since|in|on|near|approximately|"
+    r"and|or|of|the|a|an|is|was|are|were|starts?|ends?)|[在从于自到至约是的])$",
+    re.IGNORECASE,
+)
+_SENTENCE_RE = re.compile(r"[.!?;](?:\s|$)|[。！？；]")
+_AFTER_TITLE_RE = re.compile(rf"^[\s*_{_CLOSE}]*(?:$|[:：|,，.。;；{_DASHES}])")
+_RANGE_GLUE_RE = re.compile(
+    rf"^[\s{_CLOSE}*_]*(?:[{_DASHES}]{{1,2}}|to|至|到)[\s{_OPEN}*_]*$", re.IGNORECASE
+)
+_TITLE_LEAD_RE = re.compile(
+    rf"^[\s{_CLOSE}*_]*(?:(?:[{_DASHES}]{{1,2}}|[:：|·.、])\s*)?(?:\*\*|__)?\s*"
+)
 _EMPHASIS_RE = re.compile(r"(\*\*|__|`)")
+_WRAPPED_RE = re.compile(rf"^[{_OPEN}](.*)[{_CLOSE}]$")
+_NUMBER_CELL_RE = re.compile(r"^[#\d.\s]*$")
+# A line that is not a chapter but starts a new part of the answer: a heading, a bold line, "Key moments:".
+_SECTION_LINE_RE = re.compile(r"^\s{0,3}(?:#{1,6}\s|(\*\*|__).*(\*\*|__)[:：]?\s*$|[^-*+|\s].{0,40}[:：]\s*$)")
 
 
 @dataclass
 class _Line:
-    kind: str  # "heading" | "list" | "plain"
+    kind: str  # "heading" | "list" | "paragraph" (a plain or bold line, or a table row)
     indent: int
     start: float
     end: float | None
     title: str
+    section: int = 0  # which part of the answer (parts are separated by headings that are not chapters)
+
+
+def _clean_title(title: str) -> str:
+    """A title without emphasis, wrapping brackets, a leading chapter marker ("第一章", "Chapter 2:") when
+    more than the marker is written, and separators at either end."""
+    title = _EMPHASIS_RE.sub("", title).strip()
+    while m := _WRAPPED_RE.match(title):
+        title = m[1].strip()
+    title = title.strip(" \t:：|-\u2013\u2014")
+    if not any(ch in title for ch in "[(（【"):  # an unpaired bracket left by the time's removal
+        title = title.strip("])）】")
+    if not any(ch in title for ch in "])）】"):
+        title = title.strip("[(（【")
+    if (m := _MARKER_LEAD_RE.match(title)) and title[m.end() :].strip(" \t:：|-\u2013\u2014" + _CLOSE[1:]):
+        title = title[m.end() :].strip()
+    return title.strip(" \t:：|").strip()
+
+
+def _time_of(body: str) -> tuple[float, float | None, int, int] | None:
+    """The first time (or range) of ``body``: (start, end or None, its first character, its last + 1); two
+    single times joined by a dash ("[03:10] – [05:20]") are one range."""
+    spans = find_timestamps(body)
+    if not spans:
+        return None
+    first = spans[0]
+    end_seconds, until = first.end_seconds, first.end
+    if end_seconds is None and len(spans) > 1 and _RANGE_GLUE_RE.match(body[first.end : spans[1].start]):
+        end_seconds, until = spans[1].seconds, spans[1].end
+    return first.seconds, end_seconds, first.start, until
+
+
+def _table_row(text: str) -> _Line | None:
+    """A table row with a time cell (a time or range, or a start and an end cell), titled by its first cell
+    that holds words."""
+    cells = [c.strip() for c in text.strip().strip("|").split("|")]
+    times: list[tuple[int, float, float | None]] = []
+    for i, cell in enumerate(cells):
+        found = _time_of(_EMPHASIS_RE.sub("", cell))
+        if found and not _EMPHASIS_RE.sub("", cell)[: found[2]].strip(_OPEN + " "):
+            times.append((i, found[0], found[1]))
+    if not times:
+        return None
+    i, start, end = times[0]
+    if end is None and len(times) > 1 and times[1][0] == i + 1 and times[1][2] is None:
+        end = times[1][1]  # | 03:10 | 05:20 | Title |
+    used = {t[0] for t in times}
+    words = [c for j, c in enumerate(cells) if j not in used and not _NUMBER_CELL_RE.match(c)]
+    return _Line("paragraph", 0, start, end, _clean_title(words[0]) if words else "")
 
 
 def _classify(line: str) -> _Line | None:
-    """A chapter candidate if ``line`` is a heading, list item or plain line that starts with a time."""
-    text = _MD_LINK_RE.sub(r"\1", line)
+    """A chapter candidate if ``line`` (a heading, list item, bold or plain line, or table row) carries a time
+    or range with its title after it (``[03:10] Title``) or before it (``Title (03:10–05:20)``)."""
+    text = _MD_LINK_RE.sub(r"\1", _SEEK_TARGET_RE.sub(r"<\1 seconds>", line))  # a seek link's exact time
+    if _TABLE_ROW_RE.match(text):
+        return _table_row(text)
     if m := _HEADING_RE.match(text):
         kind, indent, body = "heading", 0, text[m.end() :]
     elif m := _LIST_RE.match(text):
         kind, indent, body = "list", len(m[1].expandtabs(4)), text[m.end() :]
     else:
-        kind, indent, body = "plain", 0, text
-    spans = find_timestamps(body)
-    if not spans or not _OPENERS_RE.match(body[: spans[0].start]):
+        kind, indent, body = "paragraph", 0, text
+    if m := _BOLD_LINE_RE.match(body):
+        body = m["inner"]
+    found = _time_of(body)
+    if found is None:
         return None
-    first = spans[0]
-    end_seconds, rest_from = first.end_seconds, first.end
-    # "[03:10] – [05:20] Title": a range written as two bracketed times.
-    if end_seconds is None and len(spans) > 1 and _RANGE_GLUE_RE.match(body[first.end : spans[1].start]):
-        end_seconds, rest_from = spans[1].seconds, spans[1].end
-    title = _TITLE_LEAD_RE.sub("", body[rest_from:], count=1)
-    title = _EMPHASIS_RE.sub("", title).strip().rstrip(":：").strip()
-    return _Line(kind, indent, first.seconds, end_seconds, title)
+    start, end, first, until = found
+    before, after = body[:first], body[until:]
+    if _OPENERS_RE.match(before):  # time first: "[03:10] Title", "第一章 03:10–05:20 引言"
+        title = _TITLE_LEAD_RE.sub("", after, count=1)
+        title = _EMPHASIS_RE.sub("", title).strip().rstrip(":：").strip()
+        if not _clean_title(title):
+            title = before  # "## Chapter 2 (03:10–05:20)": the marker is all the title there is
+        return _Line(kind, indent, start, end, _clean_title(title))
+    # Title first: "Title (03:10–05:20): what happens", "**Title** — 03:10 to 05:20", "Title 03:10".
+    glue = _GLUE_RE.search(before)
+    title = _clean_title(before[: glue.start()] if glue else before)
+    if (
+        not title
+        or len(title) > TITLE_MAX_CHARS
+        or _SENTENCE_RE.search(title)
+        or _TITLE_STOP_RE.search(title)
+        or not (glue is not None and re.search(f"[{_OPEN}]", glue[0]) or _AFTER_TITLE_RE.match(after))
+    ):
+        return None
+    return _Line(kind, indent, start, end, title)
 
 
 def _candidates(markdown: str) -> list[_Line]:
     lines: list[_Line] = []
     fence: str | None = None
+    section = 0
     for raw in markdown.splitlines():
         if m := _FENCE_RE.match(raw):
             if fence is None:
@@ -123,9 +237,30 @@ def _candidates(markdown: str) -> list[_Line]:
             elif m[1][0] == fence[0] and len(m[1]) >= len(fence) and not raw.strip().strip(fence[0]):
                 fence = None
             continue
-        if fence is None and (line := _classify(raw)) is not None:
+        if fence is not None:
+            continue
+        if (line := _classify(raw)) is not None:
+            line.section = section
             lines.append(line)
+        elif _SECTION_LINE_RE.match(raw):
+            section += 1
     return lines
+
+
+def _chosen(candidates: list[_Line]) -> list[_Line]:
+    """The chapter list among the candidates (see :func:`parse_chapters`)."""
+    ranged = {c.section for c in candidates if c.end is not None}
+    if ranged:  # chapters with ranges, and elsewhere a list of single moments: the moments are not chapters
+        candidates = [c for c in candidates if c.section in ranged]
+    headings = [c for c in candidates if c.kind == "heading"]
+    if headings:
+        return headings
+    paragraphs = [c for c in candidates if c.kind == "paragraph"]
+    items = [c for c in candidates if c.kind == "list"]
+    top = [c for c in items if c.indent == min((c.indent for c in items), default=0)]
+    if len(paragraphs) >= 2 or (paragraphs and len(top) < 2):
+        return paragraphs
+    return top
 
 
 def parse_chapters(markdown: str, duration: float | None = None) -> tuple[list[Chapter], list[str]]:
@@ -143,16 +278,12 @@ def parse_chapters(markdown: str, duration: float | None = None) -> tuple[list[C
     """
     if duration is not None and duration <= 0:
         duration = None
-    candidates = _candidates(markdown)
-    for kind in ("heading", "list", "plain"):
-        chosen = [c for c in candidates if c.kind == kind]
-        if chosen:
-            break
-    else:
+    merged, *parts = _PARTS_RE.split(markdown, maxsplit=1)
+    chosen = _chosen(_candidates(merged))
+    if not chosen and parts:
+        chosen = _chosen(_candidates(parts[0]))
+    if not chosen:
         return [], []
-    if kind == "list":
-        top = min(c.indent for c in chosen)
-        chosen = [c for c in chosen if c.indent == top]
 
     warnings: list[str] = []
     raw: list[tuple[float, float | None, str]] = []
