@@ -182,10 +182,13 @@ def parse_timestamp(text: str) -> float:
 
 # ASCII-only boundaries: a Chinese character right next to a time ("在03:25时") must not block it.
 # A colon or dot counts only before/after a digit, so "at 03:25: the" and "Start:03:25" still match.
-_BEFORE = r"(?<![0-9A-Za-z_])(?<!\d[:.：])"
+_BEFORE = r"(?<![0-9A-Za-z_])(?<!\d[:.])"
 _CLOCK_AFTER = r"(?![0-9A-Za-z_]|[:.：]\d)"
+# One kind of colon in a time ("10：00:01" is a title's "10" and the time 00:01), and two digits before a
+# full-width one ("00：12", not the "2：12" of "比分3-2：12").
 _CLOCK = (
-    rf"{_BEFORE}(?:\d{{1,2}}{_COLON}[0-5]\d{_COLON}[0-5]\d|\d{{1,3}}{_COLON}[0-5]\d)(?:\.\d{{1,3}})?{_CLOCK_AFTER}"
+    rf"{_BEFORE}(?:\d{{1,2}}:[0-5]\d:[0-5]\d|\d{{2}}：[0-5]\d：[0-5]\d|\d{{1,3}}:[0-5]\d|\d{{2,3}}：[0-5]\d)"
+    rf"(?:\.\d{{1,3}})?{_CLOCK_AFTER}"
 )
 _UNIT = (
     rf"{_BEFORE}(?<!['’])(?:\d+h\s?)?(?:\d+m\s?)?{_NUM}(?:\s?{_SEC_WORD}|s)(?![0-9A-Za-z_])"  # 12.5s, 1m30s
@@ -221,7 +224,7 @@ _DURATION_BEFORE_RE = re.compile(
 _DURATION_AFTER_RE = re.compile(r"^\s+(?:long|later|earlier|ago|apart|each)\b", re.IGNORECASE)
 _DECADE_BEFORE_RE = re.compile(r"\b(?:the|their|his|her|my|early|late|mid-?)\s*$", re.IGNORECASE)
 _TIME_OF_DAY_AFTER_RE = re.compile(r"^\s*[ap]\.?m\b\.?", re.IGNORECASE)
-_DATE_BEFORE_RE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]$")
+_DATE_BEFORE_RE = re.compile(r"(?:\d{4}-\d{2}-\d{2}[ T]|\d{4}[-/]\d{1,2}[-/])$")  # after a date, or its day
 
 # What is never rewritten: fenced code blocks, inline code spans, URLs, link destinations.
 _FENCE_RE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
@@ -297,15 +300,17 @@ def _is_zh(matched: str) -> bool:
 def _zh_is_point(text: str, start: int, end: int, in_range: bool) -> bool:
     """Whether the Chinese time (or range of them) ``text[start:end]`` is a point in the video.
 
-    ``第…`` is (``第25分钟``, ``第30秒``), except a whole hour (``第一小时`` is the first hour, a span). A
+    ``第…`` is (``第25分钟``, ``第30秒``), unless it counts hours (``第一小时`` is the first hour, a span). A
     minute written ``分`` without ``钟`` needs ``第`` or an hour before it (``10分`` is a score, ``十分`` means
     "very"). Otherwise the words around it decide: a range of two such times (``1小时到1小时10分``), a
     point word after (``25分钟处``, ``30秒时``) or a preposition before (``在25分钟``, not ``在25分钟内``),
     unless a length word comes before (``持续25分钟``, ``用了1小时到2小时``)."""
     matched = text[start:end]
     before, after = text[max(0, start - 8) : start], text[end : end + 8]
+    if re.search(rf"第\s*{_ZH_H}", matched):  # 第一小时: the first hour
+        return False
     if matched.startswith("第"):
-        return not re.fullmatch(rf"第\s*{_ZH_H}", matched)
+        return True
     if re.search(r"分(?!钟)", matched) and "小时" not in matched and "秒" not in matched:
         return False
     if _ZH_DURATION_BEFORE_RE.search(before):
@@ -347,10 +352,13 @@ def _find(text: str, protected: list[tuple[int, int]]) -> list[TimestampSpan]:
             names = ("a",)
             seconds, end_seconds = parse_timestamp(m["a"]), None
         zh = [_is_zh(m[n]) for n in names]
-        if any(zh):
-            # A Chinese time decides by its own context; a range counts as one when both ends are times
-            # written with their units (a clock or Chinese units).
+        if all(zh):  # Chinese times decide by their context; two joined as a range are points
             if not _zh_is_point(text, m.start(), m.end(), in_range=len(names) == 2):
+                continue
+        elif any(zh):  # a Chinese time and another: each must be a point on its own
+            if not all(
+                _zh_is_point(text, *m.span(n), in_range=False) for n, is_zh in zip(names, zh, strict=True) if is_zh
+            ) or not _is_point_in_video(text, m.start(), m.end()):
                 continue
         elif not _is_point_in_video(text, m.start(), m.end()):
             continue
@@ -414,6 +422,10 @@ def link_timestamps(markdown: str, duration: float | None = None) -> str:
             pos = span.end
             continue
         start, end = span.start, span.end
+        if markdown[start - 1 : start] == "\\":  # the backslash would escape the link's "[": text
+            out += [markdown[pos:start], _plain(span, hours)]
+            pos = end
+            continue
         bracketed = (
             start > 0
             and markdown[start - 1] == "["
