@@ -3,9 +3,11 @@
 One small registry, as in whisper's ``get_writer``: ``get_writer("srt").write(summary, "talk.srt")``.
 Adding a format is one :class:`Writer` subclass and one entry in ``_WRITERS``.
 
-Chapters come from the summary's Markdown (:func:`parse_chapters`): headings such as
-``### [03:10–05:20] Title``, or list items such as ``- [03:10] Title``, or lines such as
-``03:10 Title``, in any timestamp style :mod:`.timestamps` understands.
+Chapters come from the summary's Markdown (:func:`parse_chapters`): any heading, list item, bold or plain
+line, or table row that carries one time or range with a title before or after it, as models write them
+in English and Chinese (``### [03:10–05:20] Title``, ``1. **Title** (03:10–05:20): ...``,
+``【章节一：标题】(03:10 - 05:20)``, ``| 03:10 | 05:20 | Title |``), in any time style :mod:`.timestamps`
+reads. The timeline, the JSON's chapters and the SRT/WebVTT/YouTube chapter files all use this reading.
 """
 
 from __future__ import annotations
@@ -74,6 +76,10 @@ TITLE_MAX_CHARS = 80  # a title written before its time is at most this long (lo
 
 _FENCE_RE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
 _PARTS_RE = re.compile(rf"^{re.escape(PARTS_HEADING)}[ \t]*$", re.MULTILINE)
+_QUESTION_RE = re.compile(
+    re.escape(QUESTION_HEADING.split("{question}")[0]) + ".*?" + re.escape(QUESTION_HEADING.split("{question}")[1]),
+    re.DOTALL,
+)
 _MD_LINK_RE = re.compile(r"!?\[([^\[\]\n]*)\]\([^)\n]*\)")
 _SEEK_LINK = r"\[([^\[\]\n]*)\]\(" + re.escape(SEEK_ANCHOR) + r"[^)\n]*\)"
 _SEEK_LINK_RE = re.compile(_SEEK_LINK)
@@ -266,10 +272,23 @@ def _chosen(candidates: list[_Line]) -> list[_Line]:
 def parse_chapters(markdown: str, duration: float | None = None) -> tuple[list[Chapter], list[str]]:
     """Chapters from a summary's Markdown, and a description of each correction made.
 
-    Sources, in order of preference (the first that yields anything wins): headings that start with a
-    time or range (``### [03:10–05:20] Title``); else the least-indented list items that do
-    (``- [03:10] Title``); else plain lines that do (``03:10 Title``). So the key points listed under a
-    chapter heading are not chapters themselves.
+    A chapter is a line that carries one time or range with its title after it (``### [03:10–05:20]
+    Title``, ``- 03:10 Title``, ``**[03:10 - 05:20] Title**``) or before it (``1. **Title** (03:10–05:20):
+    what happens``, ``## 第一章 引言（03:10–05:20）``, ``【章节一：标题】(03:10 - 05:20)``, ``- Title: 03:10 to
+    05:20``, ``| 03:10–05:20 | Title |``), in any time style :mod:`.timestamps` reads. A title written before
+    its time is a title, not a sentence about it: at most TITLE_MAX_CHARS, no sentence break, not ending in
+    "at", "from", "在"... Chapter markers are dropped from titles ("第一章 引言" is "引言").
+
+    Which lines are the chapters:
+
+    - Where the answer has chapters with ranges, the parts of it (between headings that are not chapters,
+      bold lines, "Key moments:") that hold only single moments are not chapters.
+    - Headings are chapters when any carries a time; else plain and bold lines and table rows (when two or
+      more do, or no list has two chapter items); else the least-indented list items. So the key points
+      under a chapter (list items, nested items) stay key points.
+    - A segmented video's answer is its merged summary, then ``## Notes by part`` (PARTS_HEADING) and each
+      part's notes; follow-up answers come after QUESTION_HEADING. Chapters come from the merged summary;
+      if it has none, from the parts' notes; if they have none, from the latest follow-up answer that has.
 
     Corrections (each one adds a warning): times past ``duration`` are clamped to it; chapters out of
     order are sorted by start; an end before its start, or past the next chapter's start, is replaced by
@@ -278,11 +297,12 @@ def parse_chapters(markdown: str, duration: float | None = None) -> tuple[list[C
     """
     if duration is not None and duration <= 0:
         duration = None
-    merged, *parts = _PARTS_RE.split(markdown, maxsplit=1)
-    chosen = _chosen(_candidates(merged))
-    if not chosen and parts:
-        chosen = _chosen(_candidates(parts[0]))
-    if not chosen:
+    summary, *follow_ups = _QUESTION_RE.split(markdown)
+    merged, *parts = _PARTS_RE.split(summary, maxsplit=1)
+    for text in (merged, *parts, *reversed(follow_ups)):
+        if chosen := _chosen(_candidates(text)):
+            break
+    else:
         return [], []
 
     warnings: list[str] = []

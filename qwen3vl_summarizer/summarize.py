@@ -36,7 +36,7 @@ from pathlib import Path
 from .engine import Engine, Turn, VideoSession
 from .errors import Cancelled, OptionsError
 from .events import Event, Progress, Response, TextDelta, TurnStats
-from .export import QUESTION_HEADING, Summary
+from .export import PARTS_HEADING, QUESTION_HEADING, Summary
 from .feature_cache import FeatureCache, file_fingerprint
 from .options import Options
 from .plan import Geometry, Plan, Segment, check_range, describe_range, plan_video, speech_token_bound
@@ -67,7 +67,6 @@ SEGMENT_NOTE_ZH = (
 SPEECH_HEADING = "What is said in the video, each line with the time it starts:"
 TRANSCRIPTS_DIR = "transcripts"  # beside the vision features in the cache folder
 WHOLE_VIDEO_CONTEXT = "Summary of the whole video:\n{summary}\n\nQuestion: {question}"
-PARTS_HEADING = "## Notes by part"
 # Speech recognition runs on a thread beside frame decoding, vision and prefill of the video, and its
 # transcript is joined when the speech block, which follows the last frame, is due (PendingTranscript).
 # False: recognise first and plan with the exact transcript (the old path; bench_speech.py --first-turn

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from qwen3vl_summarizer.export import Chapter, Summary, get_writer, parse_chapters
+from qwen3vl_summarizer.export import (
+    PARTS_HEADING,
+    QUESTION_HEADING,
+    Chapter,
+    Summary,
+    get_writer,
+    parse_chapters,
+)
 from qwen3vl_summarizer.timeline import chapter_timeline
 from qwen3vl_summarizer.timestamps import link_timestamps, parse_timestamp
 
@@ -74,3 +81,45 @@ def test_answer_gives_a_timeline_and_chapter_files(name: str) -> None:
     assert [(c["start"], c["end"], c["title"]) for c in data["chapters"]] == [
         (c.start, c.end, c.title) for c in expected
     ]
+
+
+# --- which lines are chapters -----------------------------------------------------------------------
+
+
+def test_chapters_come_from_the_summary_not_from_follow_up_answers() -> None:
+    summary = "## Chapters\n- [00:00–02:00] Intro\n- [02:00–05:00] Demo\n"
+    follow_up = "- [00:30] A logo\n- [01:10] A chart\n- [04:00] A dog\n"
+    markdown = summary + QUESTION_HEADING.format(question="What happens **at** 00:30?") + follow_up
+    assert parse_chapters(markdown, 300) == parse_chapters(summary, 300)
+    # A summary without chapters: the latest follow-up answer that has them gives them.
+    markdown = "Just prose." + QUESTION_HEADING.format(question="请按时间顺序划分章节") + summary
+    assert parse_chapters(markdown, 300) == parse_chapters(summary, 300)
+
+
+def test_a_segmented_answer_reads_its_merged_summary_first() -> None:
+    from qwen3vl_summarizer import summarize
+
+    assert summarize.PARTS_HEADING == PARTS_HEADING  # the answer summarize writes is the one read here
+    merged = "## Chapters\n### [00:00–10:00] First half\n### [10:00–20:00] Second half\n"
+    parts = "### Part 1 of 2 (00:00–12:00)\n### [00:00–05:00] Opening\n### Part 2 of 2 (12:00–20:00)\n"
+    chapters, _ = parse_chapters(f"{merged}\n{PARTS_HEADING}\n\n{parts}", 1200)
+    assert [c.title for c in chapters] == ["First half", "Second half"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The video begins at 00:30 with a logo.\nThen the speaker talks from 01:00 to 02:00 about trees.\n",
+        "讲者在03:25打开终端。\n随后在05:00时展示了结果。\n",
+        "The talk covers trees and graphs, as the title card says at the start (00:00–10:00).\n",
+        "- The demo starts at 03:00\n- The talk ends at 09:00\n",
+        "Requires Python 3.11; the video is 16:9.\n| Version | Ratio |\n|---|---|\n| 3.11 | 16:9 |\n",
+    ],
+)
+def test_sentences_about_times_are_not_chapters(text: str) -> None:
+    assert parse_chapters(text, 600) == ([], [])
+
+
+def test_one_ranged_line_above_a_list_does_not_hide_the_list() -> None:
+    md = "Summary (00:00–10:00)\n\n- [00:00] Intro\n- [04:00] Demo\n- [08:00] Outro\n"
+    assert [c.title for c in parse_chapters(md, 600)[0]] == ["Intro", "Demo", "Outro"]
