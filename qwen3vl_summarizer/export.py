@@ -76,10 +76,8 @@ TITLE_MAX_CHARS = 80  # a title written before its time is at most this long (lo
 
 _FENCE_RE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
 _PARTS_RE = re.compile(rf"^{re.escape(PARTS_HEADING)}[ \t]*$", re.MULTILINE)
-_QUESTION_RE = re.compile(
-    re.escape(QUESTION_HEADING.split("{question}")[0]) + ".*?" + re.escape(QUESTION_HEADING.split("{question}")[1]),
-    re.DOTALL,
-)
+_QUESTION_BEFORE, _QUESTION_AFTER = QUESTION_HEADING.split("{question}")
+_QUESTION_RE = re.compile(re.escape(_QUESTION_BEFORE) + ".*?" + re.escape(_QUESTION_AFTER), re.DOTALL)
 _MD_LINK_RE = re.compile(r"!?\[([^\[\]\n]*)\]\([^)\n]*\)")
 _SEEK_LINK = r"\[([^\[\]\n]*)\]\(" + re.escape(SEEK_ANCHOR) + r"[^)\n]*\)"
 _SEEK_LINK_RE = re.compile(_SEEK_LINK)
@@ -89,8 +87,8 @@ _HEADING_RE = re.compile(r"^\s{0,3}#{1,6}\s+")
 _LIST_RE = re.compile(r"^(\s*)(?:[-*+•]|\d+[.)、])\s+")
 _TABLE_ROW_RE = re.compile(r"^\s{0,3}\|.*\|\s*$")
 _BOLD_LINE_RE = re.compile(r"^\s*(\*\*|__)(?P<inner>.+?)\1\s*[:：]?\s*$")
-_OPEN = r"\[\(（【"
-_CLOSE = r"\]\)）】"
+_OPENERS, _CLOSERS = "[(（【", "])）】"  # brackets around a time or a title
+_OPEN, _CLOSE = re.escape(_OPENERS), re.escape(_CLOSERS)  # the same, inside a regex's [...]
 _DASHES = "\u2013\u2014\\-－~～〜"
 # Chapter markers a title may start with: 第一章, 第2部分, 章节一, Chapter 1, Part 2, 1., ①.
 _ZH_NUMERALS = "0-9零〇一二两三四五六七八九十百"
@@ -117,11 +115,12 @@ _GLUE_RE = re.compile(
 # A title that ends with one of these is the start of a sentence about the time ("The demo starts at").
 _TITLE_STOP_RE = re.compile(
     r"(?:(?:^|\s)(?:at|from|around|about|by|to|until|till|between|after|before|since|in|on|near|approximately|"
-    r"and|or|of|the|a|an|is|was|are|were|starts?|ends?)|[在从于自到至约是的])$",
+    r"and|or|of|the|a|an|is|was|are|were)|[在从于自到至约是的])$",
     re.IGNORECASE,
 )
 _SENTENCE_RE = re.compile(r"[.!?;](?:\s|$)|[。！？；]")
-_AFTER_TITLE_RE = re.compile(rf"^[\s*_{_CLOSE}]*(?:$|[:：|,，.。;；{_DASHES}])")
+_AFTER_TITLE_RE = re.compile(rf"^[\s*_{_CLOSE}]*(?:$|[:：|,，;；{_DASHES}])")  # "(03:10)." ends a sentence
+_BOLD_BEFORE_RE = re.compile(rf"(?:\*\*|__)[\s{_OPEN}]*$")
 _RANGE_GLUE_RE = re.compile(
     rf"^[\s{_CLOSE}*_]*(?:[{_DASHES}]{{1,2}}|to|至|到)[\s{_OPEN}*_]*$", re.IGNORECASE
 )
@@ -152,11 +151,11 @@ def _clean_title(title: str) -> str:
     while m := _WRAPPED_RE.match(title):
         title = m[1].strip()
     title = title.strip(" \t:：|-\u2013\u2014")
-    if not any(ch in title for ch in "[(（【"):  # an unpaired bracket left by the time's removal
-        title = title.strip("])）】")
-    if not any(ch in title for ch in "])）】"):
-        title = title.strip("[(（【")
-    if (m := _MARKER_LEAD_RE.match(title)) and title[m.end() :].strip(" \t:：|-\u2013\u2014" + _CLOSE[1:]):
+    if not any(ch in title for ch in _OPENERS):  # an unpaired bracket left by the time's removal
+        title = title.strip(_CLOSERS)
+    if not any(ch in title for ch in _CLOSERS):
+        title = title.strip(_OPENERS)
+    if (m := _MARKER_LEAD_RE.match(title)) and title[m.end() :].strip(" \t:：|-\u2013\u2014" + _CLOSERS):
         title = title[m.end() :].strip()
     return title.strip(" \t:：|").strip()
 
@@ -181,7 +180,7 @@ def _table_row(text: str) -> _Line | None:
     times: list[tuple[int, float, float | None]] = []
     for i, cell in enumerate(cells):
         found = _time_of(_EMPHASIS_RE.sub("", cell))
-        if found and not _EMPHASIS_RE.sub("", cell)[: found[2]].strip(_OPEN + " "):
+        if found and not _EMPHASIS_RE.sub("", cell)[: found[2]].strip(_OPENERS + " "):
             times.append((i, found[0], found[1]))
     if not times:
         return None
@@ -218,7 +217,8 @@ def _classify(line: str) -> _Line | None:
         if not _clean_title(title):
             title = before  # "## Chapter 2 (03:10–05:20)": the marker is all the title there is
         return _Line(kind, indent, start, end, _clean_title(title))
-    # Title first: "Title (03:10–05:20): what happens", "**Title** — 03:10 to 05:20", "Title 03:10".
+    # Title first: "Title (03:10–05:20): what happens", "**Title** — 03:10 to 05:20", "Title 03:10". After
+    # the time: nothing, or a separator before what happens; or anything, after a title in bold.
     glue = _GLUE_RE.search(before)
     title = _clean_title(before[: glue.start()] if glue else before)
     if (
@@ -226,7 +226,7 @@ def _classify(line: str) -> _Line | None:
         or len(title) > TITLE_MAX_CHARS
         or _SENTENCE_RE.search(title)
         or _TITLE_STOP_RE.search(title)
-        or not (glue is not None and re.search(f"[{_OPEN}]", glue[0]) or _AFTER_TITLE_RE.match(after))
+        or not (_AFTER_TITLE_RE.match(after) or _BOLD_BEFORE_RE.search(before))
     ):
         return None
     return _Line(kind, indent, start, end, title)
@@ -255,8 +255,8 @@ def _candidates(markdown: str) -> list[_Line]:
 
 def _chosen(candidates: list[_Line]) -> list[_Line]:
     """The chapter list among the candidates (see :func:`parse_chapters`)."""
-    ranged = {c.section for c in candidates if c.end is not None}
-    if ranged:  # chapters with ranges, and elsewhere a list of single moments: the moments are not chapters
+    ranged = [c.section for c in candidates if c.end is not None]
+    if len(ranged) >= 2:  # chapters with ranges, and elsewhere a list of single moments: moments are not chapters
         candidates = [c for c in candidates if c.section in ranged]
     headings = [c for c in candidates if c.kind == "heading"]
     if headings:

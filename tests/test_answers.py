@@ -123,3 +123,16 @@ def test_sentences_about_times_are_not_chapters(text: str) -> None:
 def test_one_ranged_line_above_a_list_does_not_hide_the_list() -> None:
     md = "Summary (00:00–10:00)\n\n- [00:00] Intro\n- [04:00] Demo\n- [08:00] Outro\n"
     assert [c.title for c in parse_chapters(md, 600)[0]] == ["Intro", "Demo", "Outro"]
+
+
+def test_a_sentence_with_a_range_does_not_hide_the_chapter_list() -> None:
+    md = (
+        "## Overview\nThe talk (00:00–45:00) covers three topics.\n\n"
+        "## Chapters\n- [00:00] Intro\n- [10:00] Trees\n- [30:00] Graphs\n"
+    )
+    assert [c.title for c in parse_chapters(md, 2700)[0]] == ["Intro", "Trees", "Graphs"]
+
+
+def test_a_bold_title_may_be_followed_by_what_happens() -> None:
+    md = "**Intro** (00:00–01:00) The host waves.\n**Demo** (01:00–03:00) A robot walks.\n"
+    assert [(c.start, c.title) for c in parse_chapters(md, 180)[0]] == [(0, "Intro"), (60, "Demo")]
