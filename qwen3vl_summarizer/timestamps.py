@@ -1,7 +1,7 @@
 """Timestamps in model output: find them, normalise them to ``MM:SS``/``HH:MM:SS``, link them.
 
 Qwen3-VL sees a video as groups of frames, each prefixed by ``<12.5 seconds>``. Its answers cite times
-in many styles (``[03:25]``, ``0:12``, ``1:02:03``, ``12.5s``, ``<12.5 seconds>``, ``第30秒``) and
+in many styles (``[03:25]``, ``0:12``, ``1:02:03``, ``12.5s``, ``<12.5 seconds>``, ``第30秒``, ``第25分钟``) and
 ranges (``03:10–05:20``, ``3:10 to 5:20``, ``03:10至05:20``). This module is the one place that reads
 and writes them; every writer and the web app go through :func:`format_timestamp`.
 
@@ -16,11 +16,17 @@ What counts as a time in prose (:func:`find_timestamps`), chosen to avoid false 
   Chinese ``第30秒``, ``1分30秒处``, ``30秒时``. A unit-seconds number that reads as a duration
   (``for 30 seconds``, ``every 5 sec``, ``10 seconds later``) or a decade or age (``the 80s``,
   ``'90s``, ``in their 30s``) is not a point in time and is skipped (``iPhone 4s`` still reads as 00:04).
+- Chinese minutes and hours, in Arabic or Chinese numerals (``第25分钟``, ``第二十五分钟``, ``1小时10分``,
+  ``一小时到一小时十分``), are points when their context says so: ``第…`` (but ``第一小时`` is the first
+  hour, a span), a range of two of them, a point word after (``25分钟处``, ``25分钟时``) or a preposition
+  before (``在25分钟``, not ``在25分钟内``); never after a length word (``持续25分钟``, ``用了两分钟``). A bare
+  ``分`` is a minute only after an hour or with ``第`` (``得了10分`` is a score, ``十分`` means "very").
+- A full-width colon works as ``:`` in a clock time when it has two digits before it (``12：30``).
 - Nothing inside Markdown code (inline code spans, fenced code blocks), URLs, or link destinations is
   touched. Indented code blocks are not detected: model output indents nested list items by four
   spaces far more often than it writes indented code.
-- Ranges join two times with an en/em dash, a hyphen, ``~``, ``to``/``until``/``till`` or
-  ``至``/``到``, on one line; ``12-20 seconds`` (unit only after the second number) is a range too.
+- Ranges join two times with an en/em dash (or two: ``——``), a hyphen, ``~``/``～``, ``to``/``until``/
+  ``till`` or ``至``/``到``, on one line; ``12-20 seconds`` (unit only after the second number) is a range.
 
 Linking (:func:`link_timestamps`): each time becomes ``[MM:SS](#t=SECONDS)``, which the web app
 intercepts to seek its player. A time written in square brackets, ``[03:25]``, becomes
