@@ -308,9 +308,9 @@ def _zh_is_point(text: str, start: int, end: int, in_range: bool) -> bool:
 
     ``第…`` is (``第25分钟``, ``第30秒``), unless it counts hours (``第一小时`` is the first hour, a span). A
     minute written ``分`` without ``钟`` needs ``第`` or an hour before it (``10分`` is a score, ``十分`` means
-    "very"). Otherwise the words around it decide: a range of two such times (``1小时到1小时10分``), a
-    point word after (``25分钟处``, ``30秒时``) or a preposition before (``在25分钟``, not ``在25分钟内``),
-    unless a length word comes before (``持续25分钟``, ``用了1小时到2小时``)."""
+    "very"). Otherwise the words around it decide: a point word after (``25分钟处``, ``约25分钟处``, ``30秒时``);
+    else, unless a length word comes before (``持续25分钟``, ``用了1小时到2小时``), a range of two such times
+    (``1小时到1小时10分``) or a preposition before (``在25分钟``, not ``在25分钟内``)."""
     matched = text[start:end]
     before, after = text[max(0, start - 8) : start], text[end : end + 8]
     if re.search(rf"第\s*{_ZH_H}", matched):  # 第一小时: the first hour
@@ -319,11 +319,11 @@ def _zh_is_point(text: str, start: int, end: int, in_range: bool) -> bool:
         return True
     if re.search(r"分(?!钟)", matched) and "小时" not in matched and "秒" not in matched:
         return False
+    if _ZH_POINT_AFTER_RE.match(after):  # "约25分钟处": at about 25 minutes
+        return True
     if _ZH_DURATION_BEFORE_RE.search(before):
         return False
-    if in_range or _ZH_POINT_AFTER_RE.match(after):
-        return True
-    return bool(_ZH_POINT_BEFORE_RE.search(before)) and not _ZH_SPAN_AFTER_RE.match(after)
+    return in_range or bool(_ZH_POINT_BEFORE_RE.search(before)) and not _ZH_SPAN_AFTER_RE.match(after)
 
 
 def _is_point_in_video(text: str, start: int, end: int) -> bool:

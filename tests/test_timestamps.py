@@ -188,6 +188,7 @@ def test_find_ignores_non_times(text: str) -> None:
         ("第二十五分钟讲了什么？", [("第二十五分钟", 1500, None)]),
         ("一小时到一小时十分之间", [("一小时到一小时十分", 3600, 4200)]),
         ("在25分钟处出现了图表。", [("25分钟", 1500, None)]),
+        ("约25分钟处出现了图表。", [("25分钟", 1500, None)]),
         ("从1小时10分开始是问答。", [("1小时10分", 4200, None)]),
         ("在第3分钟时，讲者开始演示。", [("第3分钟", 180, None)]),
         ("1分30秒到2分10秒是开场。", [("1分30秒到2分10秒", 90, 130)]),
@@ -214,6 +215,7 @@ def test_find_chinese_minutes_and_hours(text: str, expected: list[tuple[str, flo
         "会议下午1时10分开始。",  # a time of day
         "第三章介绍了方法。",
         "共30秒的片头。",
+        "他用了1小时到2小时。",
     ],
 )
 def test_find_ignores_chinese_lengths(text: str) -> None:
