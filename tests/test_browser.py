@@ -381,7 +381,8 @@ SEED_ANSWER_ZH = """【章节一：AI发展现状】(00:00 - 12:30)
 
 def test_the_seeds_chinese_chapters_make_a_timeline(page, served, tmp_path: Path, monkeypatch) -> None:
     """The seed's example answer, shown as the summary of a 30-minute video, gives a timeline of its two
-    chapters (spans placed at their ranges, cards with their Chinese titles) and links its times."""
+    chapters (spans placed at their ranges, cards with their Chinese titles), the chapter downloads, and
+    seek links for its times and for the 第25分钟 of the seed's follow-up question."""
     import app
     from qwen3vl_summarizer.summarize import VideoJob
     from qwen3vl_summarizer.video import probe
@@ -390,7 +391,9 @@ def test_the_seeds_chinese_chapters_make_a_timeline(page, served, tmp_path: Path
     write_video(video, [i * 60.0 for i in range(31)], size=(320, 180))  # one frame a minute, 30 minutes
     duration = probe(video).duration
     real = app.shown
-    monkeypatch.setattr(app, "shown", lambda text, duration: real(SEED_ANSWER_ZH, duration))
+    asked = "请详细说明第25分钟提到的'具身AI'概念"  # the seed's own follow-up question
+    # The model's text is the seed's answer; the person's question is shown as typed.
+    monkeypatch.setattr(app, "shown", lambda text, d: real(text if text == asked else SEED_ANSWER_ZH, d))
     monkeypatch.setattr(VideoJob, "summary_text", property(lambda self: SEED_ANSWER_ZH))
     summary = VideoJob.summary  # the downloads too
     monkeypatch.setattr(VideoJob, "summary", lambda self: replace(summary(self), markdown=SEED_ANSWER_ZH))
@@ -419,6 +422,12 @@ def test_the_seeds_chinese_chapters_make_a_timeline(page, served, tmp_path: Path
     assert "no chapter times" not in page.inner_text("#status")
     downloads = "".join(page.inner_text("#downloads").split())
     assert all(f"talk.summary.{ext}" in downloads for ext in ("srt", "vtt", "txt")), "the chapter files"
+    # The seed's follow-up questions: their Chinese times are seek links too.
+    question = page.locator("#question textarea")
+    question.fill(asked)
+    question.press("Enter")
+    page.locator('#chat a[href="#t=1500"]').wait_for()
+    page.wait_for_function("document.querySelector('#question textarea').value === ''")
     page.locator("#timeline").screenshot(path=str(ARTIFACTS / "browser-timeline-seed-zh-only.png"))
     shot(page, "browser-timeline-seed-zh.png")
 
