@@ -110,19 +110,19 @@ def seek_link(seconds: float, hours: bool | None = None) -> str:
 
 # --- parsing ----------------------------------------------------------------------------------------
 
-_NUM = r"\d+(?:\.\d+)?"
+_NUM = r"\d{1,9}(?:\.\d{1,9})?"  # longer runs of digits are never a time (nor a float overflow)
 _SEC_WORD = r"(?:seconds?|secs?)"
 _COLON = "[:：]"  # a full-width colon (Chinese text) joins a clock time as well as ":"
 _CLOCK3_RE = re.compile(rf"(\d{{1,2}}){_COLON}([0-5]\d){_COLON}([0-5]\d(?:\.\d+)?)")
 _CLOCK2_RE = re.compile(rf"(\d{{1,3}}){_COLON}([0-5]\d(?:\.\d+)?)")
 _UNIT_RE = re.compile(
-    rf"(?:(\d+)\s*(?:h|hours?|hrs?)\s*)?(?:(\d+)\s*(?:m|min|mins|minutes?)\s*)?({_NUM})\s*(?:{_SEC_WORD}|s)",
+    rf"(?:(\d{{1,9}})\s*(?:h|hours?|hrs?)\s*)?(?:(\d{{1,9}})\s*(?:m|min|mins|minutes?)\s*)?({_NUM})\s*(?:{_SEC_WORD}|s)",
     re.IGNORECASE,
 )
 # Chinese numbers as models write them in times: 二十五, 一百零五, 两, 十.
 _ZH_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
               "八": 8, "九": 9}  # fmt: skip
-_ZH_INT = r"(?:\d+|[零〇一二两三四五六七八九十百]+)"
+_ZH_INT = r"(?:\d{1,9}|[零〇一二两三四五六七八九十百]{1,9})"
 # Chinese hours/minutes/seconds: 1小时10分, 第25分钟, 1分30秒, 第30秒, 一小时十分 (at least one part).
 _ZH_H = rf"(?:{_ZH_INT}\s*个?\s*小时)"  # in prose only 小时: "下午1时10分" is a time of day
 _ZH_M = rf"(?:{_ZH_INT}\s*分(?:钟)?)"
@@ -197,7 +197,7 @@ _CLOCK = (
     rf"(?:\.\d{{1,3}})?{_CLOCK_AFTER}"
 )
 _UNIT = (
-    rf"{_BEFORE}(?<!['’])(?:\d+h\s?)?(?:\d+m\s?)?{_NUM}(?:\s?{_SEC_WORD}|s)(?![0-9A-Za-z_])"  # 12.5s, 1m30s
+    rf"{_BEFORE}(?<!['’])(?:\d{{1,9}}h\s?)?(?:\d{{1,9}}m\s?)?{_NUM}(?:\s?{_SEC_WORD}|s)(?![0-9A-Za-z_])"  # 1m30s
 )
 _ANGLE = rf"<\s*(?:{_NUM}\s*(?:{_SEC_WORD}|s)|\d{{1,2}}(?::[0-5]\d){{1,2}}(?:\.\d+)?)\s*>"  # <12.5 seconds>
 # Chinese: 第25分钟, 1小时10分, 1分30秒, 第30秒, 二十五分钟; whether one is a point in the video is

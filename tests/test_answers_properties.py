@@ -144,6 +144,11 @@ ANY_TEXT = st.text(
 )
 
 
+# ...and a long run of digits inside it: never a time, never an overflow.
+DIGITS = st.text(alphabet="0123456789", min_size=10, max_size=5000)
+ANY_TEXT = st.one_of(ANY_TEXT, st.tuples(ANY_TEXT, DIGITS, ANY_TEXT).map("".join))
+
+
 @SETTINGS
 @given(ANY_TEXT, st.one_of(st.none(), st.floats(0, 10_000)))
 def test_arbitrary_text_never_raises(text: str, duration: float | None) -> None:

@@ -231,6 +231,13 @@ def test_link_the_seeds_questions() -> None:
     )
 
 
+@pytest.mark.parametrize("digits", ["1" * 400 + "s", "1" * 5000 + "m30s", "<" + "9" * 400 + " seconds>",
+                                    "1" * 5000 + "分钟处", "第" + "1" * 5000 + "秒", "1" * 20 + ".5s"])  # fmt: skip
+def test_long_runs_of_digits_are_not_times(digits: str) -> None:
+    assert find_timestamps(digits) == []
+    assert link_timestamps(digits) == digits
+
+
 def test_find_spans_parts_for_ranges() -> None:
     text = "x [03:10 – 05:20] y"
     (span,) = find_timestamps(text)
