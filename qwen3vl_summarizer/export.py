@@ -258,15 +258,14 @@ def _chosen(candidates: list[_Line]) -> list[_Line]:
     ranged = [c.section for c in candidates if c.end is not None]
     if len(ranged) >= 2:  # chapters with ranges, and elsewhere a list of single moments: moments are not chapters
         candidates = [c for c in candidates if c.section in ranged]
-    headings = [c for c in candidates if c.kind == "heading"]
-    if headings:
-        return headings
-    paragraphs = [c for c in candidates if c.kind == "paragraph"]
     items = [c for c in candidates if c.kind == "list"]
-    top = [c for c in items if c.indent == min((c.indent for c in items), default=0)]
-    if len(paragraphs) >= 2 or (paragraphs and len(top) < 2):
-        return paragraphs
-    return top
+    top = min((c.indent for c in items), default=0)
+    groups = (
+        [c for c in candidates if c.kind == "heading"],
+        [c for c in candidates if c.kind == "paragraph"],
+        [c for c in items if c.indent == top],
+    )
+    return next((g for g in groups if len(g) >= 2), next((g for g in groups if g), []))
 
 
 def parse_chapters(markdown: str, duration: float | None = None) -> tuple[list[Chapter], list[str]]:
@@ -283,9 +282,10 @@ def parse_chapters(markdown: str, duration: float | None = None) -> tuple[list[C
 
     - Where the answer has chapters with ranges, the parts of it (between headings that are not chapters,
       bold lines, "Key moments:") that hold only single moments are not chapters.
-    - Headings are chapters when any carries a time; else plain and bold lines and table rows (when two or
-      more do, or no list has two chapter items); else the least-indented list items. So the key points
-      under a chapter (list items, nested items) stay key points.
+    - The chapters are the headings that carry a time, when two or more do; else the plain and bold lines
+      and table rows that do; else the least-indented list items (and when no kind has two, the first kind
+      that has one). So the key points under chapters (list items, nested items) stay key points, and one
+      "## Overview (00:00–05:32)" does not hide a list of chapters.
     - A segmented video's answer is its merged summary, then ``## Notes by part`` (PARTS_HEADING) and each
       part's notes; follow-up answers come after QUESTION_HEADING. Chapters come from the merged summary;
       if it has none, from the parts' notes; if they have none, from the latest follow-up answer that has.

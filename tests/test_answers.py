@@ -136,3 +136,10 @@ def test_a_sentence_with_a_range_does_not_hide_the_chapter_list() -> None:
 def test_a_bold_title_may_be_followed_by_what_happens() -> None:
     md = "**Intro** (00:00–01:00) The host waves.\n**Demo** (01:00–03:00) A robot walks.\n"
     assert [(c.start, c.title) for c in parse_chapters(md, 180)[0]] == [(0, "Intro"), (60, "Demo")]
+
+
+def test_one_heading_with_a_range_does_not_hide_the_list_under_it() -> None:
+    md = "## Overview (00:00–05:32)\n- [00:00] Intro\n- [02:00] Demo\n- [04:00] Outro\n"
+    assert [c.title for c in parse_chapters(md, 332)[0]] == ["Intro", "Demo", "Outro"]
+    # Alone, it is the chapter.
+    assert [c.title for c in parse_chapters("## Overview (00:00–05:32)\nText.\n", 332)[0]] == ["Overview"]
