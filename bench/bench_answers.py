@@ -32,7 +32,9 @@ def main() -> None:
         chapters, _ = parse_chapters((folder / f"{name}.md").read_text(encoding="utf-8"), duration)
         got = [(c.start, c.end, c.title) for c in chapters]
         exact += got == want
-        verdict = "ok" if got == want else "starts ok" if [g[0] for g in got] == [w[0] for w in want] else "FAIL"
+        verdict = (
+            "ok" if got == want else "starts ok" if [g[0] for g in got] == [w[0] for w in want] else "FAIL"
+        )
         print(f"{name:28s} {verdict} ({len(got)} chapters)")
     print(f"{exact}/{len(names)} answers give exactly their chapters")
 

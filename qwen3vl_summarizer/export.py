@@ -104,7 +104,8 @@ _MARKER_LEAD_RE = re.compile(
 )
 # What may stand before a time that opens a line: emphasis, brackets, and a chapter marker.
 _OPENERS_RE = re.compile(
-    rf"^[\s*_{_OPEN}]*(?:{_MARKER}[\s*_{_CLOSE}]*(?:[:：.、|{_DASHES}][\s*_]*)?[{_OPEN}\s*_]*)?$", re.IGNORECASE
+    rf"^[\s*_{_OPEN}]*(?:{_MARKER}[\s*_{_CLOSE}]*(?:[:：.、|{_DASHES}][\s*_]*)?[{_OPEN}\s*_]*)?$",
+    re.IGNORECASE,
 )
 # Between a title and the time after it: a bracket (with "from"/"at"), a colon, a pipe, a dash or spaces.
 _GLUE_RE = re.compile(
@@ -121,17 +122,15 @@ _TITLE_STOP_RE = re.compile(
 _SENTENCE_RE = re.compile(r"[.!?;](?:\s|$)|[。！？；]")
 _AFTER_TITLE_RE = re.compile(rf"^[\s*_{_CLOSE}]*(?:$|[:：|,，;；{_DASHES}])")  # "(03:10)." ends a sentence
 _BOLD_BEFORE_RE = re.compile(rf"(?:\*\*|__)[\s{_OPEN}]*$")
-_RANGE_GLUE_RE = re.compile(
-    rf"^[\s{_CLOSE}*_]*(?:[{_DASHES}]{{1,2}}|to|至|到)[\s{_OPEN}*_]*$", re.IGNORECASE
-)
-_TITLE_LEAD_RE = re.compile(
-    rf"^[\s{_CLOSE}*_]*(?:(?:[{_DASHES}]{{1,2}}|[:：|·.、])\s*)?(?:\*\*|__)?\s*"
-)
+_RANGE_GLUE_RE = re.compile(rf"^[\s{_CLOSE}*_]*(?:[{_DASHES}]{{1,2}}|to|至|到)[\s{_OPEN}*_]*$", re.IGNORECASE)
+_TITLE_LEAD_RE = re.compile(rf"^[\s{_CLOSE}*_]*(?:(?:[{_DASHES}]{{1,2}}|[:：|·.、])\s*)?(?:\*\*|__)?\s*")
 _EMPHASIS_RE = re.compile(r"(\*\*|__|`)")
 _WRAPPED_RE = re.compile(rf"^[{_OPEN}](.*)[{_CLOSE}]$")
 _NUMBER_CELL_RE = re.compile(r"^[#\d.\s]*$")
 # A line that is not a chapter but starts a new part of the answer: a heading, a bold line, "Key moments:".
-_SECTION_LINE_RE = re.compile(r"^\s{0,3}(?:#{1,6}\s|(\*\*|__).*(\*\*|__)[:：]?\s*$|[^-*+|\s].{0,40}[:：]\s*$)")
+_SECTION_LINE_RE = re.compile(
+    r"^\s{0,3}(?:#{1,6}\s|(\*\*|__).*(\*\*|__)[:：]?\s*$|[^-*+|\s].{0,40}[:：]\s*$)"
+)
 
 
 @dataclass
@@ -255,8 +254,9 @@ def _candidates(markdown: str) -> list[_Line]:
 
 def _chosen(candidates: list[_Line]) -> list[_Line]:
     """The chapter list among the candidates (see :func:`parse_chapters`)."""
+    # Chapters with ranges, and elsewhere a list of single moments: the moments are not chapters.
     ranged = [c.section for c in candidates if c.end is not None]
-    if len(ranged) >= 2:  # chapters with ranges, and elsewhere a list of single moments: moments are not chapters
+    if len(ranged) >= 2:
         candidates = [c for c in candidates if c.section in ranged]
     items = [c for c in candidates if c.kind == "list"]
     top = min((c.indent for c in items), default=0)

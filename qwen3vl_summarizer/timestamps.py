@@ -196,9 +196,7 @@ _CLOCK = (
     rf"{_BEFORE}(?:\d{{1,2}}:[0-5]\d:[0-5]\d|\d{{2}}：[0-5]\d：[0-5]\d|\d{{1,3}}:[0-5]\d|\d{{2,3}}：[0-5]\d)"
     rf"(?:\.\d{{1,3}})?{_CLOCK_AFTER}"
 )
-_UNIT = (
-    rf"{_BEFORE}(?<!['’])(?:\d{{1,9}}h\s?)?(?:\d{{1,9}}m\s?)?{_NUM}(?:\s?{_SEC_WORD}|s)(?![0-9A-Za-z_])"  # 1m30s
-)
+_UNIT = rf"{_BEFORE}(?<!['’])(?:\d{{1,9}}h\s?)?(?:\d{{1,9}}m\s?)?{_NUM}(?:\s?{_SEC_WORD}|s)(?![0-9A-Za-z_])"  # 1m30s
 _ANGLE = rf"<\s*(?:{_NUM}\s*(?:{_SEC_WORD}|s)|\d{{1,2}}(?::[0-5]\d){{1,2}}(?:\.\d+)?)\s*>"  # <12.5 seconds>
 # Chinese: 第25分钟, 1小时10分, 1分30秒, 第30秒, 二十五分钟; whether one is a point in the video is
 # decided by its context (_zh_is_point): "持续25分钟" (lasts 25 minutes) is not.
@@ -218,7 +216,9 @@ _ZH_UNIT_RE = re.compile("[秒分时]")
 # Chinese context: words before a time that make it a length ("持续25分钟"), characters after a time that
 # make it a point ("25分钟处", "25分钟时", "25分钟的时候"), before it ("在25分钟", "从1小时"), and after such a
 # "在" that make it a span again ("在25分钟内", "25分钟后").
-_ZH_DURATION_BEFORE_RE = re.compile(r"(?:持续|长达|历时|用了|用时|花了|花费|耗时|时长|需要|大约|约|共|总共|每|全长|长)\s*$")
+_ZH_DURATION_BEFORE_RE = re.compile(
+    r"(?:持续|长达|历时|用了|用时|花了|花费|耗时|时长|需要|大约|约|共|总共|每|全长|长)\s*$"
+)
 _ZH_POINT_AFTER_RE = re.compile(r"^\s*(?:处|时(?![间长])|的时候|的地方|的位置|那里)")
 _ZH_POINT_BEFORE_RE = re.compile(r"(?:在|从|于|自|到|至)\s*$")
 _ZH_SPAN_AFTER_RE = re.compile(r"^\s*(?:内|以内|之内|里|中|后|以后|之后|前|以前|之前)")
@@ -363,7 +363,9 @@ def _find(text: str, protected: list[tuple[int, int]]) -> list[TimestampSpan]:
                 continue
         elif any(zh):  # a Chinese time and another: each must be a point on its own
             if not all(
-                _zh_is_point(text, *m.span(n), in_range=False) for n, is_zh in zip(names, zh, strict=True) if is_zh
+                _zh_is_point(text, *m.span(n), in_range=False)
+                for n, is_zh in zip(names, zh, strict=True)
+                if is_zh
             ) or not _is_point_in_video(text, m.start(), m.end()):
                 continue
         elif not _is_point_in_video(text, m.start(), m.end()):

@@ -47,8 +47,10 @@ def _usable(title: str) -> bool:
     )
 
 
-TITLES = st.lists(st.one_of(st.sampled_from(WORDS), CJK, LATIN), min_size=1, max_size=4).map(" ".join).filter(
-    _usable
+TITLES = (
+    st.lists(st.one_of(st.sampled_from(WORDS), CJK, LATIN), min_size=1, max_size=4)
+    .map(" ".join)
+    .filter(_usable)
 )
 
 # Chapter lines as models write them: (start text, end text, title) -> line. "{d}" is a description.
@@ -106,7 +108,9 @@ def _title(t: str) -> str:
 def test_chapter_lists_give_their_chapters(case) -> None:
     markdown, duration, expected = case
     chapters, warnings = parse_chapters(markdown, duration)
-    assert [(c.start, c.end, _title(c.title)) for c in chapters] == [(s, e, _title(t)) for s, e, t in expected]
+    assert [(c.start, c.end, _title(c.title)) for c in chapters] == [
+        (s, e, _title(t)) for s, e, t in expected
+    ]
     assert warnings == []
     # The page shows it linked; the same chapters come back.
     assert parse_chapters(link_timestamps(markdown, duration), duration) == (chapters, warnings)
