@@ -71,7 +71,14 @@ SHAPES = {
     "table start end": "| {n} | {s} | {e} | {t} |",
     "plain title then range": "{t} ({s} ~ {e})",
 }
-SINGLE_SHAPES = {"youtube": "{s} {t}", "list bracket": "- [{s}] {t}", "bold title": "- **{t}** {s}"}
+SINGLE_SHAPES = {
+    "youtube": "{s} {t}",
+    "list bracket": "- [{s}] {t}",
+    "bold title": "- **{t}** {s}",
+    "title dash": "- {t} - {s}",
+    "zh title colon": "{t}：{s}",
+    "title in brackets after": "{n}. {t} ({s})",
+}
 DESCRIPTIONS = ["the speaker opens", "讲者介绍主题", "a demo at 16:9", "see Python 3.11"]
 
 
