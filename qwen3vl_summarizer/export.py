@@ -89,28 +89,31 @@ _TABLE_ROW_RE = re.compile(r"^\s{0,3}\|.*\|\s*$")
 _BOLD_LINE_RE = re.compile(r"^\s*(\*\*|__)(?P<inner>.+?)\1\s*[:：]?\s*$")
 _OPENERS, _CLOSERS = "[(（【", "])）】"  # brackets around a time or a title
 _OPEN, _CLOSE = re.escape(_OPENERS), re.escape(_CLOSERS)  # the same, inside a regex's [...]
+_TITLE_ENDS = " \t:：|｜-\u2013\u2014"  # separators stripped from either end of a title
 _DASHES = "\u2013\u2014\\-－~～〜"
 # Chapter markers a title may start with: 第一章, 第2部分, 章节一, Chapter 1, Part 2, 1., ①.
 _ZH_NUMERALS = "0-9零〇一二两三四五六七八九十百"
 _ZH_MARKER = rf"第\s*[{_ZH_NUMERALS}]+\s*(?:章|节|部分|段|集|回|讲|课|篇|幕|步|part)|章节\s*[{_ZH_NUMERALS}]+"
 _EN_MARKER = r"(?:chapter|part|section|segment|step|scene|act|topic)\s+(?:\d+|[ivx]+)\b"
-_MARKER = rf"(?:{_ZH_MARKER}|{_EN_MARKER}|\d+\s*[.)、]|[①-⑳])"
-_MARK_SEP = rf"[:：.、|{_DASHES}]"
+_MARKER = (
+    rf"(?:{_ZH_MARKER}|{_EN_MARKER}|\d+\s*[.)]|[{_ZH_NUMERALS}]+\s*、|[(（][{_ZH_NUMERALS}]+[)）]|[①-⑳])"
+)
+_MARK_SEP = rf"[:：.、|｜{_DASHES}]"
 # Stripped from a title's start when more follows: a Chinese marker (then a space or punctuation), an
 # English one only before punctuation ("Chapter 2: Graphs" is "Graphs", "Part 1 of 2" stays).
 _MARKER_LEAD_RE = re.compile(
-    rf"^(?:(?:{_ZH_MARKER})\s*(?:{_MARK_SEP}\s*)?|(?:{_EN_MARKER})\s*{_MARK_SEP}\s*|\d+\s*[.)、]\s*|[①-⑳]\s*)",
+    rf"^(?:(?:{_ZH_MARKER})\s*(?:{_MARK_SEP}\s*)?|(?:{_EN_MARKER})\s*{_MARK_SEP}\s*"
+    rf"|\d+\s*[.)]\s*|[{_ZH_NUMERALS}]+\s*、\s*|[(（][{_ZH_NUMERALS}]+[)）]\s*|[①-⑳]\s*)",
     re.IGNORECASE,
 )
-# What may stand before a time that opens a line: emphasis, brackets, and a chapter marker.
-_OPENERS_RE = re.compile(
-    rf"^[\s*_{_OPEN}]*(?:{_MARKER}[\s*_{_CLOSE}]*(?:[:：.、|{_DASHES}][\s*_]*)?[{_OPEN}\s*_]*)?$",
-    re.IGNORECASE,
-)
+# What may stand before a time that opens a line: no letter or digit (emphasis, brackets, a bullet such as
+# "▶" or "📌"), or a chapter marker.
+_OPENERS_RE = re.compile(rf"^[\W_]*(?:{_MARKER}[\W_]*)?$", re.IGNORECASE)
+_BOLD_TEXT_RE = re.compile(r"(\*\*|__)[^*_\s].*?\1")  # "**🎬** (03:10)": a title in bold, not a bullet
 # Between a title and the time after it: a bracket (with "from"/"at"), a colon, a pipe, a dash or spaces.
 _GLUE_RE = re.compile(
     rf"(?:[\s*_]*[{_OPEN}][\s*_{_OPEN}]*(?:(?:from|at|around|about|approx\.?|从|自|在|约|大约)\s*)?"
-    rf"|[\s*_]*[:：|][\s*_]*(?:(?:from|从|自)\s*)?|[\s*_]*[{_DASHES}]{{1,2}}[\s*_]*|[\s*_]+)$",
+    rf"|[\s*_]*[:：|｜][\s*_]*(?:(?:from|从|自)\s*)?|[\s*_]*[{_DASHES}]{{1,2}}[\s*_]*|[\s*_]+)$",
     re.IGNORECASE,
 )
 # A title that ends with one of these is the start of a sentence about the time ("The demo starts at").
@@ -120,10 +123,10 @@ _TITLE_STOP_RE = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE_RE = re.compile(r"[.!?;](?:\s|$)|[。！？；]")
-_AFTER_TITLE_RE = re.compile(rf"^[\s*_{_CLOSE}]*(?:$|[:：|,，;；{_DASHES}])")  # "(03:10)." ends a sentence
+_AFTER_TITLE_RE = re.compile(rf"^[\s*_{_CLOSE}]*(?:$|[:：|｜,，;；{_DASHES}])")  # "(03:10)." ends a sentence
 _BOLD_BEFORE_RE = re.compile(rf"(?:\*\*|__)[\s{_OPEN}]*$")
 _RANGE_GLUE_RE = re.compile(rf"^[\s{_CLOSE}*_]*(?:[{_DASHES}]{{1,2}}|to|至|到)[\s{_OPEN}*_]*$", re.IGNORECASE)
-_TITLE_LEAD_RE = re.compile(rf"^[\s{_CLOSE}*_]*(?:(?:[{_DASHES}]{{1,2}}|[:：|·.、])\s*)?(?:\*\*|__)?\s*")
+_TITLE_LEAD_RE = re.compile(rf"^[\s{_CLOSE}*_]*(?:(?:[{_DASHES}]{{1,2}}|[:：|｜·.、])\s*)?(?:\*\*|__)?\s*")
 _EMPHASIS_RE = re.compile(r"(\*\*|__|`)")
 _WRAPPED_RE = re.compile(rf"^[{_OPEN}](.*)[{_CLOSE}]$")
 _NUMBER_CELL_RE = re.compile(r"^[#\d.\s]*$")
@@ -147,16 +150,17 @@ def _clean_title(title: str) -> str:
     """A title without emphasis, wrapping brackets, a leading chapter marker ("第一章", "Chapter 2:") when
     more than the marker is written, and separators at either end."""
     title = _EMPHASIS_RE.sub("", title).strip()
+    # A title neither starts with a closing bracket nor ends with an opening one (left by the time's removal).
+    title = title.lstrip(_TITLE_ENDS + _CLOSERS).rstrip(_TITLE_ENDS + _OPENERS)
     while m := _WRAPPED_RE.match(title):
-        title = m[1].strip()
-    title = title.strip(" \t:：|-\u2013\u2014")
-    if not any(ch in title for ch in _OPENERS):  # an unpaired bracket left by the time's removal
+        title = m[1].strip(_TITLE_ENDS)
+    if not any(ch in title for ch in _OPENERS):  # an unpaired bracket
         title = title.strip(_CLOSERS)
     if not any(ch in title for ch in _CLOSERS):
         title = title.strip(_OPENERS)
-    if (m := _MARKER_LEAD_RE.match(title)) and title[m.end() :].strip(" \t:：|-\u2013\u2014" + _CLOSERS):
-        title = title[m.end() :].strip()
-    return title.strip(" \t:：|").strip()
+    if (m := _MARKER_LEAD_RE.match(title)) and title[m.end() :].strip(_TITLE_ENDS + _CLOSERS):
+        title = title[m.end() :]
+    return title.strip(_TITLE_ENDS)
 
 
 def _time_of(body: str) -> tuple[float, float | None, int, int] | None:
@@ -210,7 +214,9 @@ def _classify(line: str) -> _Line | None:
         return None
     start, end, first, until = found
     before, after = body[:first], body[until:]
-    if _OPENERS_RE.match(before):  # time first: "[03:10] Title", "第一章 03:10–05:20 引言"
+    if _OPENERS_RE.match(before) and not _BOLD_TEXT_RE.search(
+        before
+    ):  # time first: "[03:10] Title", "第一章 03:10–05:20 引言"
         title = _TITLE_LEAD_RE.sub("", after, count=1)
         title = _EMPHASIS_RE.sub("", title).strip().rstrip(":：").strip()
         if not _clean_title(title):
