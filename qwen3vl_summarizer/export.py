@@ -3,9 +3,11 @@
 One small registry, as in whisper's ``get_writer``: ``get_writer("srt").write(summary, "talk.srt")``.
 Adding a format is one :class:`Writer` subclass and one entry in ``_WRITERS``.
 
-Chapters come from the summary's Markdown (:func:`parse_chapters`): headings such as
-``### [03:10–05:20] Title``, or list items such as ``- [03:10] Title``, or lines such as
-``03:10 Title``, in any timestamp style :mod:`.timestamps` understands.
+Chapters come from the summary's Markdown (:func:`parse_chapters`): any heading, list item, bold or plain
+line, or table row that carries one time or range with a title before or after it, as models write them
+in English and Chinese (``### [03:10–05:20] Title``, ``1. **Title** (03:10–05:20): ...``,
+``【章节一：标题】(03:10 - 05:20)``, ``| 03:10 | 05:20 | Title |``), in any time style :mod:`.timestamps`
+reads. The timeline, the JSON's chapters and the SRT/WebVTT/YouTube chapter files all use this reading.
 """
 
 from __future__ import annotations
@@ -71,53 +73,176 @@ class Summary:
 
 # --- chapters ---------------------------------------------------------------------------------------
 
+PARTS_HEADING = "## Notes by part"  # a segmented video's answer: the merged summary, this, then each part's
+TITLE_MAX_CHARS = 80  # a title written before its time is at most this long (longer: a sentence of prose)
+
 _FENCE_RE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
+_PARTS_RE = re.compile(rf"^{re.escape(PARTS_HEADING)}[ \t]*$", re.MULTILINE)
+_QUESTION_BEFORE, _QUESTION_AFTER = QUESTION_HEADING.split("{question}")
+_QUESTION_RE = re.compile(re.escape(_QUESTION_BEFORE) + ".*?" + re.escape(_QUESTION_AFTER), re.DOTALL)
 _MD_LINK_RE = re.compile(r"!?\[([^\[\]\n]*)\]\([^)\n]*\)")
 _SEEK_LINK = r"\[([^\[\]\n]*)\]\(" + re.escape(SEEK_ANCHOR) + r"[^)\n]*\)"
 _SEEK_LINK_RE = re.compile(_SEEK_LINK)
+_SEEK_TARGET_RE = re.compile(r"\[[^\[\]\n]*\]\(" + re.escape(SEEK_ANCHOR) + r"(\d+(?:\.\d+)?)\)")
 _SEEK_RANGE_RE = re.compile(_SEEK_LINK + "\u2013" + _SEEK_LINK)
 _HEADING_RE = re.compile(r"^\s{0,3}#{1,6}\s+")
-_LIST_RE = re.compile(r"^(\s*)(?:[-*+]|\d+[.)])\s+")
-_OPENERS_RE = re.compile(r"^(?:\*\*|__|\*|_|\[|\(|\s)*$")  # what may stand between the marker and the time
-_RANGE_GLUE_RE = re.compile(r"^[\s\]\)*_]*(?:\u2013|\u2014|-|~|to|至|到)[\s\[\(*_]*$", re.IGNORECASE)
-_TITLE_LEAD_RE = re.compile(r"^[\s\]\)*_]*(?:[-\u2013\u2014:：|·.]\s*)?(?:\*\*|__)?\s*")
+_LIST_RE = re.compile(r"^(\s*)(?:[-*+•]|\d+[.)、])\s+")
+_TABLE_ROW_RE = re.compile(r"^\s{0,3}\|.*\|\s*$")
+_BOLD_LINE_RE = re.compile(r"^\s*(\*\*|__)(?P<inner>.+?)\1\s*[:：]?\s*$")
+_OPENERS, _CLOSERS = "[(（【", "])）】"  # brackets around a time or a title
+_OPEN, _CLOSE = re.escape(_OPENERS), re.escape(_CLOSERS)  # the same, inside a regex's [...]
+_TITLE_ENDS = " \t:：|｜-\u2013\u2014"  # separators stripped from either end of a title
+_DASHES = "\u2013\u2014\\-－~～〜"
+# Chapter markers a title may start with: 第一章, 第2部分, 章节一, Chapter 1, Part 2, 1., ①.
+_ZH_NUMERALS = "0-9零〇一二两三四五六七八九十百"
+_ZH_MARKER = rf"第\s*[{_ZH_NUMERALS}]+\s*(?:章|节|部分|段|集|回|讲|课|篇|幕|步|part)|章节\s*[{_ZH_NUMERALS}]+"
+_EN_MARKER = r"(?:chapter|part|section|segment|step|scene|act|topic)\s+(?:\d+|[ivx]+)\b"
+_MARKER = (
+    rf"(?:{_ZH_MARKER}|{_EN_MARKER}|\d+\s*[.)]|[{_ZH_NUMERALS}]+\s*、|[(（][{_ZH_NUMERALS}]+[)）]|[①-⑳])"
+)
+_MARK_SEP = rf"[:：.、|｜{_DASHES}]"
+# Stripped from a title's start when more follows: a Chinese marker (then a space or punctuation), an
+# English one only before punctuation ("Chapter 2: Graphs" is "Graphs", "Part 1 of 2" stays).
+_MARKER_LEAD_RE = re.compile(
+    rf"^(?:(?:{_ZH_MARKER})\s*(?:{_MARK_SEP}\s*)?|(?:{_EN_MARKER})\s*{_MARK_SEP}\s*"
+    rf"|\d+\s*[.)]\s*|[{_ZH_NUMERALS}]+\s*、\s*|[(（][{_ZH_NUMERALS}]+[)）]\s*|[①-⑳]\s*)",
+    re.IGNORECASE,
+)
+# What may stand before a time that opens a line: no letter or digit (emphasis, brackets, a bullet such as
+# "▶" or "📌"), or a chapter marker.
+_OPENERS_RE = re.compile(rf"^[\W_]*(?:{_MARKER}[\W_]*)?$", re.IGNORECASE)
+_BOLD_TEXT_RE = re.compile(r"(\*\*|__)[^*_\s].*?\1")  # "**🎬** (03:10)": a title in bold, not a bullet
+# Between a title and the time after it: a bracket (with "from"/"at"), a colon, a pipe, a dash or spaces.
+_GLUE_RE = re.compile(
+    rf"(?:[\s*_]*[{_OPEN}][\s*_{_OPEN}]*(?:(?:from|at|around|about|approx\.?|从|自|在|约|大约)\s*)?"
+    rf"|[\s*_]*[:：|｜][\s*_]*(?:(?:from|从|自)\s*)?|[\s*_]*[{_DASHES}]{{1,2}}[\s*_]*|[\s*_]+)$",
+    re.IGNORECASE,
+)
+# A title that ends with one of these is the start of a sentence about the time ("The demo starts at").
+_TITLE_STOP_RE = re.compile(
+    r"(?:(?:^|\s)(?:at|from|around|about|by|to|until|till|between|after|before|since|in|on|near|approximately|"
+    r"and|or|of|the|a|an|is|was|are|were)|[在从于自到至约是的])$",
+    re.IGNORECASE,
+)
+_SENTENCE_RE = re.compile(r"[.!?;](?:\s|$)|[。！？；]")
+_AFTER_TITLE_RE = re.compile(rf"^[\s*_{_CLOSE}]*(?:$|[:：|｜,，;；{_DASHES}])")  # "(03:10)." ends a sentence
+_BOLD_BEFORE_RE = re.compile(rf"(?:\*\*|__)[\s{_OPEN}]*$")
+_RANGE_GLUE_RE = re.compile(rf"^[\s{_CLOSE}*_]*(?:[{_DASHES}]{{1,2}}|to|至|到)[\s{_OPEN}*_]*$", re.IGNORECASE)
+_TITLE_LEAD_RE = re.compile(rf"^[\s{_CLOSE}*_]*(?:(?:[{_DASHES}]{{1,2}}|[:：|｜·.、])\s*)?(?:\*\*|__)?\s*")
 _EMPHASIS_RE = re.compile(r"(\*\*|__|`)")
+_WRAPPED_RE = re.compile(rf"^[{_OPEN}](.*)[{_CLOSE}]$")
+_NUMBER_CELL_RE = re.compile(r"^[#\d.\s]*$")
+# A line that is not a chapter but starts a new part of the answer: a heading, a bold line, "Key moments:".
+_SECTION_LINE_RE = re.compile(
+    r"^\s{0,3}(?:#{1,6}\s|(\*\*|__).*(\*\*|__)[:：]?\s*$|[^-*+|\s].{0,40}[:：]\s*$)"
+)
 
 
 @dataclass
 class _Line:
-    kind: str  # "heading" | "list" | "plain"
+    kind: str  # "heading" | "list" | "paragraph" (a plain or bold line, or a table row)
     indent: int
     start: float
     end: float | None
     title: str
+    section: int = 0  # which part of the answer (parts are separated by headings that are not chapters)
+
+
+def _clean_title(title: str) -> str:
+    """A title without emphasis, wrapping brackets, a leading chapter marker ("第一章", "Chapter 2:") when
+    more than the marker is written, and separators at either end."""
+    title = _EMPHASIS_RE.sub("", title).strip()
+    # A title neither starts with a closing bracket nor ends with an opening one (left by the time's removal).
+    title = title.lstrip(_TITLE_ENDS + _CLOSERS).rstrip(_TITLE_ENDS + _OPENERS)
+    while m := _WRAPPED_RE.match(title):
+        title = m[1].strip(_TITLE_ENDS)
+    if not any(ch in title for ch in _OPENERS):  # an unpaired bracket
+        title = title.strip(_CLOSERS)
+    if not any(ch in title for ch in _CLOSERS):
+        title = title.strip(_OPENERS)
+    if (m := _MARKER_LEAD_RE.match(title)) and title[m.end() :].strip(_TITLE_ENDS + _CLOSERS):
+        title = title[m.end() :]
+    return title.strip(_TITLE_ENDS)
+
+
+def _time_of(body: str) -> tuple[float, float | None, int, int] | None:
+    """The first time (or range) of ``body``: (start, end or None, its first character, its last + 1); two
+    single times joined by a dash ("[03:10] – [05:20]") are one range."""
+    spans = find_timestamps(body)
+    if not spans:
+        return None
+    first = spans[0]
+    end_seconds, until = first.end_seconds, first.end
+    if end_seconds is None and len(spans) > 1 and _RANGE_GLUE_RE.match(body[first.end : spans[1].start]):
+        end_seconds, until = spans[1].seconds, spans[1].end
+    return first.seconds, end_seconds, first.start, until
+
+
+def _table_row(text: str) -> _Line | None:
+    """A table row with a time cell (a time or range, or a start and an end cell), titled by its first cell
+    that holds words."""
+    cells = [c.strip() for c in text.strip().strip("|").split("|")]
+    times: list[tuple[int, float, float | None]] = []
+    for i, cell in enumerate(cells):
+        found = _time_of(_EMPHASIS_RE.sub("", cell))
+        if found and not _EMPHASIS_RE.sub("", cell)[: found[2]].strip(_OPENERS + " "):
+            times.append((i, found[0], found[1]))
+    if not times:
+        return None
+    i, start, end = times[0]
+    if end is None and len(times) > 1 and times[1][0] == i + 1 and times[1][2] is None:
+        end = times[1][1]  # | 03:10 | 05:20 | Title |
+    used = {t[0] for t in times}
+    words = [c for j, c in enumerate(cells) if j not in used and not _NUMBER_CELL_RE.match(c)]
+    return _Line("paragraph", 0, start, end, _clean_title(words[0]) if words else "")
 
 
 def _classify(line: str) -> _Line | None:
-    """A chapter candidate if ``line`` is a heading, list item or plain line that starts with a time."""
-    text = _MD_LINK_RE.sub(r"\1", line)
+    """A chapter candidate if ``line`` (a heading, list item, bold or plain line, or table row) carries a time
+    or range with its title after it (``[03:10] Title``) or before it (``Title (03:10–05:20)``)."""
+    text = _MD_LINK_RE.sub(r"\1", _SEEK_TARGET_RE.sub(r"<\1 seconds>", line))  # a seek link's exact time
+    if _TABLE_ROW_RE.match(text):
+        return _table_row(text)
     if m := _HEADING_RE.match(text):
         kind, indent, body = "heading", 0, text[m.end() :]
     elif m := _LIST_RE.match(text):
         kind, indent, body = "list", len(m[1].expandtabs(4)), text[m.end() :]
     else:
-        kind, indent, body = "plain", 0, text
-    spans = find_timestamps(body)
-    if not spans or not _OPENERS_RE.match(body[: spans[0].start]):
+        kind, indent, body = "paragraph", 0, text
+    if m := _BOLD_LINE_RE.match(body):
+        body = m["inner"]
+    found = _time_of(body)
+    if found is None:
         return None
-    first = spans[0]
-    end_seconds, rest_from = first.end_seconds, first.end
-    # "[03:10] – [05:20] Title": a range written as two bracketed times.
-    if end_seconds is None and len(spans) > 1 and _RANGE_GLUE_RE.match(body[first.end : spans[1].start]):
-        end_seconds, rest_from = spans[1].seconds, spans[1].end
-    title = _TITLE_LEAD_RE.sub("", body[rest_from:], count=1)
-    title = _EMPHASIS_RE.sub("", title).strip().rstrip(":：").strip()
-    return _Line(kind, indent, first.seconds, end_seconds, title)
+    start, end, first, until = found
+    before, after = body[:first], body[until:]
+    if _OPENERS_RE.match(before) and not _BOLD_TEXT_RE.search(
+        before
+    ):  # time first: "[03:10] Title", "第一章 03:10–05:20 引言"
+        title = _TITLE_LEAD_RE.sub("", after, count=1)
+        title = _EMPHASIS_RE.sub("", title).strip().rstrip(":：").strip()
+        if not _clean_title(title):
+            title = before  # "## Chapter 2 (03:10–05:20)": the marker is all the title there is
+        return _Line(kind, indent, start, end, _clean_title(title))
+    # Title first: "Title (03:10–05:20): what happens", "**Title** — 03:10 to 05:20", "Title 03:10". After
+    # the time: nothing, or a separator before what happens; or anything, after a title in bold.
+    glue = _GLUE_RE.search(before)
+    title = _clean_title(before[: glue.start()] if glue else before)
+    if (
+        not title
+        or len(title) > TITLE_MAX_CHARS
+        or _SENTENCE_RE.search(title)
+        or _TITLE_STOP_RE.search(title)
+        or not (_AFTER_TITLE_RE.match(after) or _BOLD_BEFORE_RE.search(before))
+    ):
+        return None
+    return _Line(kind, indent, start, end, title)
 
 
 def _candidates(markdown: str) -> list[_Line]:
     lines: list[_Line] = []
     fence: str | None = None
+    section = 0
     for raw in markdown.splitlines():
         if m := _FENCE_RE.match(raw):
             if fence is None:
@@ -125,18 +250,53 @@ def _candidates(markdown: str) -> list[_Line]:
             elif m[1][0] == fence[0] and len(m[1]) >= len(fence) and not raw.strip().strip(fence[0]):
                 fence = None
             continue
-        if fence is None and (line := _classify(raw)) is not None:
+        if fence is not None:
+            continue
+        if (line := _classify(raw)) is not None:
+            line.section = section
             lines.append(line)
+        elif _SECTION_LINE_RE.match(raw):
+            section += 1
     return lines
+
+
+def _chosen(candidates: list[_Line]) -> list[_Line]:
+    """The chapter list among the candidates (see :func:`parse_chapters`)."""
+    # Chapters with ranges, and elsewhere a list of single moments: the moments are not chapters.
+    ranged = [c.section for c in candidates if c.end is not None]
+    if len(ranged) >= 2:
+        candidates = [c for c in candidates if c.section in ranged]
+    items = [c for c in candidates if c.kind == "list"]
+    top = min((c.indent for c in items), default=0)
+    groups = (
+        [c for c in candidates if c.kind == "heading"],
+        [c for c in candidates if c.kind == "paragraph"],
+        [c for c in items if c.indent == top],
+    )
+    return next((g for g in groups if len(g) >= 2), next((g for g in groups if g), []))
 
 
 def parse_chapters(markdown: str, duration: float | None = None) -> tuple[list[Chapter], list[str]]:
     """Chapters from a summary's Markdown, and a description of each correction made.
 
-    Sources, in order of preference (the first that yields anything wins): headings that start with a
-    time or range (``### [03:10–05:20] Title``); else the least-indented list items that do
-    (``- [03:10] Title``); else plain lines that do (``03:10 Title``). So the key points listed under a
-    chapter heading are not chapters themselves.
+    A chapter is a line that carries one time or range with its title after it (``### [03:10–05:20]
+    Title``, ``- 03:10 Title``, ``**[03:10 - 05:20] Title**``) or before it (``1. **Title** (03:10–05:20):
+    what happens``, ``## 第一章 引言（03:10–05:20）``, ``【章节一：标题】(03:10 - 05:20)``, ``- Title: 03:10 to
+    05:20``, ``| 03:10–05:20 | Title |``), in any time style :mod:`.timestamps` reads. A title written before
+    its time is a title, not a sentence about it: at most TITLE_MAX_CHARS, no sentence break, not ending in
+    "at", "from", "在"... Chapter markers are dropped from titles ("第一章 引言" is "引言").
+
+    Which lines are the chapters:
+
+    - Where the answer has chapters with ranges, the parts of it (between headings that are not chapters,
+      bold lines, "Key moments:") that hold only single moments are not chapters.
+    - The chapters are the headings that carry a time, when two or more do; else the plain and bold lines
+      and table rows that do; else the least-indented list items (and when no kind has two, the first kind
+      that has one). So the key points under chapters (list items, nested items) stay key points, and one
+      "## Overview (00:00–05:32)" does not hide a list of chapters.
+    - A segmented video's answer is its merged summary, then ``## Notes by part`` (PARTS_HEADING) and each
+      part's notes; follow-up answers come after QUESTION_HEADING. Chapters come from the merged summary;
+      if it has none, from the parts' notes; if they have none, from the latest follow-up answer that has.
 
     Corrections (each one adds a warning): times past ``duration`` are clamped to it; chapters out of
     order are sorted by start; an end before its start, or past the next chapter's start, is replaced by
@@ -145,16 +305,13 @@ def parse_chapters(markdown: str, duration: float | None = None) -> tuple[list[C
     """
     if duration is not None and duration <= 0:
         duration = None
-    candidates = _candidates(markdown)
-    for kind in ("heading", "list", "plain"):
-        chosen = [c for c in candidates if c.kind == kind]
-        if chosen:
+    summary, *follow_ups = _QUESTION_RE.split(markdown)
+    merged, *parts = _PARTS_RE.split(summary, maxsplit=1)
+    for text in (merged, *parts, *reversed(follow_ups)):
+        if chosen := _chosen(_candidates(text)):
             break
     else:
         return [], []
-    if kind == "list":
-        top = min(c.indent for c in chosen)
-        chosen = [c for c in chosen if c.indent == top]
 
     warnings: list[str] = []
     raw: list[tuple[float, float | None, str]] = []

@@ -35,7 +35,7 @@ from pathlib import Path
 from .engine import Engine, Turn, VideoSession
 from .errors import OptionsError
 from .events import Event, Progress, Response, TextDelta, TurnStats
-from .export import QUESTION_HEADING, Summary
+from .export import PARTS_HEADING, QUESTION_HEADING, Summary
 from .feature_cache import FeatureCache
 from .options import Options
 from .plan import Geometry, Plan, Segment, check_range, describe_range, plan_video, speech_token_bound
@@ -57,7 +57,6 @@ SEGMENT_NOTE_ZH = (
 )
 SPEECH_HEADING = "What is said in the video, each line with the time it starts:"
 WHOLE_VIDEO_CONTEXT = "Summary of the whole video:\n{summary}\n\nQuestion: {question}"
-PARTS_HEADING = "## Notes by part"
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _WORD = re.compile(r"\w{3,}")
 

@@ -16,7 +16,7 @@ need_apt=()
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 [ "$mode" = test ] && { [ -x /usr/bin/chromium ] || need_apt+=(chromium); }
 [ "$mode" = test ] && { command -v espeak-ng >/dev/null || need_apt+=(espeak-ng); }  # narration for speech tests
-[ "$mode" = test ] && { fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || need_apt+=(fonts-noto-cjk); }  # the Chinese page's screenshots
+[ "$mode" = test ] && { fc-list :lang=zh 2>/dev/null | grep -q . || need_apt+=(fonts-noto-cjk); }  # Chinese in screenshots
 if [ ${#need_apt[@]} -gt 0 ]; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
     echo "installing system packages: ${need_apt[*]}"

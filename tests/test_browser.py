@@ -362,6 +362,62 @@ def test_a_time_range_and_the_chapter_timeline_that_seeks(page, served, tmp_path
     assert [float(images.nth(i).get_attribute("data-t")) for i in range(images.count())] == [2.0, 4.0, 6.0]
 
 
+# The seed article's own example answer to "按时间顺序划分章节，并标注起止时间": chapters titled first, their
+# ranges after them in round brackets, Chinese chapter markers in 【】, key points under each.
+SEED_ANSWER_ZH = """【章节一：AI发展现状】(00:00 - 12:30)
+- 核心观点：当前AI进入"应用爆发期"，但基础理论进展缓慢
+【章节二：多模态挑战】(12:31 - 28:45)
+- 核心观点：跨模态对齐仍是瓶颈
+"""
+
+
+def test_the_seeds_chinese_chapters_make_a_timeline(page, served, tmp_path: Path, scripted) -> None:
+    """The seed's example answer, shown as the summary of a 30-minute video, gives a timeline of its two
+    chapters (spans placed at their ranges, cards with their Chinese titles), the chapter downloads, and
+    seek links for its times and for the 第25分钟 of the seed's follow-up question."""
+    from qwen3vl_summarizer.video import probe
+
+    video = tmp_path / "talk.mp4"
+    write_video(video, [i * 60.0 for i in range(31)], size=(320, 180))  # one frame a minute, 30 minutes
+    duration = probe(video).duration
+    asked = "请详细说明第25分钟提到的'具身AI'概念"  # the seed's own follow-up question
+    # The summary is the seed's answer; the follow-up's answer has no time, so the link is the question's.
+    scripted.enqueue(SEED_ANSWER_ZH, "具身AI指能在物理世界中感知和行动的智能体。")
+    page.goto(served.url)
+    page.locator("#player input[type=file]").set_input_files(str(video))
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('frames at')")
+    page.locator("#fps input[type=number]").fill("0.1")  # 180 frames: the tiny model reads them in seconds
+    page.locator("#fps input[type=number]").press("Enter")
+    page.wait_for_function(
+        "(m => m && parseInt(m[1].replace(',', '')) < 200)"
+        "(document.querySelector('#plan').innerText.match(/([\\d,]+) frames at/))"
+    )
+    page.get_by_role("button", name="Summarize").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Done')")
+
+    spans = page.locator("#timeline a.timeline-span")
+    assert spans.count() == 2
+    assert [spans.nth(i).get_attribute("data-title") for i in range(2)] == ["AI发展现状", "多模态挑战"]
+    for i, (start, end) in enumerate([(0, 750), (751, 1725)]):
+        left, width = start / duration, (end - start) / duration
+        assert f"left: {left:.2%}; width: {width:.2%}" in spans.nth(i).get_attribute("style")
+    cards = page.locator("#timeline .timeline-card").all_inner_texts()
+    assert "AI发展现状" in cards[0] and "00:00–12:30" in cards[0]
+    assert "多模态挑战" in cards[1] and "12:31–28:45" in cards[1]
+    assert page.locator('#summary a[href="#t=751"]').count() == 1, "the answer's times are seek links"
+    assert "no chapter times" not in page.inner_text("#status")
+    downloads = "".join(page.inner_text("#downloads").split())
+    assert all(f"talk.summary.{ext}" in downloads for ext in ("srt", "vtt", "txt")), "the chapter files"
+    # The seed's follow-up questions: their Chinese times are seek links too.
+    question = page.locator("#question textarea")
+    question.fill(asked)
+    question.press("Enter")
+    page.locator('#chat a[href="#t=1500"]').wait_for()
+    page.wait_for_function("document.querySelector('#question textarea').value === ''")
+    page.locator("#timeline").screenshot(path=str(ARTIFACTS / "browser-timeline-seed-zh-only.png"))
+    shot(page, "browser-timeline-seed-zh.png")
+
+
 def no_toast_says(page, words: str) -> bool:
     return not any(words in text for text in page.get_by_test_id("toast-body").all_inner_texts())
 

@@ -364,7 +364,8 @@ def test_bitsandbytes_on_the_cpu_is_one_error_line(capsys, tiny_model_dir, short
 
 
 @pytest.mark.parametrize(
-    ("start", "end"), [("1", "3"), ("0:01", "0:03"), ("00:00:01", "00:00:03"), ("1s", "3.0")]
+    ("start", "end"),
+    [("1", "3"), ("0:01", "0:03"), ("00:00:01", "00:00:03"), ("1s", "3.0"), ("第1秒", "三秒")],
 )
 def test_plan_reads_start_and_end_in_any_time_style(capsys, short, start, end):
     code, out, err = run(capsys, "plan", short, "--start", start, "--end", end, "--json")

@@ -379,7 +379,8 @@ def test_a_range_the_video_cannot_hold_is_one_clear_error(start, end, message):
 @pytest.mark.parametrize(
     ("start", "end", "expected"),
     [("90", "", (90.0, None)), ("1:30", "2:00", (90.0, 120.0)), ("01:00:00", "1:10:00", (3600.0, 4200.0)),
-     ("", "  ", (0.0, None)), (None, "45.5", (0.0, 45.5)), ("1m30s", "100s", (90.0, 100.0))],
+     ("", "  ", (0.0, None)), (None, "45.5", (0.0, 45.5)), ("1m30s", "100s", (90.0, 100.0)),
+     ("1小时", "1小时10分", (3600.0, 4200.0)), ("第25分钟", "二十六分钟", (1500.0, 1560.0))],
 )  # fmt: skip
 def test_parse_range_reads_the_ways_people_write_times(start, end, expected):
     from qwen3vl_summarizer.plan import parse_range

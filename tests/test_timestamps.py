@@ -75,6 +75,16 @@ def test_format_seek() -> None:
         ("1分30秒", 90),
         ("第30秒", 30),
         ("1小时2分3秒", 3723),
+        ("第25分钟", 1500),
+        ("25分钟", 1500),
+        ("1小时10分", 4200),
+        ("1小时", 3600),
+        ("二十五分钟", 1500),
+        ("一小时十分", 4200),
+        ("一百零五秒", 105),
+        ("两分钟", 120),
+        ("12：34", 754),
+        ("（03:25）", 205),
     ],
 )
 def test_parse_timestamp(text: str, expected: float) -> None:
@@ -167,6 +177,65 @@ def test_find_chinese(text: str, expected: list[tuple[str, float, float | None]]
 )
 def test_find_ignores_non_times(text: str) -> None:
     assert _found(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # The seed's follow-up questions.
+        ("请详细说明第25分钟提到的'具身AI'概念", [("第25分钟", 1500, None)]),
+        ("请总结1小时到1小时10分之间发生了什么", [("1小时到1小时10分", 3600, 4200)]),
+        ("第二十五分钟讲了什么？", [("第二十五分钟", 1500, None)]),
+        ("一小时到一小时十分之间", [("一小时到一小时十分", 3600, 4200)]),
+        ("在25分钟处出现了图表。", [("25分钟", 1500, None)]),
+        ("约25分钟处出现了图表。", [("25分钟", 1500, None)]),
+        ("从1小时10分开始是问答。", [("1小时10分", 4200, None)]),
+        ("在第3分钟时，讲者开始演示。", [("第3分钟", 180, None)]),
+        ("1分30秒到2分10秒是开场。", [("1分30秒到2分10秒", 90, 130)]),
+        ("25分钟到30分钟讨论了数据。", [("25分钟到30分钟", 1500, 1800)]),
+        ("在12：30时切换画面", [("12：30", 750, None)]),
+        ("【00:00——03:11】开场", [("00:00——03:11", 0, 191)]),
+    ],
+)
+def test_find_chinese_minutes_and_hours(text: str, expected: list[tuple[str, float, float | None]]) -> None:
+    assert _found(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "讲座持续25分钟。",  # a length
+        "他用了两分钟完成。",
+        "这一点十分重要。",  # 十分: "very"
+        "比赛得了10分。",  # a score
+        "在25分钟内完成了安装。",  # within
+        "25分钟后他离开了。",  # later
+        "视频长1小时。",
+        "第一小时讲了基础。",  # the first hour: a span
+        "会议下午1时10分开始。",  # a time of day
+        "第三章介绍了方法。",
+        "共30秒的片头。",
+        "他用了1小时到2小时。",
+    ],
+)
+def test_find_ignores_chinese_lengths(text: str) -> None:
+    assert _found(text) == []
+
+
+def test_link_the_seeds_questions() -> None:
+    assert link_timestamps("请详细说明第25分钟提到的概念", duration=5400) == (
+        "请详细说明[00:25:00](#t=1500)提到的概念"
+    )
+    assert link_timestamps("请总结1小时到1小时10分之间发生了什么", duration=5400) == (
+        "请总结[01:00:00](#t=3600)–[01:10:00](#t=4200)之间发生了什么"
+    )
+
+
+@pytest.mark.parametrize("digits", ["1" * 400 + "s", "1" * 5000 + "m30s", "<" + "9" * 400 + " seconds>",
+                                    "1" * 5000 + "分钟处", "第" + "1" * 5000 + "秒", "1" * 20 + ".5s"])  # fmt: skip
+def test_long_runs_of_digits_are_not_times(digits: str) -> None:
+    assert find_timestamps(digits) == []
+    assert link_timestamps(digits) == digits
 
 
 def test_find_spans_parts_for_ranges() -> None:
