@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import OptionsError
+from .markdown import lines_outside_fences
 from .timestamps import (
     SECONDS_PER_HOUR,
     SEEK_ANCHOR,
@@ -76,7 +77,6 @@ class Summary:
 PARTS_HEADING = "## Notes by part"  # a segmented video's answer: the merged summary, this, then each part's
 TITLE_MAX_CHARS = 80  # a title written before its time is at most this long (longer: a sentence of prose)
 
-_FENCE_RE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
 _PARTS_RE = re.compile(rf"^{re.escape(PARTS_HEADING)}[ \t]*$", re.MULTILINE)
 _QUESTION_BEFORE, _QUESTION_AFTER = QUESTION_HEADING.split("{question}")
 _QUESTION_RE = re.compile(re.escape(_QUESTION_BEFORE) + ".*?" + re.escape(_QUESTION_AFTER), re.DOTALL)
@@ -241,17 +241,8 @@ def _classify(line: str) -> _Line | None:
 
 def _candidates(markdown: str) -> list[_Line]:
     lines: list[_Line] = []
-    fence: str | None = None
     section = 0
-    for raw in markdown.splitlines():
-        if m := _FENCE_RE.match(raw):
-            if fence is None:
-                fence = m[1]
-            elif m[1][0] == fence[0] and len(m[1]) >= len(fence) and not raw.strip().strip(fence[0]):
-                fence = None
-            continue
-        if fence is not None:
-            continue
+    for raw in lines_outside_fences(markdown):
         if (line := _classify(raw)) is not None:
             line.section = section
             lines.append(line)

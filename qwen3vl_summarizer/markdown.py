@@ -4,6 +4,7 @@ code spans. What is inside is shown exactly as written, so the page and the time
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 FENCE_RE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")  # an opening or closing fence line
 _CODE_SPAN_RE = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
@@ -43,3 +44,17 @@ def code_ranges(text: str) -> list[tuple[int, int]]:
         masked[a:b] = " " * (b - a)
     spans = [m.span() for m in _CODE_SPAN_RE.finditer("".join(masked))]
     return sorted(fenced + spans)
+
+
+def lines_outside_fences(text: str) -> Iterator[str]:
+    """The lines of ``text`` (as ``str.splitlines`` gives them) that are not in a fenced code block; the
+    fence lines themselves are left out too."""
+    fenced = iter(fenced_ranges(text))
+    block = next(fenced, None)
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        while block is not None and offset >= block[1]:
+            block = next(fenced, None)
+        if block is None or offset < block[0]:
+            yield line.splitlines()[0]
+        offset += len(line)

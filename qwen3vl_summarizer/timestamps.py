@@ -44,6 +44,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from .markdown import code_ranges
+
 logger = logging.getLogger(__name__)
 
 SECONDS_PER_MINUTE = 60
@@ -233,48 +235,14 @@ _TIME_OF_DAY_AFTER_RE = re.compile(r"^\s*[ap]\.?m\b\.?", re.IGNORECASE)
 _DATE_BEFORE_RE = re.compile(r"(?:\d{4}-\d{2}-\d{2}[ T]|\d{4}[-/]\d{1,2}[-/])$")  # after a date, or its day
 
 # What is never rewritten: fenced code blocks, inline code spans, URLs, link destinations.
-_FENCE_RE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
-_CODE_SPAN_RE = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
 _URL_RE = re.compile(r"(?:[a-z][a-z0-9+.-]*://|www\.)[^\s<>()\[\]]*[^\s<>()\[\].,;:!?'\"]", re.IGNORECASE)
 _LINK_DEST_RE = re.compile(r"\]\([^)\n]*\)")
 _LINK_TEXT_RE = re.compile(r"(?<!\\)\[([^\[\]\n]*)\]\([^)\n]*\)")
 
 
-def _fenced_ranges(text: str) -> list[tuple[int, int]]:
-    """Character ranges of fenced code blocks (an unclosed fence runs to the end, as in CommonMark)."""
-    ranges: list[tuple[int, int]] = []
-    offset = 0
-    fence: str | None = None
-    block_start = 0
-    for line in text.splitlines(keepends=True):
-        m = _FENCE_RE.match(line)
-        if fence is None and m:
-            fence, block_start = m[1], offset
-        elif (
-            fence is not None
-            and m
-            and m[1][0] == fence[0]
-            and len(m[1]) >= len(fence)
-            and not line.strip().strip(fence[0])  # a closing fence has nothing after it
-        ):
-            ranges.append((block_start, offset + len(line)))
-            fence = None
-        offset += len(line)
-    if fence is not None:
-        ranges.append((block_start, len(text)))
-    return ranges
-
-
 def _protected_ranges(text: str) -> list[tuple[int, int]]:
     """Sorted, merged character ranges where times are left exactly as written."""
-    fenced = _fenced_ranges(text)
-    ranges = list(fenced)
-    # Inline code outside fenced blocks: blank out the blocks so a fence's backticks pair with nothing.
-    masked = list(text)
-    for a, b in fenced:
-        masked[a:b] = " " * (b - a)
-    masked_text = "".join(masked)
-    ranges += [m.span() for m in _CODE_SPAN_RE.finditer(masked_text)]
+    ranges = code_ranges(text)
     ranges += [m.span() for m in _URL_RE.finditer(text)]
     ranges += [m.span() for m in _LINK_DEST_RE.finditer(text)]
     return _merge(ranges)

@@ -21,8 +21,8 @@ from qwen3vl_summarizer.export import (
     get_writer,
     parse_chapters,
 )
-from qwen3vl_summarizer.timeline import chapter_timeline
 from qwen3vl_summarizer.timestamps import link_timestamps, parse_timestamp
+from web.render import chapter_timeline
 
 ANSWERS = Path(__file__).parent / "answers"
 NAMES = sorted(p.stem for p in ANSWERS.glob("*.md"))

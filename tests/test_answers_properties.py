@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qwen3vl_summarizer.export import Summary, get_writer, parse_chapters
-from qwen3vl_summarizer.timeline import chapter_timeline
 from qwen3vl_summarizer.timestamps import (
     find_timestamps,
     format_timestamp,
@@ -19,6 +18,7 @@ from qwen3vl_summarizer.timestamps import (
     normalize_timestamps,
     parse_timestamp,
 )
+from web.render import chapter_timeline
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
