@@ -14,7 +14,7 @@
 #   would also need huggingface_hub>=2.4 and its new dependencies. (Checked here: tests/test_engine.py,
 #   test_tiny_model.py and test_feature_cache.py pass with transformers 5.24.0 + huggingface_hub 1.33.0.)
 # - torch, torchvision (the video processor), tokenizers, safetensors, numpy, pillow, accelerate and
-#   pytest are there; gradio (app.py only) and qwen-vl-utils (never imported) are not needed.
+#   pytest are there; gradio (app.py and web/ only) and qwen-vl-utils (never imported) are not needed.
 #
 #   bash bench/gpu_wheels.sh                   # av at the virtualenv's version (else AV_VERSION below)
 #   AV_VERSION=18.1.0 bash bench/gpu_wheels.sh
