@@ -126,7 +126,7 @@ def test_str_stays_text_whatever_it_looks_like() -> None:
         ),
         ("MODEL__QUANTIZATION", "gptq", "model.quantization must be one of none, nf4, int8, got 'gptq'"),
         ("SPEECH__MODE", "whisper", "speech.mode must be one of auto, subtitles, asr, off, got 'whisper'"),
-        ("SPEECH__DEVICE", "mps", "speech.device must be auto, cpu or cuda"),
+        ("SPEECH__DEVICE", "mps", "speech.device must be one of auto, cpu, cuda, got 'mps'"),
     ],
 )
 def test_a_choice_outside_its_list_is_refused(variable: str, raw: str, message: str) -> None:
