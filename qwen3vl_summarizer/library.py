@@ -143,11 +143,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX passages_by_turn ON passages (turn_id) WHERE turn_id IS NOT NULL;
     CREATE VIEW transcript_segments AS
         SELECT run_id, video_id, start, "end", text FROM passages WHERE kind = 'transcript';
-    -- rowid = passages.id; terms = index_terms(text). Kept in step by triggers calling index_terms().
+    -- rowid = passages.id; terms = index_terms(text). Library._insert_passages writes both (a trigger per
+    -- inserted row took 3-4 times as long); the trigger below removes a deleted passage from the index.
     CREATE VIRTUAL TABLE passages_fts USING fts5 (terms, content='', tokenize='unicode61 remove_diacritics 2');
-    CREATE TRIGGER passages_indexed AFTER INSERT ON passages BEGIN
-        INSERT INTO passages_fts (rowid, terms) VALUES (new.id, index_terms(new.text));
-    END;
     CREATE TRIGGER passages_unindexed AFTER DELETE ON passages BEGIN
         INSERT INTO passages_fts (passages_fts, rowid, terms) VALUES ('delete', old.id, index_terms(old.text));
     END;
@@ -455,9 +453,12 @@ class Library:
                     (text, _json(stats), _json([vars(c) for c in chapters]), now, run_id),
                 )
             db.execute("DELETE FROM passages WHERE run_id = ? AND kind = 'summary'", (run_id,))
-            db.executemany(
-                "INSERT INTO passages (video_id, run_id, kind, start, text) VALUES (?, ?, 'summary', ?, ?)",
-                [(video_id, run_id, start, line) for start, line in _timed_lines(text)],
+            _insert_passages(
+                db,
+                [
+                    (video_id, run_id, None, "summary", start, None, line)
+                    for start, line in _timed_lines(text)
+                ],
             )
             db.execute("UPDATE videos SET updated = ? WHERE id = ?", (now, video_id))
 
@@ -478,10 +479,12 @@ class Library:
                 "SELECT id FROM turns WHERE run_id = ? AND number = ?", (run_id, number)
             ).fetchone()[0]
             db.execute("DELETE FROM passages WHERE turn_id = ?", (turn_id,))
-            db.executemany(
-                "INSERT INTO passages (video_id, run_id, turn_id, kind, start, text) "
-                "VALUES (?, ?, ?, 'chat', ?, ?)",
-                [(video_id, run_id, turn_id, start, line) for start, line in _timed_lines(answer)],
+            _insert_passages(
+                db,
+                [
+                    (video_id, run_id, turn_id, "chat", start, None, line)
+                    for start, line in _timed_lines(answer)
+                ],
             )
 
     def write_transcript(self, run_id: int, segments: Iterable[tuple[float, float, str]],
@@ -491,10 +494,13 @@ class Library:
         with self._write() as db:
             video_id = self._video_of(db, run_id)
             db.execute("DELETE FROM passages WHERE video_id = ? AND kind = 'transcript'", (video_id,))
-            db.executemany(
-                'INSERT INTO passages (video_id, run_id, kind, start, "end", text) '
-                "VALUES (?, ?, 'transcript', ?, ?, ?)",
-                [(video_id, run_id, float(s), float(e), t) for s, e, t in segments if t.strip()],
+            _insert_passages(
+                db,
+                [
+                    (video_id, run_id, None, "transcript", float(s), float(e), t)
+                    for s, e, t in segments
+                    if t.strip()
+                ],
             )
             settings = json.loads(
                 db.execute("SELECT settings FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
@@ -824,6 +830,25 @@ def _timed_lines(text: str) -> list[tuple[float | None, str]]:
         times = find_timestamps(line)
         out.append((times[0].seconds if times else None, line))
     return out
+
+
+def _insert_passages(db: sqlite3.Connection, rows: list[tuple]) -> None:
+    """Insert ``(video_id, run_id, turn_id, kind, start, end, text)`` rows into ``passages`` and their
+    :func:`index_terms` into the index, under the same ids. Inside a write transaction (which holds the
+    database's write lock, so the ids taken here are free)."""
+    if not rows:
+        return
+    first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM passages").fetchone()[0]
+    ids = range(first, first + len(rows))
+    db.executemany(
+        'INSERT INTO passages (id, video_id, run_id, turn_id, kind, start, "end", text) '
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(i, *row) for i, row in zip(ids, rows, strict=True)],
+    )
+    db.executemany(
+        "INSERT INTO passages_fts (rowid, terms) VALUES (?, ?)",
+        [(i, index_terms(row[-1])) for i, row in zip(ids, rows, strict=True)],
+    )
 
 
 def _is_damage(error: sqlite3.DatabaseError, path: Path) -> bool:
