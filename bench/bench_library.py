@@ -3,6 +3,7 @@
     python bench/bench_library.py                       # 1,000 hours (45-minute videos), in a temp folder
     python bench/bench_library.py --hours 50            # quicker
     python bench/bench_library.py --db /tmp/lib.db      # keep (and on a second run, reuse) the database
+    python bench/bench_library.py --segmenters          # CJK: bigrams vs jieba (when installed), recall and speed
 
 Each video is 45 minutes: a transcript line every LINE_S seconds and a summary of SUMMARY_LINES timed
 lines, written through the library's own calls (``add_video``, ``start_run``, ``write_transcript``,
@@ -135,6 +136,53 @@ def percentiles(samples: list[float]) -> dict[str, float]:
             "max_ms": round(ordered[-1] * 1000, 2)}  # fmt: skip
 
 
+# Two-character words inside longer words and phrases: (sentence, query). A segmenter finds the query when
+# every token of the query is a token of the sentence (bigrams: the query's bigram phrase).
+SEGMENTER_CASES = [
+    ("注意力机制是模型的核心", "机制"), ("这个注意力机制很重要", "注意"), ("网络延迟降低了一半", "延迟"),
+    ("我们讨论了反向传播算法", "传播"), ("梯度检查点节省显存", "检查"), ("大语言模型的推理延迟", "推理"),
+    ("自注意力机制", "机制"), ("多头注意力", "注意"), ("视频理解任务", "理解"), ("发布日期推迟到三月", "日期"),
+    ("会议决定推迟发布", "发布"), ("混合专家模型", "专家"), ("预训练语言模型", "训练"), ("低延迟推理引擎", "延迟"),
+    ("卷积神经网络", "神经"), ("强化学习算法", "学习"), ("数据并行训练", "并行"), ("量化感知训练", "感知"),
+    ("知识蒸馏方法", "蒸馏"), ("位置编码机制", "编码"),
+]  # fmt: skip
+
+
+def compare_segmenters() -> dict[str, dict[str, float]]:
+    """Recall on SEGMENTER_CASES and speed (characters segmented per second) of the library's bigrams and,
+    when it is installed, jieba (default and search mode)."""
+    segmenters = {"bigrams": library.index_terms}
+    try:
+        import logging
+
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)
+        segmenters |= {"jieba": lambda t: " ".join(jieba.lcut(t)),
+                       "jieba search mode": lambda t: " ".join(jieba.lcut_for_search(t))}  # fmt: skip
+    except ImportError:
+        print("jieba is not installed: only bigrams are measured", file=sys.stderr)
+    out = {}
+    text = [sentence for sentence, _ in SEGMENTER_CASES] * 500
+    for name, segment in segmenters.items():
+        found = 0
+        for sentence, query in SEGMENTER_CASES:
+            tokens = segment(sentence).split()
+            wanted = segment(query).split()
+            wanted = wanted[:-1] if name == "bigrams" else wanted  # bigrams: the phrase, not the tail
+            found += all(w in tokens for w in wanted)
+        segment(text[0])  # load a dictionary first
+        start = time.perf_counter()
+        for sentence in text:
+            segment(sentence)
+        seconds = time.perf_counter() - start
+        out[name] = {
+            "recall": found / len(SEGMENTER_CASES),
+            "k_chars_per_s": round(sum(map(len, text)) / seconds / 1e3),
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hours", type=float, default=1000.0, help="hours of video in the library")
@@ -142,7 +190,13 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50, help="queries timed per class")
     parser.add_argument("--writes", type=int, default=20, help="45-minute videos timed when recorded")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--segmenters", action="store_true", help="only compare CJK segmenters (bigrams, jieba if installed)"
+    )
     args = parser.parse_args()
+    if args.segmenters:
+        print(json.dumps(compare_segmenters(), ensure_ascii=False))
+        return
 
     rng = random.Random(args.seed)
     english, chinese = vocabularies(args.seed)
