@@ -817,6 +817,14 @@ def _add_library_commands(commands) -> None:
         "--kind", action="append", choices=LIBRARY_KINDS,
         help="only this kind of passage (repeatable; default: all)",
     )  # fmt: skip
+    a = action("ask", help="answer a question from the passages search finds, with the model (no video read)")
+    a.add_argument("question", metavar="QUESTION", help="a question about any of the videos")
+    a.add_argument("--passages", type=int, default=12, metavar="N", help="passages retrieved (default: 12)")
+    a.add_argument("--model", "-m", metavar="M", help="hub id or local folder of a Qwen3-VL model")
+    a.add_argument("--device", metavar="D", help="auto | cuda | cuda:N | mps | cpu")
+    a.add_argument("--dtype", metavar="D", help="auto | bfloat16 | float16 | float32")
+    a.add_argument("--max-new-tokens", type=int, metavar="N", help="most tokens generated")
+    a.add_argument("--temperature", type=float, metavar="T", help="0 = greedy")
     a = action("show", help="everything kept about one video")
     a.add_argument("id", type=int, metavar="ID", help="the video's id (from `library list`)")
     a = action("delete", help="remove one video and everything kept about it")
@@ -879,6 +887,8 @@ def cmd_library(args: argparse.Namespace, options: Options) -> int:
                 for h in [] if args.json else hits:
                     where = "" if h.start is None else f" @ {_clock(h.start)}"
                     print(f"[{h.video_id}] {h.video_name}{where}  ({h.kind})  {h.snippet}")
+            case "ask":
+                _library_ask(library, args, options)
             case "show":
                 video = library.video(args.id)
                 if args.json:
@@ -898,6 +908,40 @@ def cmd_library(args: argparse.Namespace, options: Options) -> int:
                 else:
                     sys.stdout.write(get_writer(args.format[0]).to_string(library.summary(args.id)))
     return 0
+
+
+def _library_ask(library, args: argparse.Namespace, options: Options) -> None:
+    """Retrieve passages, then stream the model's answer from them and list the sources; without any
+    passage, say nothing was found (no model is loaded)."""
+    from . import library as lib
+
+    if args.passages < 1:
+        raise OptionsError("--passages must be at least 1")
+    hits = library.retrieve(args.question, args.passages)
+    if not hits:
+        answer = lib.nothing_found(args.question)
+        if args.json:
+            _print_json({"question": args.question, "found": False, "answer": answer, "passages": []})
+        else:
+            print(answer)
+        return
+    progress = _Progress(args.verbose or sys.stderr.isatty(), sys.stderr)
+    engine = _load_engine(options, progress)
+    hits, response = library.ask(engine, args.question, options, limit=args.passages)
+    for chunk in response:
+        if not args.json:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    passages = [h.to_dict() for h in hits]
+    if args.json:
+        stats = response.stats.to_dict()
+        _print_json({"question": args.question, "found": True, "answer": response.text, "passages": passages,
+                     "stats": stats})  # fmt: skip
+        return
+    sys.stdout.write("\n\nSources:\n")
+    for n, h in enumerate(hits, 1):
+        where = "" if h.start is None else f" @ {_clock(h.start)}"
+        sys.stdout.write(f"[{n}] {h.video_name}{where} ({h.kind}, video {h.video_id}): {h.snippet}\n")
 
 
 def _library_list(library, args: argparse.Namespace) -> None:
@@ -934,7 +978,8 @@ def _library_show(video: dict[str, Any]) -> None:
                 QUESTION_HEADING.format(question=turn["question"]) + turn["answer"].rstrip() + "\n"
             )
         if run["transcript"]:
-            print(f"\n({len(run['transcript'])} transcript lines: library export {video['id']} -f transcript.srt)")
+            lines = len(run["transcript"])
+            print(f"\n({lines} transcript lines: library export {video['id']} -f transcript.srt)")
 
 
 COMMANDS = {

@@ -57,6 +57,35 @@ DEFAULT_PAGE = 20  # videos per page of `list`, hits per search
 POSTER_AT = 0.1  # the poster is the thumbnail nearest this share of the video's duration
 MARK = ("**", "**")  # how a snippet marks a match (Markdown bold)
 KINDS = ("transcript", "summary", "chat")  # what a passage (a search hit) is
+ASK_PASSAGES = 12  # passages retrieved to answer a question over the library
+# Words left out of a question when passages are retrieved for it (they would match almost everything).
+_STOPWORDS = (
+    "a an and are as at be by did do does for from had has have how i in is it of on or said say says that "
+    "the their there this to was we what when where which who why will with about any anyone anything "
+    "video videos"
+)
+STOPWORDS = frozenset(_STOPWORDS.split())
+ASK_PROMPT = """Below are passages from a library of videos: what was said (transcript), summarised \
+(summary) or answered (chat). Each starts with its source as [video name @ MM:SS].
+
+{passages}
+
+Answer the question from these passages only. After every claim, cite its source exactly as written \
+above, e.g. [lecture 3.mp4 @ 12:05]. If the passages do not answer the question, say that nothing \
+relevant was found in the library; do not invent an answer.
+
+Question: {question}"""
+ASK_PROMPT_ZH = """以下是视频库中的片段：所说的话（transcript）、摘要（summary）或回答（chat）。\
+每段开头标出来源，格式为 [视频名 @ MM:SS]。
+
+{passages}
+
+只根据这些片段回答问题。每个论断后按上面的原样注明来源，例如 [lecture 3.mp4 @ 12:05]。\
+如果片段不能回答问题，请说明库中没有找到相关内容，不要编造答案。
+
+问题：{question}"""
+NOTHING_FOUND = "Nothing relevant was found in the library for this question."
+NOTHING_FOUND_ZH = "库中没有找到与这个问题相关的内容。"
 
 # A run of CJK characters: ideographs (with extension A and compatibility), kana, hangul.
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]+")
@@ -185,6 +214,41 @@ def match_expression(query: str) -> str | None:
         position = m.end()
     terms += [f'"{w}"' for w in _WORD.findall(query[position:])]
     return " AND ".join(terms) if terms else None
+
+
+def any_term_expression(question: str) -> str | None:
+    """The FTS5 query that retrieves passages for a question: any of its words (STOPWORDS left out) or
+    CJK bigrams (a one-character run as a prefix), BM25 ranking passages with more and rarer ones first.
+    None when nothing is left to search for."""
+    terms: list[str] = []
+    for m in _CJK_RUN.finditer(question):
+        run = m.group()
+        terms += [f'"{run}"*'] if len(run) == 1 else [f'"{b}"' for b in _bigrams(run).split()[:-1]]
+    words = _WORD.findall(_CJK_RUN.sub(" ", question))
+    terms += [f'"{w}"' for w in words if w.lower() not in STOPWORDS and (len(w) > 1 or w.isdigit())]
+    return " OR ".join(dict.fromkeys(terms)) if terms else None
+
+
+def ask_prompt(question: str, hits: list[Hit]) -> str:
+    """The text-only prompt that answers ``question`` from the retrieved ``hits``, each given as
+    ``[video name @ MM:SS] (kind) text`` for the answer to cite; in Chinese for a Chinese question."""
+    from .timestamps import format_timestamp
+
+    lines = []
+    for h in hits:
+        where = (
+            h.video_name
+            if h.start is None
+            else f"{h.video_name} @ {format_timestamp(h.start, h.start >= 3600)}"
+        )
+        lines.append(f"[{where}] ({h.kind}) {h.text}")
+    template = ASK_PROMPT_ZH if _CJK_RUN.search(question) else ASK_PROMPT
+    return template.replace("{passages}", "\n".join(lines)).replace("{question}", question)
+
+
+def nothing_found(question: str) -> str:
+    """What to answer when no passage was found for ``question`` (in Chinese for a Chinese question)."""
+    return NOTHING_FOUND_ZH if _CJK_RUN.search(question) else NOTHING_FOUND
 
 
 def _needles(query: str) -> list[str]:
@@ -604,7 +668,30 @@ class Library:
 
     def search(self, query: str, limit: int = DEFAULT_PAGE, kinds: Iterable[str] = KINDS) -> list[Hit]:
         """The passages of this owner's videos that hold every word of ``query``, best first (BM25)."""
-        expression = match_expression(query)
+        return self._search(match_expression(query), query, limit, kinds)
+
+    def retrieve(self, question: str, limit: int = ASK_PASSAGES, kinds: Iterable[str] = KINDS) -> list[Hit]:
+        """The passages that best answer ``question`` (any of its words, BM25), best first."""
+        expression = any_term_expression(question)
+        marked = "" if expression is None else " ".join(t.strip('"*') for t in expression.split(" OR "))
+        return self._search(expression, marked, limit, kinds)
+
+    def ask(
+        self, engine: Any, question: str, options: Any, limit: int = ASK_PASSAGES
+    ) -> tuple[list[Hit], Any]:
+        """Answer ``question`` over this owner's videos with ``engine``'s model, from the passages
+        :meth:`retrieve` finds (text only: no video is read). Returns the passages and the answer (a
+        :class:`~.events.Response`), or no passages and None when nothing relevant was found: then say
+        NOTHING_FOUND rather than ask the model to guess. ``options`` is the run's :class:`~.options.Options`."""
+        from .engine import VideoSession
+
+        hits = self.retrieve(question, limit)
+        if not hits:
+            return [], None
+        session = VideoSession(engine, None, context=options.context, generation=options.generation)
+        return hits, session.ask(ask_prompt(question, hits))
+
+    def _search(self, expression: str | None, query: str, limit: int, kinds: Iterable[str]) -> list[Hit]:
         kinds = tuple(kinds)
         if expression is None or not kinds:
             return []

@@ -436,6 +436,21 @@ def test_summarize_records_the_video_summary_answers_transcript_and_thumbnails(
     again = json.loads(run(capsys, "library", "list", "--json")[1])["videos"]
     assert len(again) == 1 and json.loads(run(capsys, "library", "show", video["id"], "--json")[1])["runs"][1]
 
+    # a question over the library: passages retrieved, answered by the model from them alone
+    code, asked, err = run(
+        capsys, "library", "ask", "Which video explains gradient checkpointing?", "--json", "--model", tiny_model_dir,
+        "--device", "cpu", "--dtype", "float32", "--max-new-tokens", "4",
+    )  # fmt: skip
+    assert code == 0, err
+    answer = json.loads(asked)
+    assert (
+        answer["found"]
+        and answer["stats"]["prefill_tokens"] > 0
+        and 1 <= answer["stats"]["generated_tokens"] <= 4
+    )
+    assert answer["passages"][0]["text"] == "Gradient checkpointing saves memory."
+    assert answer["passages"][0]["video"] == {"id": video["id"], "name": "talk.mp4"}
+
     code, out, _ = run(capsys, "library", "delete", video["id"], "--json")
     assert json.loads(out) == {"deleted": {"id": video["id"], "name": "talk.mp4"}}
     assert json.loads(run(capsys, "library", "search", "机制", "--json")[1]) == []
@@ -496,3 +511,41 @@ def test_a_summary_killed_with_sigkill_keeps_the_video_and_the_text_shown(tiny_m
     recorded = record["summary"].encode()
     # the same text: the library can be one chunk ahead of the terminal (it writes, then the CLI prints)
     assert printed.startswith(recorded) or recorded.startswith(printed)
+
+
+# --- asking the library -----------------------------------------------------------------------------------
+
+
+def test_a_question_retrieves_by_any_of_its_words_without_stopwords():
+    expression = library.any_term_expression("Which lecture explained gradient checkpointing?")
+    assert expression == '"lecture" OR "explained" OR "gradient" OR "checkpointing"'
+    assert library.any_term_expression("哪里讲了机制？") == '"哪里" OR "里讲" OR "讲了" OR "了机" OR "机制"'
+    assert library.any_term_expression("what is it?") is None
+
+
+def test_retrieval_ranks_the_passages_that_answer_and_the_prompt_cites_them(lib):
+    video, run = a_run(lib, name="lecture 3.mp4")
+    lib.write_transcript(run, [(65.0, 70.0, "Gradient checkpointing trades compute for memory."),
+                               (3700.0, 3705.0, "Lunch is at noon."), (80.0, 85.0, "这个机制降低了延迟。")])  # fmt: skip
+    hits = lib.retrieve("Which lecture explained gradient checkpointing?")
+    assert [h.text for h in hits] == ["Gradient checkpointing trades compute for memory."]
+    assert hits[0].snippet == "**Gradient** **checkpointing** trades compute for memory."
+    prompt = library.ask_prompt("Which lecture explained gradient checkpointing?", hits)
+    assert "[lecture 3.mp4 @ 01:05] (transcript) Gradient checkpointing trades compute for memory." in prompt
+    assert prompt.rstrip().endswith("Question: Which lecture explained gradient checkpointing?")
+    zh = lib.retrieve("哪个视频讲了延迟机制？")
+    assert [h.start for h in zh] == [80.0]
+    assert "问题：哪个视频讲了延迟机制？" in library.ask_prompt("哪个视频讲了延迟机制？", zh)
+    assert lib.retrieve("Where is the weather report?") == []
+
+
+def test_asking_with_nothing_found_says_so_without_loading_a_model(capsys, db, monkeypatch):
+    def no_model(*args):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(cli, "_load_engine", no_model)
+    code, out, err = run(capsys, "library", "ask", "Where is the weather report?")
+    assert code == 0 and out.strip() == library.NOTHING_FOUND, err
+    code, out, _ = run(capsys, "library", "ask", "天气预报在哪里？", "--json")
+    assert json.loads(out) == {"question": "天气预报在哪里？", "found": False, "answer": library.NOTHING_FOUND_ZH,
+                               "passages": []}  # fmt: skip
