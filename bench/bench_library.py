@@ -19,7 +19,9 @@ Reported (one JSON line on stdout; bench/RESULTS_library.md records the figures 
 - list: seconds for the first page of the video list (DEFAULT_PAGE videos, newest first);
 - search: p50/p95/max seconds per query class (--queries each): common words (Zipf ranks 10-100),
   content words (ranks 100-5,000), rare words (5,000+), two-word AND, Chinese two-character words,
-  Chinese four-character phrases, and the real two-character words 机制/延迟; plus the hits found.
+  Chinese four-character phrases, and the real two-character words 机制/延迟; plus the hits found;
+- ask: seconds to retrieve the passages for a question (``Library.retrieve``: any of its words, BM25),
+  English questions with three content words and Chinese ones with three words (--queries each).
 """
 
 from __future__ import annotations
@@ -248,6 +250,16 @@ def main() -> None:
         "zh real words 机制/延迟/注意力": [rng.choice(REAL_ZH) for _ in range(args.queries)],
         "en real words": [rng.choice(REAL_EN) for _ in range(args.queries)],
     }
+    questions = [
+        f"Where did anyone explain {a} and {b} with {c}?"
+        for a, b, c in zip(words(english, 100, 5000), words(english, 100, 5000), words(english, 10, 5000), strict=True)
+    ] + [f"哪个视频讲了{a}{b}和{c}？" for a, b, c in zip(words(chinese, 100, 5000), words(chinese, 100, 5000),
+                                                   words(chinese, 10, 5000), strict=True)]  # fmt: skip
+    retrieval = []
+    for q in questions:
+        start = time.perf_counter()
+        lib.retrieve(q)
+        retrieval.append(time.perf_counter() - start)
     search = {}
     for name, queries in classes.items():
         times, found = [], []
@@ -280,6 +292,7 @@ def main() -> None:
         "list_first_page": percentiles(lists),
         "search_all_classes": percentiles(times),
         "search": search,
+        "ask_retrieval_any_word": percentiles(retrieval),
         "most_common_word_passages": worst,
         "sqlite": sqlite3.sqlite_version,
         "database": str(path),

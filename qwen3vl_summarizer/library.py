@@ -57,6 +57,7 @@ DEFAULT_PAGE = 20  # videos per page of `list`, hits per search
 POSTER_AT = 0.1  # the poster is the thumbnail nearest this share of the video's duration
 MARK = ("**", "**")  # how a snippet marks a match (Markdown bold)
 KINDS = ("transcript", "summary", "chat")  # what a passage (a search hit) is
+STOPPED = "stopped before the end"  # the error of a run whose answer was not read to its end
 ASK_PASSAGES = 12  # passages retrieved to answer a question over the library
 # Words left out of a question when passages are retrieved for it (they would match almost everything).
 _STOPWORDS = (
@@ -551,6 +552,13 @@ class Library:
                 ],
             )
 
+    def drop_turns(self, run_id: int, after: int) -> None:
+        """Forget the run's follow-ups numbered above ``after`` (a branch replaced turn ``after``)."""
+        with self._write() as db:
+            turns = "SELECT id FROM turns WHERE run_id = ? AND number > ?"
+            db.execute(f"DELETE FROM passages WHERE turn_id IN ({turns})", (run_id, after))
+            db.execute("DELETE FROM turns WHERE run_id = ? AND number > ?", (run_id, after))
+
     def write_transcript(self, run_id: int, segments: Iterable[tuple[float, float, str]],
                          source: str = "", language: str | None = None) -> None:  # fmt: skip
         """The run's transcript: ``(start, end, text)`` segments, seconds on the video's clock. It
@@ -821,11 +829,15 @@ class Recorder:
         self.broken = False  # a write failed: the run is no longer recorded
         self._transcript_written = False
 
-    def tap(self, events: Iterable[Event], question: str) -> Iterator[Event]:
+    def tap(self, events: Iterable[Event], question: str, turn: int | None = None) -> Iterator[Event]:
         """``events`` unchanged, their text written down: at most every FLUSH_INTERVAL_S while it streams
-        (the first text before it is passed on), whole with its statistics at the end."""
-        number = self.turns
-        self.turns += 1
+        (the first text before it is passed on), whole with its statistics at the end. ``turn`` is the
+        answer's place in the conversation (0: the summary; as ``VideoJob.ask``'s ``branch`` counts), by
+        default the one after the last tapped."""
+        number = self.turns if turn is None else turn
+        self.turns = number + 1
+        if turn is not None:  # a branch: the conversation after it is gone
+            self._safely(self.library.drop_turns, self.run_id, number)
         text, written, last = "", "", -math.inf
         try:
             for event in events:
@@ -842,8 +854,9 @@ class Recorder:
         except BaseException as e:
             if text != written:
                 self._write(number, question, text)
-            if not isinstance(e, GeneratorExit):
-                self._safely(self.library.finish_run, self.run_id, first_line(e) or type(e).__name__)
+            # the consumer stopped reading (a Stop button, Ctrl-C), or the answer failed
+            reason = STOPPED if isinstance(e, GeneratorExit) else first_line(e) or type(e).__name__
+            self._safely(self.library.finish_run, self.run_id, reason)
             raise
 
     def _write(self, number: int, question: str, text: str, stats: dict[str, Any] | None = None) -> None:

@@ -274,6 +274,20 @@ def test_an_answer_that_fails_keeps_its_text_and_marks_the_run_unfinished(lib):
     assert lib.list_videos()[0]["finished"] is False
 
 
+def test_an_answer_stopped_early_keeps_its_text_and_says_so_until_the_run_finishes(lib):
+    video, run = a_run(lib)
+    recorder = library.Recorder(lib, video, run, 600.0)
+    events = recorder.tap(iter([TextDelta("first", 1), TextDelta(" second", 2), stats("first second")]), "q")
+    assert next(events).text == "first"
+    events.close()  # the reader stopped (a Stop button)
+    row = lib.video(video)["runs"][0]
+    assert (row["summary"], row["finished"], row["error"]) == ("first", False, library.STOPPED)
+    list(recorder.tap(iter([TextDelta("again", 1), stats("again")]), "q", turn=0))  # asked again, to the end
+    recorder.finish()
+    row = lib.video(video)["runs"][0]
+    assert (row["summary"], row["finished"], row["error"]) == ("again", True, None)
+
+
 def test_follow_ups_are_turns_and_their_answers_are_searchable(lib):
     video, run = a_run(lib)
     recorder = library.Recorder(lib, video, run, 600.0)
@@ -289,6 +303,10 @@ def test_follow_ups_are_turns_and_their_answers_are_searchable(lib):
     ]
     assert [(h.kind, h.start) for h in lib.search("launch")] == [("chat", 90.0)]
     assert lib.list_videos()[0]["questions"] == 1
+    list(
+        recorder.tap(iter([TextDelta("new summary", 1), stats("new summary")]), "prompt", turn=0)
+    )  # branch 0
+    assert lib.video(video)["runs"][0]["turns"] == [] and lib.search("launch") == []
 
 
 def test_a_failing_disk_stops_the_recording_not_the_answer(lib, monkeypatch, caplog):
