@@ -957,7 +957,8 @@ def _library_list(library, args: argparse.Namespace) -> None:
         when = datetime.datetime.fromtimestamp(v["updated"]).strftime("%Y-%m-%d %H:%M")
         length = "-" if v["duration"] is None else _clock(v["duration"])
         state = "" if v["finished"] else "  (unfinished)"
-        print(f"[{v['id']}] {when}  {length:>8}  {v['questions']} questions  {v['name']}{state}")
+        questions = f"{v['questions']} question" + ("" if v["questions"] == 1 else "s")
+        print(f"[{v['id']}] {when}  {length:>8}  {questions:>12}  {v['name']}{state}")
     if not videos:
         sys.stderr.write(
             f"no videos in the library {library.path}\n" if args.page == 1 else "no more videos\n"
