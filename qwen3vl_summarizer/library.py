@@ -451,21 +451,35 @@ class Library:
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken at once (``BEGIN IMMEDIATE``: a writer waits its turn up to the busy
-        timeout rather than failing when a read turns into a write)."""
-        with self._lock:
+        timeout rather than failing when a read turns into a write). SQLite errors become LibraryError."""
+        with self._lock, self._errors():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
     def _read(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
+        with self._lock, self._errors():
             cursor = self._db.execute(sql, tuple(args))
             cursor.row_factory = sqlite3.Row
             return cursor.fetchall()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite's errors as LibraryError, saying what to do about a damaged file."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            if getattr(e, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+                raise LibraryError(
+                    f"the library {self.path} is damaged ({first_line(e)}): move it away and a new one is "
+                    f"started (what it holds can often be saved with: sqlite3 {self.path} .recover)"
+                ) from e
+            raise LibraryError(f"library {self.path}: {first_line(e)}") from e
 
     # -- writing
 
@@ -704,20 +718,17 @@ class Library:
         if expression is None or not kinds:
             return []
         marks = ", ".join("?" * len(kinds))
-        try:
-            rows = self._read(
-                f"""
-                SELECT p.video_id, v.name, p.run_id, p.kind, p.start, p."end", p.text, f.rank
-                FROM passages_fts f
-                JOIN passages p ON p.id = f.rowid
-                JOIN videos v ON v.id = p.video_id
-                WHERE passages_fts MATCH ? AND v.owner = ? AND p.kind IN ({marks})
-                ORDER BY f.rank LIMIT ?
-                """,
-                (expression, self.owner, *kinds, limit),
-            )
-        except sqlite3.OperationalError as e:  # not expected: every term is quoted
-            raise LibraryError(f"cannot search for {query!r}: {first_line(e)}") from e
+        rows = self._read(  # every term is quoted: what a person types is never FTS5 syntax
+            f"""
+            SELECT p.video_id, v.name, p.run_id, p.kind, p.start, p."end", p.text, f.rank
+            FROM passages_fts f
+            JOIN passages p ON p.id = f.rowid
+            JOIN videos v ON v.id = p.video_id
+            WHERE passages_fts MATCH ? AND v.owner = ? AND p.kind IN ({marks})
+            ORDER BY f.rank LIMIT ?
+            """,
+            (expression, self.owner, *kinds, limit),
+        )
         hits = []
         for r in rows:
             snippet, spans = mark(r["text"], query)

@@ -350,6 +350,86 @@ def test_a_damaged_library_is_one_warning_in_the_cli(capsys, tmp_path, monkeypat
     assert "warning: library" in err and "moved to" in err and "no videos" in err
 
 
+def test_a_library_damaged_inside_is_set_aside_when_opened(capsys, tmp_path, monkeypatch):
+    path = tmp_path / "library.db"
+    with Library(path) as lib:
+        for n in range(5):
+            _, run_id = a_run(lib, f"fp{n}", f"v{n}.mp4")
+            lib.write_transcript(run_id, [(i, i + 1, f"line {i}") for i in range(100)])
+        lib._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[page:] = bytes(range(256)) * ((len(data) - page) // 256) + bytes((len(data) - page) % 256)
+    path.write_bytes(bytes(data))  # the header and first page survive; every other page is garbage
+    monkeypatch.setenv("QWEN3VL_LIBRARY__PATH", str(path))
+    code, out, err = run(capsys, "library", "list")
+    assert code == 0 and out == "" and "Traceback" not in err
+    assert "database disk image is malformed" in err and "moved to" in err
+    assert len(list(tmp_path.glob("library.db.damaged-*"))) == 1
+
+
+class _Damaged:
+    """A connection whose every statement fails as a damaged file does."""
+
+    in_transaction = False
+
+    def execute(self, *args):
+        error = sqlite3.DatabaseError("database disk image is malformed")
+        error.sqlite_errorname = "SQLITE_CORRUPT"
+        raise error
+
+
+def test_damage_found_later_is_a_library_error_saying_what_to_do(lib, monkeypatch):
+    real = lib._db
+    monkeypatch.setattr(lib, "_db", _Damaged())
+    for call in (lambda: lib.list_videos(), lambda: lib.search("x"), lambda: lib.add_video("f", "n")):
+        with pytest.raises(LibraryError, match=r"is damaged .*malformed.*\.recover"):
+            call()
+    monkeypatch.setattr(lib, "_db", real)
+
+
+def test_four_processes_writing_at_once_never_see_database_is_locked(tmp_path):
+    path = tmp_path / "library.db"
+    Library(path).close()
+    script = (
+        "import sys\n"
+        "from qwen3vl_summarizer.library import Library\n"
+        "n = int(sys.argv[2])\n"
+        "lib = Library(sys.argv[1])\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"  # all four start writing together
+        "for k in range(20):\n"
+        "    video = lib.add_video(f'p{n}-{k}', f'p{n}-{k}.mp4')\n"
+        "    run = lib.start_run(video, 'summarize', {})\n"
+        "    for i in range(1, 6):\n"
+        "        lib.write_summary(run, f'proc{n} ' * i)\n"
+        "    lib.write_transcript(run, [(i, i + 1, f'line {i} of proc{n}') for i in range(100)])\n"
+        "    lib.finish_run(run)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(path), str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )  # fmt: skip
+        for n in range(4)
+    ]
+    for p in processes:
+        assert p.stdout.readline().strip() == "ready"
+    for p in processes:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    errors = [p.communicate()[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0, 0], errors
+    with Library(path) as lib:
+        assert lib.count_videos() == 80 and all(v["finished"] for v in lib.list_videos(limit=100))
+        assert len(lib.search("proc3", limit=5000)) == 20 * (100 + 1)  # each transcript line, each summary
+
+
 def test_four_sessions_writing_at_once_never_see_database_is_locked(tmp_path):
     path = tmp_path / "library.db"
     Library(path).close()
