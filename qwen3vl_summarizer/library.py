@@ -197,7 +197,8 @@ def index_terms(text: str) -> str:
 
     Every character of a run starts a token (a bigram, or the run's last character on its own), so a
     one-character query is a prefix query and a longer one a phrase of consecutive bigrams. Deterministic:
-    the delete trigger recomputes it to remove a passage from the contentless index.
+    the delete trigger recomputes it to remove a passage from the contentless index, so a change to it
+    needs a migration that rebuilds the index (``'delete-all'``, then every passage inserted again).
     """
     return _CJK_RUN.sub(lambda m: f" {_bigrams(m.group())} ", text)
 
