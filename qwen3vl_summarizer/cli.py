@@ -827,8 +827,9 @@ def _add_library_commands(commands) -> None:
     a.add_argument("--temperature", type=float, metavar="T", help="0 = greedy")
     a = action("show", help="everything kept about one video")
     a.add_argument("id", type=int, metavar="ID", help="the video's id (from `library list`)")
-    a = action("delete", help="remove one video and everything kept about it")
-    a.add_argument("id", type=int, metavar="ID", help="the video's id (from `library list`)")
+    a = action("delete", help="remove videos and everything kept about them")
+    a.add_argument("ids", type=int, nargs="*", metavar="ID", help="the videos' ids (from `library list`)")
+    a.add_argument("--all", action="store_true", help="remove every video in the library")
     a = action("export", help="write one video's latest summary like summarize --format does")
     a.add_argument("id", type=int, metavar="ID", help="the video's id (from `library list`)")
     a.add_argument(
@@ -896,12 +897,7 @@ def cmd_library(args: argparse.Namespace, options: Options) -> int:
                 else:
                     _library_show(video)
             case "delete":
-                video = library.video(args.id)
-                library.delete(args.id)
-                if args.json:
-                    _print_json({"deleted": {"id": args.id, "name": video["name"]}})
-                else:
-                    print(f"deleted [{args.id}] {video['name']}")
+                _library_delete(library, args)
             case "export":
                 if args.json:
                     _print_json(library.video(args.id))
@@ -942,6 +938,26 @@ def _library_ask(library, args: argparse.Namespace, options: Options) -> None:
     for n, h in enumerate(hits, 1):
         where = "" if h.start is None else f" @ {_clock(h.start)}"
         sys.stdout.write(f"[{n}] {h.video_name}{where} ({h.kind}, video {h.video_id}): {h.snippet}\n")
+
+
+def _library_delete(library, args: argparse.Namespace) -> None:
+    if args.all == bool(args.ids):
+        raise OptionsError("library delete takes video ids, or --all (not both)")
+    if args.all:
+        count = library.delete_all()
+        if args.json:
+            _print_json({"deleted": count})
+        else:
+            print(f"deleted {count} videos")
+        return
+    videos = [library.video(i) for i in args.ids]  # every id is checked before any is deleted
+    for video in videos:
+        library.delete(video["id"])
+    deleted = [{"id": v["id"], "name": v["name"]} for v in videos]
+    if args.json:
+        _print_json({"deleted": deleted})
+    for v in [] if args.json else deleted:
+        print(f"deleted [{v['id']}] {v['name']}")
 
 
 def _library_list(library, args: argparse.Namespace) -> None:

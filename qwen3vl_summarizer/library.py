@@ -822,6 +822,15 @@ class Library:
             db.execute("DELETE FROM passages WHERE video_id = ?", (video_id,))
             db.execute("DELETE FROM videos WHERE id = ?", (video_id,))
 
+    def delete_all(self) -> int:
+        """Remove all of this owner's videos and everything kept about them; how many videos."""
+        with self._write() as db:
+            videos = "SELECT id FROM videos WHERE owner = ?"
+            count = db.execute(f"SELECT count(*) FROM ({videos})", (self.owner,)).fetchone()[0]
+            db.execute(f"DELETE FROM passages WHERE video_id IN ({videos})", (self.owner,))
+            db.execute("DELETE FROM videos WHERE owner = ?", (self.owner,))
+        return count
+
 
 class Recorder:
     """Writes one run of a job down as it streams. Made by :meth:`Library.record`.

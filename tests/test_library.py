@@ -197,6 +197,24 @@ def test_a_newer_transcript_replaces_the_older_in_search_and_delete_empties_the_
         lib.video(video)
 
 
+def test_delete_everything_takes_only_this_owners_videos(capsys, tmp_path, monkeypatch):
+    path = tmp_path / "library.db"
+    mine, theirs = Library(path), Library(path, owner="someone")
+    for n in range(3):
+        _, run_id = a_run(mine, f"fp{n}", f"v{n}.mp4")
+        mine.write_transcript(run_id, [(0, 1, "kept words")])
+    _, run_id = a_run(theirs, "fp-theirs", "theirs.mp4")
+    theirs.write_transcript(run_id, [(0, 1, "kept words")])
+    monkeypatch.setenv("QWEN3VL_LIBRARY__PATH", str(path))
+    assert run(capsys, "library", "delete", "1", "--all")[0] == 1  # ids or --all, not both
+    assert run(capsys, "library", "delete", "1", "99")[0] == 1  # an unknown id: nothing deleted
+    assert mine.count_videos() == 3
+    code, out, _ = run(capsys, "library", "delete", "--all", "--json")
+    assert code == 0 and json.loads(out) == {"deleted": 3}
+    assert mine.count_videos() == 0 and mine.search("kept") == []
+    assert [h.video_name for h in theirs.search("kept")] == ["theirs.mp4"]
+
+
 def test_one_owner_never_sees_anothers_videos(tmp_path):
     alice, bob = Library(tmp_path / "l.db", owner="alice"), Library(tmp_path / "l.db", owner="bob")
     video, run = a_run(alice)
@@ -550,7 +568,7 @@ def test_summarize_records_the_video_summary_answers_transcript_and_thumbnails(
     assert answer["passages"][0]["video"] == {"id": video["id"], "name": "talk.mp4"}
 
     code, out, _ = run(capsys, "library", "delete", video["id"], "--json")
-    assert json.loads(out) == {"deleted": {"id": video["id"], "name": "talk.mp4"}}
+    assert json.loads(out) == {"deleted": [{"id": video["id"], "name": "talk.mp4"}]}
     assert json.loads(run(capsys, "library", "search", "机制", "--json")[1]) == []
     code, out, err = run(capsys, "library", "show", video["id"])
     assert code == 1 and err.startswith("error: no video") and "Traceback" not in err
