@@ -17,7 +17,8 @@ Reported (one JSON line on stdout; bench/RESULTS_library.md records the figures 
 - write: seconds to record one more 45-minute video's transcript and summary into the full library
   (p50/p95 over --writes videos);
 - list: seconds for the first page of the video list (DEFAULT_PAGE videos, newest first);
-- search: p50/p95/max seconds per query class (--queries each): common words (Zipf ranks 10-100),
+- search: p50/p95/max seconds per query class (--queries each): the most common words (Zipf ranks 0-10,
+  listed newest first: more than library.COMMON_PASSAGES passages hold them), common words (ranks 10-100),
   content words (ranks 100-5,000), rare words (5,000+), two-word AND, Chinese two-character words,
   Chinese four-character phrases, and the real two-character words 机制/延迟; plus the hits found;
 - ask: seconds to retrieve the passages for a question (``Library.retrieve``: any of its words, BM25),
@@ -237,6 +238,7 @@ def main() -> None:
         return [vocabulary[rng.randrange(lo, hi)] for _ in range(args.queries)]
 
     classes = {
+        "en most common (rank 0-10: in 6-40 % of passages)": words(english, 0, 10),
         "en common (rank 10-100)": words(english, 10, 100),
         "en content (rank 100-5000)": words(english, 100, 5000),
         "en rare (rank 5000+)": words(english, 5000, VOCABULARY),

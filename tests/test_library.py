@@ -184,6 +184,22 @@ def test_search_ranks_by_bm25_and_filters_by_kind(lib):
     assert {h.kind for h in lib.search("latency")} == {"transcript", "chat"}
 
 
+def test_a_word_in_most_passages_lists_them_newest_first_and_a_question_leaves_it_out(lib, monkeypatch):
+    monkeypatch.setattr(library, "COMMON_PASSAGES", 3)
+    _, run_id = a_run(lib)
+    lines = ["common alpha", "common common beta", "common gamma", "common delta rare", "common epsilon"]
+    lib.write_transcript(run_id, [(i, i + 1, text) for i, text in enumerate(lines)])
+    assert lib._passage_counts(match_expression("COMMON rare nothing")) == [5, 1, 0]
+    newest = lib.search("common")  # 5 passages > 3: not scored, newest first
+    assert [h.text for h in newest] == lines[::-1] and {h.rank for h in newest} == {None}
+    assert [h.text for h in lib.search("common rare")] == ["common delta rare"]
+    assert lib.search("common rare")[0].rank is not None  # the rare term bounds the matches: BM25
+    asked = lib.retrieve("Is the common thing rare or beta?")  # "common" left out of the question
+    assert sorted(h.text for h in asked) == ["common common beta", "common delta rare"]
+    assert "**common**" not in asked[0].snippet
+    assert [h.text for h in lib.retrieve("common?")] == lines[::-1][: library.ASK_PASSAGES]
+
+
 def test_a_newer_transcript_replaces_the_older_in_search_and_delete_empties_the_index(lib):
     video, first = a_run(lib)
     lib.write_transcript(first, [(0, 1, "old words")])
