@@ -63,7 +63,7 @@ ASK_PASSAGES = 12  # passages retrieved to answer a question over the library
 # A search whose every term is in more passages than this lists its matches newest first instead of by
 # BM25, which scores every match (~1.3 us each on a 2-core EPYC: 0.5 s for a word in 300,000 passages).
 # A question's retrieval leaves such terms out (they are this library's stopwords).
-COMMON_PASSAGES = 20_000
+COMMON_PASSAGES = 10_000
 # Words left out of a question when passages are retrieved for it (they would match almost everything).
 _STOPWORDS = (
     "a an and are as at be by did do does for from had has have how i in is it of on or said say says that "
