@@ -886,6 +886,7 @@ class Recorder:
         self.job = job
         self.turns = 0  # answers tapped so far
         self.broken = False  # a write failed: the run is no longer recorded
+        self.clock = time.monotonic  # seconds, for the flush interval
         self._transcript_written = False
 
     def tap(self, events: Iterable[Event], question: str, turn: int | None = None) -> Iterator[Event]:
@@ -902,9 +903,9 @@ class Recorder:
             for event in events:
                 if isinstance(event, TextDelta) and event.text:
                     text += event.text
-                    if time.monotonic() - last >= FLUSH_INTERVAL_S:
+                    if self.clock() - last >= FLUSH_INTERVAL_S:
                         self._write(number, question, text)
-                        written, last = text, time.monotonic()
+                        written, last = text, self.clock()
                 elif isinstance(event, TurnStats):
                     self._write(number, question, event.text, event.to_dict())
                     written = event.text

@@ -68,8 +68,7 @@ def test_library_options_default_to_the_user_data_folder_and_the_environment_ove
 
 def test_the_tests_library_is_not_in_the_home_folder():
     path = library.library_path(load_options().library)
-    assert not path.is_relative_to(Path.home()) or Path(os.environ["QWEN3VL_LIBRARY__PATH"]) == path
-    assert "qwen3vl-test-library-" in str(path)
+    assert not path.is_relative_to(Path.home()) and path.parent.name.startswith("qwen3vl-test-library-")
 
 
 # --- schema ----------------------------------------------------------------------------------------------
@@ -277,18 +276,19 @@ def test_the_recorder_writes_the_first_text_before_passing_it_on_then_the_whole_
     assert run_row["chapters"][0]["start"] == 5.0
 
 
-def test_text_is_written_at_most_a_few_times_a_second(lib, monkeypatch):
+def test_text_is_written_a_few_times_a_second_while_it_streams(lib, monkeypatch):
     video, run = a_run(lib)
     writes = []
     monkeypatch.setattr(lib, "write_summary", lambda run_id, text, *a: writes.append(text))
-    clock = iter(range(0, 10_000, 1))  # monotonic ms: each call advances 1 ms
-    monkeypatch.setattr(library.time, "monotonic", lambda: next(clock) / 1000)
+    clock = iter(range(0, 10_000, 1))  # ms: each reading advances 1 ms
     recorder = library.Recorder(lib, video, run, 600.0)
+    recorder.clock = lambda: next(clock) / 1000
     deltas = [TextDelta("w ", i) for i in range(2000)]
     list(recorder.tap(iter([*deltas, stats("w " * 2000)]), "q"))
-    # 2000 deltas over ~2-4 simulated seconds: one write per FLUSH_INTERVAL_S, plus the whole answer
+    # 2000 deltas over 2-4 simulated seconds: one write per FLUSH_INTERVAL_S while streaming, then the whole
     assert writes[0] == "w " and writes[-1] == "w " * 2000
-    assert len(writes) <= 4 / library.FLUSH_INTERVAL_S + 2
+    assert 2 / library.FLUSH_INTERVAL_S - 1 <= len(writes) - 1 <= 4 / library.FLUSH_INTERVAL_S + 1
+    assert all(len(a) < len(b) for a, b in zip(writes, writes[1:]))  # each write has more of the text
 
 
 def test_an_answer_that_fails_keeps_its_text_and_marks_the_run_unfinished(lib):
