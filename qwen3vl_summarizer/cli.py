@@ -794,9 +794,9 @@ def _add_no_library(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_library_commands(commands) -> None:
-    """``library list|search|show|delete|export``."""
+    """``library list|search|ask|show|delete|export``."""
     p = commands.add_parser(
-        "library", help="list, search, show, export or delete what summarize and transcribe recorded"
+        "library", help="list, search, ask, show, export or delete what summarize and transcribe recorded"
     )
     _add_common(p, suppress=True)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
