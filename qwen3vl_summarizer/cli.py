@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_kv_cache_dtype(p)
     _add_speech(p, choose_source=True)
+    _add_no_library(p)
     _add_common(p, suppress=True)
 
     p = commands.add_parser("transcribe", help="write what is said in videos or audio files, with times")
@@ -203,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--out", "-o", metavar="DIR", help="write DIR/<stem>.<format> instead of printing")
     _add_speech(p, choose_source=False)
+    _add_no_library(p)
     _add_common(p, suppress=True)
+    _add_library_commands(commands)
     return parser
 
 
@@ -529,8 +532,9 @@ def _prompt_label(args: argparse.Namespace) -> str:
     return getattr(args, "prompt_file", None) or getattr(args, "prompt", None) or DEFAULT_PROMPT
 
 
-def _ask_all(job, questions: list[str], progress: _Progress, stream: bool) -> list[TurnStats]:
-    """Ask the summary prompt then each follow-up; print the answers to stdout as they come if ``stream``.
+def _ask_all(job, questions: list[str], progress: _Progress, stream: bool, recorder=None) -> list[TurnStats]:
+    """Ask the summary prompt then each follow-up; print the answers to stdout as they come if ``stream``;
+    ``recorder`` (a :class:`~.library.Recorder`) writes them into the library as they come.
 
     Returns the TurnStats of each turn.
     """
@@ -541,7 +545,8 @@ def _ask_all(job, questions: list[str], progress: _Progress, stream: bool) -> li
             sys.stdout.write(QUESTION_SEPARATOR.format(question=question))
             sys.stdout.flush()
         response = job.ask(question)
-        for event in response.events():
+        events = response.events() if recorder is None else recorder.tap(response.events(), question)
+        for event in events:
             match event:
                 case Progress(stage="speech", done=done, total=total) if not progress.tty and done < total:
                     pass  # recognition beside the video: on a log, one line when it is done
@@ -615,6 +620,7 @@ def cmd_transcribe(args: argparse.Namespace, options: Options) -> int:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     progress = _Progress(args.verbose or sys.stderr.isatty(), sys.stderr)
+    library = _library(args, options)
     failed = 0
     for name in args.videos:
         path = Path(name)
@@ -628,6 +634,9 @@ def cmd_transcribe(args: argparse.Namespace, options: Options) -> int:
             progress.clear()
             if transcript is None:
                 raise OptionsError(f"{path} has no speech to transcribe (no audio stream, or speech = off)")
+            if library is not None:
+                settings = {"speech": options.speech.mode, "speech_model": options.speech.model}
+                _safely_recorded(library, library.record_transcript, path, transcript, settings=settings)
             for fmt in args.format:
                 text = transcript_string(transcript.to_dict(), fmt)
                 if out is None:
@@ -660,7 +669,10 @@ def cmd_summarize(args: argparse.Namespace, options: Options) -> int:
     job = _open(engine, info, options, prompt, args, progress)
     progress.note(f"plan: {job.plan.summary()}")
     stream = not args.json and args.formats == [DEFAULT_FORMAT]
-    _ask_all(job, [prompt, *args.ask], progress, stream)
+    recorder = _recorder(_library(args, options), job, _prompt_label(args))
+    _ask_all(job, [prompt, *args.ask], progress, stream, recorder)
+    if recorder is not None:
+        recorder.finish()
     if args.json:
         _print_json(_run_json(job))
     elif not stream:
@@ -678,6 +690,7 @@ def _summarize_batch(args: argparse.Namespace, options: Options) -> int:
     out.mkdir(parents=True, exist_ok=True)
     progress = _Progress(args.verbose or sys.stderr.isatty(), sys.stderr)
     engine = None
+    library = _library(args, options)
     results: list[_Result] = []
     for i, path in enumerate(args.paths, 1):
         sys.stderr.write(f"[{i}/{len(args.paths)}] {path.name}\n")
@@ -698,7 +711,10 @@ def _summarize_batch(args: argparse.Namespace, options: Options) -> int:
             job = _open(engine, info, options, prompt, args, progress)
             result.duration, result.frames = job.info.duration, job.plan.frames
             progress.note(f"plan: {job.plan.summary()}")
-            turns = _ask_all(job, [prompt, *args.ask], progress, stream=False)
+            recorder = _recorder(library, job, _prompt_label(args))
+            turns = _ask_all(job, [prompt, *args.ask], progress, stream=False, recorder=recorder)
+            if recorder is not None:
+                recorder.finish()
             result.tokens = sum(t.prefill_tokens + len(t.tokens) for t in turns)
             write_all(job.summary(_prompt_label(args)), out, path.stem, args.formats)
             if args.json:
@@ -765,7 +781,231 @@ def _hf_progress_bars(enabled: bool) -> Iterator[None]:
         (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
 
 
-COMMANDS = {"plan": cmd_plan, "frames": cmd_frames, "summarize": cmd_summarize, "transcribe": cmd_transcribe}
+# --- the library -----------------------------------------------------------------------------------------
+
+LIBRARY_KINDS = ("transcript", "summary", "chat")
+
+
+def _add_no_library(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-library", action="store_true",
+        help="do not record this run in the library (see `library --help`; library.enabled in the config)",
+    )  # fmt: skip
+
+
+def _add_library_commands(commands) -> None:
+    """``library list|search|ask|show|delete|export``."""
+    p = commands.add_parser(
+        "library", help="list, search, ask, show, export or delete what summarize and transcribe recorded"
+    )
+    _add_common(p, suppress=True)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        a = actions.add_parser(name, help=help)
+        a.add_argument("--json", action="store_true", help="print JSON instead of text")
+        _add_common(a, suppress=True)
+        return a
+
+    a = action("list", help="the videos, most recently used first")
+    a.add_argument("--limit", type=int, default=20, metavar="N", help="videos per page (default: 20)")
+    a.add_argument("--page", type=int, default=1, metavar="N", help="which page (default: 1)")
+    a = action("search", help="find what was said, summarised or answered, best match first")
+    a.add_argument("query", metavar="QUERY", help="words (all must occur); Chinese works without spaces")
+    a.add_argument("--limit", type=int, default=20, metavar="N", help="most hits shown (default: 20)")
+    a.add_argument(
+        "--kind", action="append", choices=LIBRARY_KINDS,
+        help="only this kind of passage (repeatable; default: all)",
+    )  # fmt: skip
+    a = action("ask", help="answer a question from the passages search finds, with the model (no video read)")
+    a.add_argument("question", metavar="QUESTION", help="a question about any of the videos")
+    a.add_argument("--passages", type=int, default=12, metavar="N", help="passages retrieved (default: 12)")
+    a.add_argument("--model", "-m", metavar="M", help="hub id or local folder of a Qwen3-VL model")
+    a.add_argument("--device", metavar="D", help="auto | cuda | cuda:N | mps | cpu")
+    a.add_argument("--dtype", metavar="D", help="auto | bfloat16 | float16 | float32")
+    a.add_argument("--max-new-tokens", type=int, metavar="N", help="most tokens generated")
+    a.add_argument("--temperature", type=float, metavar="T", help="0 = greedy")
+    a = action("show", help="everything kept about one video")
+    a.add_argument("id", type=int, metavar="ID", help="the video's id (from `library list`)")
+    a = action("delete", help="remove videos and everything kept about them")
+    a.add_argument("ids", type=int, nargs="*", metavar="ID", help="the videos' ids (from `library list`)")
+    a.add_argument("--all", action="store_true", help="remove every video in the library")
+    a = action("export", help="write one video's latest summary like summarize --format does")
+    a.add_argument("id", type=int, metavar="ID", help="the video's id (from `library list`)")
+    a.add_argument(
+        "--format", "-f", type=_formats_arg, metavar="FMT", default=[DEFAULT_FORMAT],
+        help=f"{' | '.join(FORMATS)} (default: {DEFAULT_FORMAT}); --json prints everything kept instead",
+    )  # fmt: skip
+
+
+def _library(args: argparse.Namespace, options: Options):
+    """The library summarize and transcribe record into (None with --no-library, when it is off, or when it
+    cannot be opened: then a warning, and the run goes on unrecorded)."""
+    from .library import LibraryError, open_library
+
+    if getattr(args, "no_library", False):
+        return None
+    try:
+        return open_library(options.library)
+    except LibraryError as e:
+        log.warning("library: %s; this run is not recorded", e)
+        return None
+
+
+def _recorder(library, job, prompt: str):
+    """A :class:`~.library.Recorder` of ``job`` in ``library`` (None without a library, or when it fails)."""
+    if library is None:
+        return None
+    return _safely_recorded(library, library.record, job, "summarize", prompt)
+
+
+def _safely_recorded(library, write, *args, **kwargs):
+    """``write(...)``; a library that fails is a warning, never the end of the run."""
+    import sqlite3
+
+    from .library import LibraryError
+
+    try:
+        return write(*args, **kwargs)
+    except (LibraryError, sqlite3.Error) as e:
+        log.warning("library %s: %s; this run is not recorded", library.path, _one_line(e))
+        return None
+
+
+def cmd_library(args: argparse.Namespace, options: Options) -> int:
+    from .library import Library, library_path
+
+    with Library(library_path(options.library)) as library:
+        match args.action:
+            case "list":
+                _library_list(library, args)
+            case "search":
+                hits = library.search(args.query, limit=args.limit, kinds=args.kind or LIBRARY_KINDS)
+                if args.json:
+                    _print_json([h.to_dict() for h in hits])
+                elif not hits:
+                    sys.stderr.write(f"nothing found for {args.query!r}\n")
+                for h in [] if args.json else hits:
+                    where = "" if h.start is None else f" @ {_clock(h.start)}"
+                    print(f"[{h.video_id}] {h.video_name}{where}  ({h.kind})  {h.snippet}")
+            case "ask":
+                _library_ask(library, args, options)
+            case "show":
+                video = library.video(args.id)
+                if args.json:
+                    _print_json(video)
+                else:
+                    _library_show(video)
+            case "delete":
+                _library_delete(library, args)
+            case "export":
+                if args.json:
+                    _print_json(library.video(args.id))
+                else:
+                    sys.stdout.write(get_writer(args.format[0]).to_string(library.summary(args.id)))
+    return 0
+
+
+def _library_ask(library, args: argparse.Namespace, options: Options) -> None:
+    """Retrieve passages, then stream the model's answer from them and list the sources; without any
+    passage, say nothing was found (no model is loaded)."""
+    from . import library as lib
+
+    if args.passages < 1:
+        raise OptionsError("--passages must be at least 1")
+    hits = library.retrieve(args.question, args.passages)
+    if not hits:
+        answer = lib.nothing_found(args.question)
+        if args.json:
+            _print_json({"question": args.question, "found": False, "answer": answer, "passages": []})
+        else:
+            print(answer)
+        return
+    progress = _Progress(args.verbose or sys.stderr.isatty(), sys.stderr)
+    engine = _load_engine(options, progress)
+    hits, response = library.ask(engine, args.question, options, limit=args.passages)
+    for chunk in response:
+        if not args.json:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    passages = [h.to_dict() for h in hits]
+    if args.json:
+        stats = response.stats.to_dict()
+        _print_json({"question": args.question, "found": True, "answer": response.text, "passages": passages,
+                     "stats": stats})  # fmt: skip
+        return
+    sys.stdout.write("\n\nSources:\n")
+    for n, h in enumerate(hits, 1):
+        where = "" if h.start is None else f" @ {_clock(h.start)}"
+        sys.stdout.write(f"[{n}] {h.video_name}{where} ({h.kind}, video {h.video_id}): {h.snippet}\n")
+
+
+def _library_delete(library, args: argparse.Namespace) -> None:
+    if args.all == bool(args.ids):
+        raise OptionsError("library delete takes video ids, or --all (not both)")
+    if args.all:
+        count = library.delete_all()
+        if args.json:
+            _print_json({"deleted": count})
+        else:
+            print(f"deleted {count} videos")
+        return
+    videos = [library.video(i) for i in args.ids]  # every id is checked before any is deleted
+    for video in videos:
+        library.delete(video["id"])
+    deleted = [{"id": v["id"], "name": v["name"]} for v in videos]
+    if args.json:
+        _print_json({"deleted": deleted})
+    for v in [] if args.json else deleted:
+        print(f"deleted [{v['id']}] {v['name']}")
+
+
+def _library_list(library, args: argparse.Namespace) -> None:
+    import datetime
+
+    if args.limit < 1 or args.page < 1:
+        raise OptionsError("--limit and --page must be at least 1")
+    videos = library.list_videos(limit=args.limit, offset=(args.page - 1) * args.limit)
+    if args.json:
+        _print_json({"total": library.count_videos(), "page": args.page, "videos": videos})
+        return
+    for v in videos:
+        when = datetime.datetime.fromtimestamp(v["updated"]).strftime("%Y-%m-%d %H:%M")
+        length = "-" if v["duration"] is None else _clock(v["duration"])
+        state = "" if v["finished"] else "  (unfinished)"
+        questions = f"{v['questions']} question" + ("" if v["questions"] == 1 else "s")
+        print(f"[{v['id']}] {when}  {length:>8}  {questions:>12}  {v['name']}{state}")
+    if not videos:
+        sys.stderr.write(
+            f"no videos in the library {library.path}\n" if args.page == 1 else "no more videos\n"
+        )
+
+
+def _library_show(video: dict[str, Any]) -> None:
+    length = "-" if video["duration"] is None else _clock(video["duration"])
+    print(f"[{video['id']}] {video['name']}  {length}  {video['path'] or ''}".rstrip())
+    for run in video["runs"]:
+        state = "finished" if run["finished"] else f"unfinished{': ' + run['error'] if run['error'] else ''}"
+        model = run["settings"].get("model") or run["settings"].get("speech_model", "")
+        print(f"\n## run {run['id']}: {run['kind']}, {model}, {state}\n")
+        if run["summary"]:
+            print(run["summary"].rstrip())
+        for turn in run["turns"]:
+            sys.stdout.write(
+                QUESTION_HEADING.format(question=turn["question"]) + turn["answer"].rstrip() + "\n"
+            )
+        if run["transcript"]:
+            lines = len(run["transcript"])
+            print(f"\n({lines} transcript lines: library export {video['id']} -f transcript.srt)")
+
+
+COMMANDS = {
+    "plan": cmd_plan,
+    "frames": cmd_frames,
+    "summarize": cmd_summarize,
+    "transcribe": cmd_transcribe,
+    "library": cmd_library,
+}
 
 
 # --- entry point -----------------------------------------------------------------------------------------

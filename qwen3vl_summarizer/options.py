@@ -112,6 +112,12 @@ class SpeechOptions:
 
 
 @dataclass(frozen=True)
+class LibraryOptions:
+    enabled: bool = True  # record every summary and transcript in the library (library.py)
+    path: str = ""  # the SQLite file; "" = $XDG_DATA_HOME (or ~/.local/share)/qwen3vl-summarizer/library.db
+
+
+@dataclass(frozen=True)
 class Options:
     model: ModelOptions = field(default_factory=ModelOptions)
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
@@ -120,6 +126,7 @@ class Options:
     server: ServerOptions = field(default_factory=ServerOptions)
     cache: CacheOptions = field(default_factory=CacheOptions)
     speech: SpeechOptions = field(default_factory=SpeechOptions)
+    library: LibraryOptions = field(default_factory=LibraryOptions)
 
     def replace(self, **sections: Mapping[str, Any]) -> Options:
         """A copy with some keys changed, e.g. ``opts.replace(sampling={"fps": 2})``; validated."""

@@ -8,11 +8,14 @@ import pytest
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Keep the tests' vision-feature cache out of the user's home: one fresh folder per run."""
+    """Keep the tests' vision-feature cache and library out of the user's home: one fresh folder each
+    per run."""
     import os
     import tempfile
 
     os.environ["QWEN3VL_CACHE__DIR"] = tempfile.mkdtemp(prefix="qwen3vl-test-features-")
+    library = tempfile.mkdtemp(prefix="qwen3vl-test-library-")
+    os.environ["QWEN3VL_LIBRARY__PATH"] = os.path.join(library, "library.db")
 
 
 @pytest.fixture(scope="session")

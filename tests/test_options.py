@@ -152,7 +152,7 @@ def test_an_unknown_key_or_section_is_an_error_that_lists_the_known_ones() -> No
     )
     fails(
         "unknown config section [video] in environment; known: model, sampling, context, generation, server, "
-        "cache, speech",
+        "cache, speech, library",
         VIDEO__FPS="1",
     )
 
