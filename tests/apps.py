@@ -29,6 +29,7 @@ def tiny_options(model_dir: Path, **server) -> Options:
             "generation": {"max_new_tokens": MAX_NEW_TOKENS},
             "server": {"port": free_port(), **server},
             "cache": {"dir": os.environ["QWEN3VL_CACHE__DIR"]},  # conftest's per-run folder
+            "library": {"path": os.environ["QWEN3VL_LIBRARY__PATH"]},  # conftest's too
         },
         environ={},
     )
@@ -82,3 +83,4 @@ def serve(model_dir: Path):
         yield Served(f"http://127.0.0.1:{options.server.port}/", state, options)
     finally:
         demo.close()
+        state.close()

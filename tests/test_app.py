@@ -15,6 +15,7 @@ from PIL import Image
 
 import app
 from qwen3vl_summarizer.export import FORMATS, get_writer
+from qwen3vl_summarizer.library import Library
 from qwen3vl_summarizer.video import probe
 from tests.apps import PROMPT, Served, tiny_options
 from tests.videos import write_video
@@ -106,6 +107,26 @@ def test_summary_streams_then_follow_ups_reuse_the_cached_video(served: Served, 
     stats4 = outputs[-1][2]
     assert stats4["read_video"] is False and stats4["prefill_tokens"] < video_tokens
     assert outputs[-1][3] == [] and len(opened.session.turns) == 1
+
+
+def test_the_pages_summary_and_questions_are_kept_in_the_library(served: Served, tmp_path: Path) -> None:
+    """What the page shows is written into the library (issue 20's first slice: the Library tab comes
+    next): the video, its summary as answered, and each follow-up with its question."""
+    video = tmp_path / "kept.mp4"
+    write_video(video, [i * 0.5 for i in range(6)], size=(128, 80))
+    client = served.client()
+    *_, (summary, status, *_) = served.summarize(client, video)
+    assert status.startswith("Done")
+    job = served.state.jobs.get(client.session_hash)
+    _, history, _, _ = client.predict("What happens at 0:01?", [], api_name="/chat")
+    with Library(served.options.library.path) as library:
+        [entry] = [v for v in library.list_videos() if v["name"] == "kept.mp4"]
+        run = library.video(entry["id"])["runs"][-1]
+    assert entry["questions"] == 1 and run["finished"] and run["prompt"] == PROMPT
+    assert run["summary"] == job.summary_text and run["stats"]["prefill_tokens"] > 0
+    [turn] = run["turns"]
+    assert (turn["question"], turn["answer"]) == ("What happens at 0:01?", job.answers[1].text)
+    assert turn["finished"] and turn["stats"]["read_video"] is False
 
 
 def test_stop_cancels_and_leaves_the_session_usable(served: Served, media) -> None:

@@ -22,9 +22,10 @@ import gradio as gr
 
 from qwen3vl_summarizer.engine import VideoSession
 from qwen3vl_summarizer.errors import Cancelled, OptionsError, SessionBrokenError, SummarizerError
-from qwen3vl_summarizer.events import Progress, Response, TextDelta
+from qwen3vl_summarizer.events import Event, Progress, Response, TextDelta
 from qwen3vl_summarizer.export import FORMATS, write_all
 from qwen3vl_summarizer.jobs import Cancels, JobStore
+from qwen3vl_summarizer.library import Library, LibraryError, Recorder, open_library
 from qwen3vl_summarizer.loading import EngineSlot
 from qwen3vl_summarizer.options import Options
 from qwen3vl_summarizer.plan import parse_range
@@ -69,6 +70,55 @@ class AppState:
         self.engines = EngineSlot(options.model, on_switch=self.jobs.drop_engine)
         self.cancels = Cancels()
         self.downloads = policy.new_downloads_folder()
+        self._libraries: dict[str, Library | None] = {}  # login name ('' without one) -> its library
+        self._recorders: dict[str, Recorder] = {}  # page -> the run its answers are written into
+        self._lock = threading.Lock()
+
+    def library_for(self, user: str | None) -> Library | None:
+        """The library of ``user`` (the login name; everyone shares one without a login), opened once; None
+        when it is off or cannot be opened (said once in the log: the page works without it)."""
+        owner = user or ""
+        with self._lock:
+            if owner not in self._libraries:
+                try:
+                    self._libraries[owner] = open_library(self.options.library, owner=owner)
+                except LibraryError as e:
+                    log.warning("the library is not kept: %s", e)
+                    self._libraries[owner] = None
+            return self._libraries[owner]
+
+    def record(self, sid: str, job: VideoJob, prompt: str, user: str | None) -> Recorder | None:
+        """Start writing this page's new summary of ``job`` into the library (the follow-ups join it)."""
+        library = self.library_for(user)
+        recorder = None
+        if library is not None:
+            try:
+                recorder = library.record(job, "summarize", prompt)
+            except LibraryError as e:
+                log.warning("this summary is not kept in the library: %s", e)
+        with self._lock:
+            if recorder is None:
+                self._recorders.pop(sid, None)
+            else:
+                self._recorders[sid] = recorder
+        return recorder
+
+    def recorded(self, sid: str, response: Response, question: str) -> Iterator[Event]:
+        """The answer's events, written into this page's run in the library as they pass (when it has one)."""
+        recorder = self._recorders.get(sid)
+        return response.events() if recorder is None else recorder.tap(response.events(), question)
+
+    def forget(self, sid: str) -> None:
+        """The page is gone: its run gets no more answers."""
+        with self._lock:
+            self._recorders.pop(sid, None)
+
+    def close(self) -> None:
+        """Close the libraries (the server is stopping)."""
+        with self._lock:
+            for library in filter(None, self._libraries.values()):
+                library.close()
+            self._libraries.clear()
 
     @property
     def models(self) -> list[str]:
@@ -332,6 +382,7 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
         engine = state.engines.get(state.model_for(model_id))
         start, end = time_range
         job, response = state.jobs.summarize(sid, engine, video, opts, prompt, cancel, start=start, end=end)
+        recorder = state.record(sid, job, prompt, request.username if request else None)
         job_id = state.jobs.token_for(sid)
         yield (*(gr.skip(),) * 5, transcript_markdown(job, lang), job_id, gr.skip())
         info, plan = job.info, job.plan
@@ -339,7 +390,7 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
         stages, started = {}, time.perf_counter()
         try:
             with _closing(response, cancel):
-                for event in response.events():
+                for event in state.recorded(sid, response, prompt):
                     match event:
                         case TextDelta():
                             text = shown(response.streamed, info.duration)
@@ -356,6 +407,8 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
             yield text, say(lang, "stopped"), gr.skip(), [], None, gr.skip(), job_id, gr.skip()
             return
         final = response.stats
+        if recorder is not None:
+            recorder.finish()
         files, skipped = write_downloads(state, sid, job)
         if job.damage:
             gr.Warning(f"The file is damaged; only the part before the damage was read: {job.damage}")
@@ -414,7 +467,7 @@ def chat(
     with _status_errors() as failed:
         try:
             with _closing(response, cancel):
-                for _ in response:
+                for _ in state.recorded(sid, response, message):
                     answer = {"role": "assistant", "content": shown(response.streamed, duration)}
                     yield gr.skip(), [*history, answer], gr.skip(), gr.skip()
             answer = {"role": "assistant", "content": shown(response.text, duration)}
@@ -472,6 +525,7 @@ def forget(state: AppState, request: gr.Request) -> None:
     sid = _sid(request)
     state.cancels.forget(sid)
     state.jobs.drop(sid)
+    state.forget(sid)
     shutil.rmtree(state.downloads / _folder_name(sid), ignore_errors=True)
 
 
