@@ -68,35 +68,83 @@ FPS_MS = 1000.0  # frames_indices are milliseconds: the server writes each frame
 CONNECT_TIMEOUT_S = 10.0
 
 
+class ServerClient:
+    """HTTP to an OpenAI-compatible server (httpx), its failures raised as this package's errors."""
+
+    def __init__(self, url: str, api_key: str = "", timeout_s: float = 600.0):
+        import httpx
+
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S)
+        )
+
+    def get(self, path: str) -> dict[str, Any]:
+        with self._errors():
+            response = self.http.get(path)
+            _raise_for_status(response, self.url)
+            return response.json()
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        with self._errors():
+            response = self.http.post(path, json=body)
+            _raise_for_status(response, self.url)
+            return response.json()
+
+    @contextmanager
+    def stream(self, path: str, body: dict[str, Any]) -> Iterator[Iterator[dict[str, Any]]]:
+        """POST ``body`` for a streamed answer; yields an iterator of its server-sent events' JSON. Leaving
+        the block closes the connection, and vLLM aborts the request."""
+        with self._errors(), self.http.stream("POST", path, json=body) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for_status(response, self.url)
+            yield _sse_chunks(response.iter_lines(), self.url)
+
+    def close(self) -> None:
+        self.http.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """httpx's errors as this package's: one line that says what happened and what to do."""
+        import httpx
+
+        url = self.url
+        try:
+            yield
+        except httpx.ConnectError as e:
+            raise ServerUnavailableError(
+                f"cannot reach the vLLM server at {url} ({_reason(e)}): start it "
+                "(bash scripts/vllm_server.sh serve MODEL) or set model.server_url (--server-url)"
+            ) from None
+        except httpx.TimeoutException as e:
+            raise ServerTimeoutError(
+                f"the vLLM server at {url} did not answer in time ({type(e).__name__}); "
+                "ask again, or raise model.server_timeout_s"
+            ) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+            raise ServerUnavailableError(
+                f"the vLLM server at {url} closed the connection ({_reason(e)}); "
+                "nothing was lost: ask again once it is up"
+            ) from None
+        except httpx.HTTPError as e:
+            raise ServerError(f"request to the vLLM server at {url} failed: {_reason(e)}") from None
+
+
 class RemoteEngine:
     """A vLLM server serving ``model_id``, and that model's processor (loaded here, without weights)."""
 
     backend = "vllm"
 
-    def __init__(
-        self,
-        processor: Any,
-        model_id: str,
-        server_url: str,
-        *,
-        api_key: str = "",
-        timeout_s: float = 600.0,
-        max_model_len: int | None = None,
-    ):
-        import httpx
-
+    def __init__(self, processor: Any, model_id: str, client: ServerClient, max_model_len: int | None = None):
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.model_id = model_id
-        self.server_url = server_url.rstrip("/")
-        self.max_model_len = max_model_len
+        self.client = client
+        self.server_url = client.url
+        self.max_model_len = max_model_len  # the server's context length (its --max-model-len)
         self._template = ChatTemplate.from_processor(processor)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(
-            base_url=self.server_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
-        )
         self.lock = threading.Lock()  # for callers that hold an engine's lock; the server batches
 
     @classmethod
@@ -107,39 +155,21 @@ class RemoteEngine:
         model_id = (model_id if model_id is not None else options.id).strip()
         if not model_id:
             raise ModelLoadError("no model given: set model.id to the model the vLLM server serves")
-        probe = cls.__new__(cls)  # the HTTP client alone, before the processor is loaded
-        probe.server_url = options.server_url.rstrip("/")
-        engine = None
+        client = ServerClient(options.server_url, options.api_key, options.server_timeout_s)
         try:
-            import httpx
-
-            headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
-            probe._client = httpx.Client(
-                base_url=probe.server_url,
-                headers=headers,
-                timeout=httpx.Timeout(options.server_timeout_s, connect=CONNECT_TIMEOUT_S),
-            )
-            served = probe._get("/v1/models").get("data", [])
+            served = client.get("/v1/models").get("data", [])
             card = next((m for m in served if m.get("id") == model_id), None)
             if card is None:
                 names = ", ".join(m.get("id", "?") for m in served) or "nothing"
                 raise ServerModelError(
-                    f"the vLLM server at {probe.server_url} serves {names}, not {model_id}: "
+                    f"the vLLM server at {client.url} serves {names}, not {model_id}: "
                     "set model.id (--model) to the model it serves"
                 )
-            processor = _load_processor(model_id)
-            engine = cls(
-                processor,
-                model_id,
-                options.server_url,
-                api_key=options.api_key,
-                timeout_s=options.server_timeout_s,
-                max_model_len=card.get("max_model_len"),
-            )
-        finally:
-            probe._client.close()
-        log.info("using %s on the vLLM server at %s (context %s)", model_id, engine.server_url,
-                 engine.max_model_len)  # fmt: skip
+            engine = cls(_load_processor(model_id), model_id, client, card.get("max_model_len"))
+        except BaseException:
+            client.close()
+            raise
+        log.info("using %s on the vLLM server at %s (context %s)", model_id, client.url, engine.max_model_len)
         return engine
 
     # -- what the job layer asks of an engine -------------------------------------------------------
@@ -179,7 +209,7 @@ class RemoteEngine:
         return RemoteSession(self, frames, total_frames=total_frames, **kwargs)
 
     def close(self) -> None:
-        self._client.close()
+        self.client.close()
 
     # -- requests -----------------------------------------------------------------------------------
 
@@ -192,58 +222,14 @@ class RemoteEngine:
             if key in body
         }
         request.update(add_generation_prompt=True, return_token_strs=True)
-        return self._post("/tokenize", request)
+        return self.client.post("/tokenize", request)
+
+    def stream(self, body: dict[str, Any]) -> Any:
+        """A streamed chat completion (:meth:`ServerClient.stream`)."""
+        return self.client.stream("/v1/chat/completions", body)
 
     def _count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def _get(self, path: str) -> dict[str, Any]:
-        with self._errors():
-            response = self._client.get(path)
-            _raise_for_status(response, self.server_url)
-            return response.json()
-
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        with self._errors():
-            response = self._client.post(path, json=body)
-            _raise_for_status(response, self.server_url)
-            return response.json()
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """httpx's errors as this package's: one line that says what happened and what to do."""
-        import httpx
-
-        url = self.server_url
-        try:
-            yield
-        except httpx.ConnectError as e:
-            raise ServerUnavailableError(
-                f"cannot reach the vLLM server at {url} ({_reason(e)}): start it "
-                "(bash scripts/vllm_server.sh serve MODEL) or set model.server_url (--server-url)"
-            ) from None
-        except httpx.TimeoutException as e:
-            raise ServerTimeoutError(
-                f"the vLLM server at {url} did not answer in time ({type(e).__name__}); "
-                "ask again, or raise model.server_timeout_s"
-            ) from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
-            raise ServerUnavailableError(
-                f"the vLLM server at {url} closed the connection ({_reason(e)}); "
-                "nothing was lost: ask again once it is up"
-            ) from None
-        except httpx.HTTPError as e:
-            raise ServerError(f"request to the vLLM server at {url} failed: {_reason(e)}") from None
-
-    @contextmanager
-    def stream(self, body: dict[str, Any]) -> Iterator[Iterator[dict[str, Any]]]:
-        """POST a streaming chat completion; yields an iterator of its decoded SSE chunks. Leaving the
-        block closes the connection, and vLLM aborts the request."""
-        with self._errors(), self._client.stream("POST", "/v1/chat/completions", json=body) as response:
-            if response.status_code >= 400:
-                response.read()
-                _raise_for_status(response, self.server_url)
-            yield _sse_chunks(response.iter_lines(), self.server_url)
 
 
 class RemoteSession:

@@ -328,8 +328,8 @@ class VideoJob:
         yield Progress("merge", 0, 1)
         yield TextDelta("---\n\n", None)
         merge = load_prompt("merge.zh" if chinese else "merge").render(segments="\n\n".join(texts))
-        self._merge_session = VideoSession(
-            self.engine, None, context=self.options.context, generation=self.options.generation
+        self._merge_session = self.engine.session(
+            None, context=self.options.context, generation=self.options.generation
         )
         merged = yield from self._merge_session.ask(merge, cancel=cancel).relay()
         self.merged = merged.text.strip()

@@ -301,17 +301,17 @@ def test_the_server_going_away_mid_answer_loses_nothing(remote, vllm_server, vid
 
     job = open_job(remote, videos["vfr"], _options(vllm_server), PROMPT)
     job.ask(PROMPT).stats  # noqa: B018
-    real = remote._client
+    real = remote.client.http
 
     def cut_off(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=b'data: {"choices": [{"delta": {"content": "par"}}]}\n\n')
 
-    remote._client = httpx.Client(base_url=real.base_url, transport=httpx.MockTransport(cut_off))
+    remote.client.http = httpx.Client(base_url=real.base_url, transport=httpx.MockTransport(cut_off))
     try:
         with pytest.raises(ServerUnavailableError, match="ended the answer early"):
             job.ask("And then?").stats  # noqa: B018
     finally:
-        remote._client = real
+        remote.client.http = real
     assert len(job.answers) == 1
     assert job.ask("And then?").stats.cached_tokens > 0
 
@@ -332,3 +332,40 @@ def test_server_errors_read_as_one_line():
     assert isinstance(e, ServerContextError) and "--max-model-len" in str(e) and "\n" not in str(e)
     e = _server_error({"object": "error", "message": "boom"}, 500, "http://x")
     assert type(e) is ServerError and str(e) == "the vLLM server at http://x answered 500: boom"
+
+
+def test_the_speech_block_is_counted_as_vllm_reads_it(remote, vllm_server, videos, tmp_path):
+    """A transcript (here a subtitle file beside the video) goes after the video, before the prompt: the
+    plan counts it, and the server's prompt tokens agree."""
+    import shutil
+
+    from qwen3vl_summarizer.jobs import open_job
+
+    video = tmp_path / "talk.mp4"
+    shutil.copy(videos["vfr"], video)
+    (tmp_path / "talk.srt").write_text(
+        "1\n00:00:01,000 --> 00:00:04,000\nWelcome to the weather report for today.\n\n"
+        "2\n00:00:10,500 --> 00:00:12,000\nThe children are playing football in the park.\n"
+    )
+    job = open_job(remote, video, _options(vllm_server, speech={"mode": "subtitles"}), PROMPT)
+    assert job.transcript is not None and job.speech_tokens > 0
+    stats = job.ask(PROMPT).stats
+    assert stats.prefill_tokens == job.plan.tokens
+    text = remote.tokenizer.decode(remote.tokenize(job.session.request(PROMPT))["tokens"])
+    assert text.index("<|vision_end|><|vision_end|>") < text.index("[00:01] Welcome") < text.index(PROMPT)
+
+
+def test_a_server_that_stops_answering_is_a_timeout():
+    import httpx
+
+    from qwen3vl_summarizer.errors import ServerTimeoutError
+    from qwen3vl_summarizer.remote import ServerClient
+
+    def silent(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    client = ServerClient("http://127.0.0.1:9", timeout_s=1)
+    client.http = httpx.Client(base_url=client.url, transport=httpx.MockTransport(silent))
+    answer = client.stream("/v1/chat/completions", {})
+    with pytest.raises(ServerTimeoutError, match="did not answer in time .*model.server_timeout_s"):
+        answer.__enter__()
