@@ -144,6 +144,9 @@ class RemoteEngine:
         self.client = client
         self.server_url = client.url
         self.max_model_len = max_model_len  # the server's context length (its --max-model-len)
+        # What the page says the model runs on and in (the local Engine's torch device and dtype).
+        self.device = f"the vLLM server at {client.url}"
+        self.dtype = "the server's dtype"
         self._template = ChatTemplate.from_processor(processor)
         self.lock = threading.Lock()  # for callers that hold an engine's lock; the server batches
 

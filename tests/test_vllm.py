@@ -102,9 +102,9 @@ def vllm_server(vllm_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
             process.wait()
 
 
-def _options(server: Server, **sections):
+def _options(vllm: Server, **sections):
     base = {
-        "model": {"id": server.model, "backend": "vllm", "server_url": server.url},
+        "model": {"id": vllm.model, "backend": "vllm", "server_url": vllm.url},
         "speech": {"mode": "off"},
         "generation": {"max_new_tokens": 4},
         "sampling": {"fps": 2.0},
@@ -369,3 +369,31 @@ def test_a_server_that_stops_answering_is_a_timeout():
     answer = client.stream("/v1/chat/completions", {})
     with pytest.raises(ServerTimeoutError, match="did not answer in time .*model.server_timeout_s"):
         answer.__enter__()
+
+
+def test_the_page_summarizes_and_answers_follow_ups_through_vllm(vllm_server, videos):
+    """The web app on the vLLM backend: /summarize, then /chat from another client with the job id."""
+    import app
+    from qwen3vl_summarizer.jobs import plan_for, probe_video
+    from qwen3vl_summarizer.remote import RemoteEngine
+    from tests.apps import Served, free_port
+
+    options = _options(vllm_server, server={"port": free_port()})
+    state = app.AppState(options)
+    demo = app.build_demo(options, state)
+    app.launch(demo, options, prevent_thread_lock=True, quiet=True, show_error=True)
+    try:
+        served = Served(f"http://127.0.0.1:{options.server.port}/", state, options)
+        client = served.client()
+        summary, status, stats, chat, downloads, transcript, job_id, timeline = served.summarize(
+            client, videos["vfr"], prompt=PROMPT, fps=2.0, speech="off"
+        ).result()
+        engine = state.engines.engine
+        assert isinstance(engine, RemoteEngine)  # the page loaded no weights
+        plan = plan_for(probe_video(videos["vfr"]), options.replace(sampling={"fps": 2.0}), PROMPT, engine)
+        assert job_id and stats["read_video"] and stats["prefill_tokens"] == plan.tokens
+        _, history, follow, _ = served.client().predict("And then?", [], job_id, api_name="/chat")
+        assert [m["role"] for m in history] == ["user", "assistant"]
+        assert follow["read_video"] is False and follow["cached_tokens"] > 0
+    finally:
+        demo.close()
