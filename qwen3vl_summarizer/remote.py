@@ -148,6 +148,7 @@ class RemoteEngine:
         self.device = f"the vLLM server at {client.url}"
         self.dtype = "the server's dtype"
         self._template = ChatTemplate.from_processor(processor)
+        self.eos_token_ids = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")}
         self.lock = threading.Lock()  # for callers that hold an engine's lock; the server batches
 
     @classmethod
@@ -283,6 +284,10 @@ class RemoteSession:
         self._speech = speech if isinstance(speech, str) else ""
         self._media_done = frames is None and image is None
         self._broken: str | None = None
+        # For the prefill's progress: the plan's prompt tokens, then (once known) the server's count of
+        # the prompt before the first question's text.
+        self._planned_tokens = max(1, (expected_tokens or 0) - self.generation.max_new_tokens)
+        self._media_tokens: int | None = None
 
     # -- public -------------------------------------------------------------------------------------
 
@@ -316,6 +321,7 @@ class RemoteSession:
             "top_p": g.top_p,
             "top_k": g.top_k if g.top_k > 0 else -1,
             "repetition_penalty": g.repetition_penalty,
+            "return_token_ids": True,  # vLLM: the generated ids, as the local engine reports them
         }
         if self._media is not None and self._media["type"] == "video_url":
             body["media_io_kwargs"] = {"video": self._video_metadata()}
@@ -332,12 +338,14 @@ class RemoteSession:
             if fresh:
                 yield from self._read_media(cancel, timings)
             body = self.request(turn.question, kept)
-            yield Progress("prefill", 0, 1)
+            expected = self._expected_prompt_tokens(kept, turn)
+            yield Progress("prefill", 0, expected)  # the server reports nothing until the first token
             t0 = time.perf_counter()
             ttft = None
             t_first = t0
             usage: dict[str, Any] = {}
             text = ""
+            ids: list[int] | None = None  # generated ids, where the server sends them
             with self.engine.stream(body) as chunks:
                 for chunk in chunks:
                     _check(cancel)
@@ -345,14 +353,18 @@ class RemoteSession:
                         usage = chunk["usage"]
                     for choice in chunk.get("choices") or []:
                         delta = (choice.get("delta") or {}).get("content") or ""
+                        new_ids = choice.get("token_ids")
+                        if new_ids is not None:
+                            ids = [*(ids or []), *new_ids]
                         if ttft is None:
                             ttft = time.perf_counter() - t_start
                             t_first = time.perf_counter()
                             timings["prefill"] = time.perf_counter() - t0
-                            yield Progress("prefill", 1, 1)
+                            yield Progress("prefill", expected, expected)
                         if delta:
                             text += delta
-                            yield TextDelta(delta, None)
+                            token = new_ids[0] if new_ids is not None and len(new_ids) == 1 else None
+                            yield TextDelta(delta, token)
             elapsed = time.perf_counter() - t_first
         except BaseException as e:
             if not self._media_done and not isinstance(e, (Cancelled, GeneratorExit, ServerError)):
@@ -361,8 +373,12 @@ class RemoteSession:
         if not usage:
             raise ServerError(f"the vLLM server at {self.engine.server_url} sent no usage statistics")
         turn.text = text
-        turn.answer_ids = self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if ids and ids[-1] in self.engine.eos_token_ids:
+            ids = ids[:-1]  # as the local engine: the end-of-turn token is not part of the answer
+        turn.answer_ids = ids if ids is not None else self._tokens(text)
         self.turns = [*kept, turn]
+        if not kept:  # what the media and the speech cost: the first prompt less its own text's tokens
+            self._media_tokens = int(usage["prompt_tokens"]) - len(turn.prompt_ids)
         n = int(usage.get("completion_tokens") or len(turn.answer_ids))
         details = usage.get("prompt_tokens_details") or {}
         yield TurnStats(
@@ -376,6 +392,16 @@ class RemoteSession:
             read_video=fresh and self._media is not None,
             cached_tokens=int(details.get("cached_tokens") or 0),
         )
+
+    def _expected_prompt_tokens(self, kept: list[Turn], turn: Turn) -> int:
+        """About how many prompt tokens the server will compute, for the progress of its prefill."""
+        if self._media_tokens is None:
+            return self._planned_tokens
+        history = sum(len(t.prompt_ids) + len(t.answer_ids) for t in kept)
+        return self._media_tokens + history + len(turn.prompt_ids)
+
+    def _tokens(self, text: str) -> list[int]:
+        return self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _read_media(self, cancel: threading.Event | None, timings: dict[str, float]) -> Iterator[Event]:
         """Read and JPEG-encode the frames (resumable after a cancel), then wait for the speech."""
