@@ -399,3 +399,34 @@ def test_the_page_summarizes_and_answers_follow_ups_through_vllm(vllm_server, vi
         assert follow["read_video"] is False and follow["cached_tokens"] > 0
     finally:
         demo.close()
+
+
+def _metric(server: Server, name: str) -> float:
+    """A counter or gauge of the server's Prometheus metrics."""
+    import httpx
+
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return sum(float(x) for x in re.findall(rf"^{re.escape(name)}\{{[^}}]*\}} (\S+)$", metrics, re.M))
+
+
+def test_closing_the_stream_aborts_the_request_in_vllm(remote, vllm_server):
+    """A Stop or a page that goes away closes the stream: vLLM stops generating (it aborts the request)."""
+    generated = _metric(vllm_server, "vllm:generation_tokens_total")
+    asked = 4000
+    body = {
+        "model": remote.model_id,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "stream": True,
+        "max_tokens": asked,
+        "ignore_eos": True,  # would run for tens of seconds if not aborted
+    }
+    with remote.stream(body) as chunks:
+        next(chunks)
+    deadline = time.monotonic() + 120
+    over = threading.Event()
+    while not over.is_set() and time.monotonic() < deadline:
+        if _metric(vllm_server, "vllm:num_requests_running") == 0:
+            over.set()
+        over.wait(0.2)  # the next poll
+    assert over.is_set()
+    assert _metric(vllm_server, "vllm:generation_tokens_total") - generated < asked / 2
