@@ -430,3 +430,15 @@ def test_closing_the_stream_aborts_the_request_in_vllm(remote, vllm_server):
         over.wait(0.2)  # the next poll
     assert over.is_set()
     assert _metric(vllm_server, "vllm:generation_tokens_total") - generated < asked / 2
+
+
+def test_a_conversation_past_the_servers_context_is_one_clear_error(remote, vllm_server, videos):
+    from qwen3vl_summarizer.errors import ContextTooSmallError, ServerContextError
+    from qwen3vl_summarizer.jobs import open_job
+
+    job = open_job(remote, videos["vfr"], _options(vllm_server), PROMPT)
+    job.ask(PROMPT).stats  # noqa: B018
+    with pytest.raises(ServerContextError, match="--max-model-len") as e:
+        job.ask("Why? " * 9000).stats  # noqa: B018 - past the server's 16,384 tokens
+    assert isinstance(e.value, ContextTooSmallError) and "\n" not in str(e.value)
+    assert job.ask("Why?").stats.cached_tokens > 0  # and the conversation goes on
