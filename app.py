@@ -12,7 +12,7 @@ import argparse
 import logging
 
 from qwen3vl_summarizer.errors import OptionsError
-from qwen3vl_summarizer.options import load_options
+from qwen3vl_summarizer.options import BACKENDS, load_options
 from web.handlers import AppState
 from web.page import build_demo, launch
 
@@ -26,6 +26,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--model", help="hub id or local folder of a Qwen3-VL model (default: from the config)"
     )
+    parser.add_argument(
+        "--backend", choices=BACKENDS,
+        help="where the model runs: local (in this process) | vllm (a vLLM server that serves --model)",
+    )  # fmt: skip
+    parser.add_argument("--server-url", help="the vLLM server, with --backend vllm (default: from the config)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, help="port to listen on (default 7860)")
     parser.add_argument(
@@ -43,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         options = load_options(
             args.config,
             overrides={
-                "model": {"id": args.model},
+                "model": {"id": args.model, "backend": args.backend, "server_url": args.server_url},
                 "server": {"host": args.host, "port": args.port, "share": args.share, "auth": args.auth},
             },
         )

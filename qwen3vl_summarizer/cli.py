@@ -27,7 +27,7 @@ from . import __version__
 from .errors import OptionsError, SummarizerError
 from .events import TurnStats
 from .export import FORMATS, QUESTION_HEADING, get_writer, write_all
-from .options import KV_CACHE_DTYPES, QUANTIZATIONS, SPEECH_MODES, Options, load_options
+from .options import BACKENDS, KV_CACHE_DTYPES, QUANTIZATIONS, SPEECH_MODES, Options, load_options
 from .plan import MemoryPlan, Plan, parse_size, parse_time
 from .timestamps import format_timestamp
 
@@ -78,6 +78,17 @@ def _add_kv_cache_dtype(parser: argparse.ArgumentParser) -> None:
         help="KV cache: bfloat16 = not quantized, float8 = e4m3 (half the bytes), auto = float8 only when "
         "the unquantized cache would not fit",
     )  # fmt: skip
+
+
+def _add_backend(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend", choices=BACKENDS,
+        help="where the model runs: local (in this process, the default) | vllm (a vLLM server that "
+        "serves --model)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--server-url", metavar="URL", help="the vLLM server, with --backend vllm (default: model.server_url)"
+    )
 
 
 def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -148,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         "whether Qwen3-VL-2B's bf16 weights, the KV cache at the full context and headroom fit it, and "
         "size an 'auto' context to it",
     )  # fmt: skip
+    _add_backend(p)
+    p.add_argument("--model", "-m", metavar="M", help="with --backend vllm: the model the server serves")
     _add_common(p, suppress=True)
 
     p = commands.add_parser("frames", help="decode and list the frames the model will see")
@@ -192,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="quantize the weights while loading with bitsandbytes (CUDA only); default: none",
     )  # fmt: skip
     _add_kv_cache_dtype(p)
+    _add_backend(p)
     _add_speech(p, choose_source=True)
     _add_no_library(p)
     _add_common(p, suppress=True)
@@ -250,6 +264,8 @@ def _options(args: argparse.Namespace) -> Options:
                 "device": get("device"),
                 "dtype": get("dtype"),
                 "quantization": get("quantization"),
+                "backend": get("backend"),
+                "server_url": get("server_url"),
             },
             "sampling": {"fps": get("fps")},
             "context": {
@@ -392,6 +408,13 @@ def _probe_and_plan(args: argparse.Namespace, options: Options) -> tuple[Any, Pl
     from .video import probe
 
     info = probe(args.video)
+    if options.model.backend != "local":  # the server's context, and the prompt it builds
+        from .loading import load_engine
+
+        engine = load_engine(options.model)
+        context, geometry = planning_context(options, engine)
+        plan = plan_for(info, options, _prompt_text(args), engine, start=args.start, end=args.end)
+        return info, plan, memory_plan(context, geometry)
     device = getattr(args, "device_memory", None)
     context, geometry = planning_context(options, device_memory=device)
     plan = plan_for(info, options, _prompt_text(args), start=args.start, end=args.end, device_memory=device)

@@ -83,3 +83,24 @@ class SubtitleError(SummarizerError):
 
 class SpeechModelError(SummarizerError):
     """The speech recognition model (or faster-whisper itself) is missing or cannot be loaded."""
+
+
+class ServerError(SummarizerError):
+    """The model server (vLLM, for ``model.backend = "vllm"``) refused or failed a request; the message
+    carries its own words."""
+
+
+class ServerUnavailableError(ServerError):
+    """The model server cannot be reached (down, wrong address) or dropped the connection mid-answer."""
+
+
+class ServerTimeoutError(ServerError):
+    """The model server did not answer within ``model.server_timeout_s``."""
+
+
+class ServerModelError(ServerError):
+    """The model server serves another model than ``model.id``."""
+
+
+class ServerContextError(ServerError, ContextTooSmallError):
+    """The request does not fit the server's context (vLLM's ``--max-model-len``)."""

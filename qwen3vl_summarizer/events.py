@@ -47,6 +47,7 @@ class TurnStats:
     decode_tokens_per_s: float
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage: frames, vision, prefill
     read_video: bool = False  # whether this turn decoded or encoded the video (else it came from the cache)
+    cached_tokens: int | None = None  # prompt tokens a model server took from its prefix cache (None: local)
 
     def to_dict(self) -> dict[str, Any]:
         """The turn's numbers for the JSON export and the page (no answer text or token ids)."""
@@ -58,6 +59,7 @@ class TurnStats:
             "ttft_s": round(self.ttft_s, 3),
             "decode_tokens_per_s": round(self.decode_tokens_per_s, 1),
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            **({} if self.cached_tokens is None else {"cached_tokens": self.cached_tokens}),
         }
 
     def as_json(self) -> dict[str, Any]:

@@ -130,7 +130,13 @@ def load_model(
 
 
 def load_engine(options: ModelOptions, model_id: str | None = None) -> Engine:
-    """The engine for ``options`` (device, dtype, attention), on ``model_id`` or ``options.id``."""
+    """The engine for ``options`` (device, dtype, attention), on ``model_id`` or ``options.id``; with
+    ``backend = "vllm"``, a :class:`~.remote.RemoteEngine` on the server that serves it (the processor is
+    loaded here, the weights are not)."""
+    if options.backend == "vllm":
+        from .remote import RemoteEngine
+
+        return RemoteEngine.connect(options, model_id)
     model_id = (model_id if model_id is not None else options.id).strip()
     if not model_id:
         raise ModelLoadError("no model given: pass a hub id such as Qwen/Qwen3-VL-2B-Instruct or a folder")

@@ -40,6 +40,7 @@ SPEECH_MODES = ("auto", "subtitles", "asr", "off")  # speech.mode; speech.py che
 SPEECH_DEVICES = ("auto", "cpu", "cuda")  # speech.device: where recognition runs
 KV_CACHE_DTYPES = ("auto", "bfloat16", "float8")  # context.kv_cache_dtype
 QUANTIZATIONS = ("none", "nf4", "int8")  # model.quantization (bitsandbytes at load time)
+BACKENDS = ("local", "vllm")  # model.backend: in this process, or a vLLM (OpenAI-compatible) server
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,12 @@ class ModelOptions:
     dtype: str = "auto"  # auto | bfloat16 | float16 | float32
     attn_implementation: str = "sdpa"  # sdpa | flash_attention_2 | eager
     quantization: str = "none"  # none | nf4 | int8: bitsandbytes at load time, CUDA only
+    # local: the model runs in this process; vllm: a vLLM server at server_url runs it (id names what it
+    # serves; only the processor and tokenizer are loaded here, for the plan and token counts)
+    backend: str = "local"
+    server_url: str = "http://127.0.0.1:8000"  # the vLLM server's base URL (backend = vllm)
+    api_key: str = ""  # sent as a bearer token when set (vLLM's --api-key)
+    server_timeout_s: float = 600.0  # longest wait for the server's next bytes, seconds
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,15 @@ def validate(opts: Options) -> Options:
             opts.model.quantization in QUANTIZATIONS,
             f"model.quantization must be one of {', '.join(QUANTIZATIONS)}, got {opts.model.quantization!r}",
         ),
+        (
+            opts.model.backend in BACKENDS,
+            f"model.backend must be one of {', '.join(BACKENDS)}, got {opts.model.backend!r}",
+        ),
+        (
+            opts.model.server_url.startswith(("http://", "https://")),
+            f"model.server_url must start with http:// or https://, got {opts.model.server_url!r}",
+        ),
+        (opts.model.server_timeout_s > 0, "model.server_timeout_s must be > 0"),
         (0 < s.fps <= MAX_FPS, f"sampling.fps must be in (0, {MAX_FPS:g}], got {s.fps:g}"),
         (0 < s.min_pixels <= s.max_pixels, "sampling.min_pixels must be positive and <= max_pixels"),
         (

@@ -35,6 +35,8 @@ def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, kv_cache_dtype
 
 
 # Qwen3-VL-2B-Instruct, used when no model is loaded (the engine reads the real values from it).
+# Geometry.kv_cache_dtype of a model served elsewhere (model.backend = "vllm"): its KV cache is the server's.
+SERVER_KV_CACHE = "server"
 QWEN3VL_2B_KV_SHAPE = (28, 8, 128)  # text layers, KV heads, head_dim
 QWEN3VL_2B_KV_BYTES_PER_TOKEN = kv_bytes_per_token(*QWEN3VL_2B_KV_SHAPE, "bfloat16")  # 112 KiB
 QWEN3VL_2B_PARAMETERS = 2_127_532_032  # its config built on the meta device (tied embeddings, vision too)
@@ -161,6 +163,13 @@ class Plan:
         """One line for people: what the model will see and what it costs."""
         line = f"{describe_range(self.start, self.end)}: " if self.is_range else ""
         gib = f"{self.kv_cache_bytes / 2**30:.2f} GiB"
+        if self.kv_cache_dtype == SERVER_KV_CACHE:
+            line += (
+                f"{self.frames} frames at {self.width}x{self.height}, {self.tokens:,} tokens "
+                f"({self.context_share:.0%} of the server's {self.context:,}); KV cache and prefix cache "
+                "on the server, no feature cache"
+            )
+            return line if self.fits else line + f"; needs {len(self.segments)} parts"
         if self.fits:
             line += (
                 f"{self.frames} frames at {self.width}x{self.height}, {self.tokens:,} tokens "

