@@ -20,7 +20,6 @@ from typing import Any
 
 import gradio as gr
 
-from qwen3vl_summarizer.engine import VideoSession
 from qwen3vl_summarizer.errors import Cancelled, OptionsError, SessionBrokenError, SummarizerError
 from qwen3vl_summarizer.events import Event, Progress, Response, TextDelta
 from qwen3vl_summarizer.export import FORMATS, write_all
@@ -500,9 +499,7 @@ def describe_image(state: AppState, image: str | None, prompt: str, model_id: st
         pixels = policy.read_image(policy.uploaded(image), state.options.server.max_image_pixels)
         engine = state.engines.get(state.model_for(model_id))
         options = state.options
-        session = VideoSession(
-            engine, None, image=pixels, context=options.context, generation=options.generation
-        )
+        session = engine.session(None, image=pixels, context=options.context, generation=options.generation)
         response = session.ask(prompt, cancel=cancel)
         try:
             with _closing(response, cancel):
