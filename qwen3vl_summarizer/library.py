@@ -953,6 +953,9 @@ class Recorder:
             self.library.write_transcript(self.run_id, ((s.start, s.end, s.text) for s in t.segments),
                                           t.source, t.language)  # fmt: skip
             self._transcript_written = True
+        if number == 0 and job.thumbnails is not None:
+            chapters, _ = parse_chapters(job.summary_text, self.duration)
+            job.fill_thumbnails([self.duration * POSTER_AT, *(c.start for c in chapters)])
         if number == 0 and job.thumbnails is not None and len(job.thumbnails):
             items = [job.thumbnails.nearest(t) for t in job.thumbnails.times]
             self.library.write_thumbnails(self.video_id, [i for i in items if i is not None],

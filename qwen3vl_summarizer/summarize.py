@@ -28,7 +28,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,10 +41,10 @@ from .options import Options
 from .plan import Geometry, Plan, Segment, check_range, describe_range, plan_video, speech_token_bound
 from .prompts import load_prompt
 from .speech import SpeechSegment, Transcript, prompt_lines
-from .timeline import Thumbnails
+from .timeline import Thumbnails, frame_reader
 from .timestamps import find_timestamps, format_timestamp
 from .transcripts import PendingTranscript
-from .video import FrameStream, VideoInfo, sample
+from .video import Frame, FrameStream, VideoInfo, sample
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,18 @@ class VideoJob:
             return check_range(start, end, self.info.duration) == (self.plan.start, self.plan.end)
         except OptionsError:
             return False
+
+    def frame_reader(self) -> Callable[[float], Frame | None]:
+        """Decodes, by seeking, the frame this job samples at or after a time (:func:`~.timeline.frame_reader`
+        with the plan's rate, size and range): for thumbnails when reading kept none (a feature-cache hit)."""
+        plan = self.plan
+        end = self.info.duration if plan.end is None else plan.end
+        return frame_reader(self.info.path, plan.fps, (plan.width, plan.height), plan.start, end)
+
+    def fill_thumbnails(self, starts: Iterable[float]) -> None:
+        """Keep thumbnails of ``starts`` (seconds) that reading did not: :meth:`~.timeline.Thumbnails.fill`."""
+        if self.thumbnails is not None:
+            self.thumbnails.fill(starts, self.frame_reader())
 
     def release(self) -> None:
         """Free every KV cache. The conversation is kept as token ids and rebuilt on the next ask, from

@@ -531,6 +531,20 @@ def summarize(capsys, model: Path, video: Path, *extra) -> tuple[int, str, str]:
     )  # fmt: skip
 
 
+def test_a_video_read_from_the_feature_cache_still_gets_its_poster(capsys, tiny_model_dir, tmp_path, db):
+    """A feature-cache hit decodes no frame while reading: the poster is decoded by seeking instead."""
+    video = tmp_path / "cached.mp4"
+    write_video(video, [i / 4 for i in range(12)], size=(96, 64))
+    code, _, err = summarize(capsys, tiny_model_dir, video, "--no-library")  # fills the feature cache
+    assert code == 0, err
+    code, _, err = summarize(capsys, tiny_model_dir, video)
+    assert code == 0, err
+    [entry] = json.loads(run(capsys, "library", "list", "--json")[1])["videos"]
+    [record] = json.loads(run(capsys, "library", "show", entry["id"], "--json")[1])["runs"]
+    assert record["stats"]["read_video"] is False, "the second run read the feature cache"
+    assert entry["name"] == "cached.mp4" and entry["has_poster"]
+
+
 def test_summarize_records_the_video_summary_answers_transcript_and_thumbnails(
     capsys, tiny_model_dir, talk, db
 ):

@@ -20,7 +20,7 @@ from qwen3vl_summarizer.markdown import code_ranges
 from qwen3vl_summarizer.options import Options
 from qwen3vl_summarizer.plan import Geometry
 from qwen3vl_summarizer.summarize import VideoJob
-from qwen3vl_summarizer.timeline import Thumbnails, frame_reader
+from qwen3vl_summarizer.timeline import Thumbnails
 from qwen3vl_summarizer.timestamps import (
     SECONDS_PER_HOUR,
     SEEK_ANCHOR,
@@ -170,12 +170,9 @@ def timeline_html(job: VideoJob, lang: str = "en") -> str:
     """The chapter timeline of the job's finished summary (a bar over the whole video, where speech is under
     it, a card per chapter with the thumbnail of the frame read nearest its start, decoded now when the
     frames were not: a feature-cache hit), or a one-line note when it has no chapters."""
-    plan = job.plan
-    end = job.info.duration if plan.end is None else plan.end
-    read = frame_reader(job.info.path, plan.fps, (plan.width, plan.height), plan.start, end)
     speech = job.transcript.segments if job.transcript is not None else ()
-    return chapter_timeline(job.summary_text, job.info.duration, job.thumbnails, end=plan.end, speech=speech,
-                            read_frame=read, lang=lang)  # fmt: skip
+    return chapter_timeline(job.summary_text, job.info.duration, job.thumbnails, end=job.plan.end,
+                            speech=speech, read_frame=job.frame_reader(), lang=lang)  # fmt: skip
 
 
 class Said(Protocol):
