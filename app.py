@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> None:
         "--backend", choices=BACKENDS,
         help="where the model runs: local (in this process) | vllm (a vLLM server that serves --model)",
     )  # fmt: skip
-    parser.add_argument("--server-url", help="the vLLM server, with --backend vllm (default: from the config)")
+    parser.add_argument(
+        "--server-url", help="the vLLM server, with --backend vllm (default: from the config)"
+    )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, help="port to listen on (default 7860)")
     parser.add_argument(

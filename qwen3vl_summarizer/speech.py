@@ -413,7 +413,9 @@ def _read_subtitle_stream(
                 decoded = stream.decode(packet)
             except av.FFmpegError as e:
                 errors += 1
-                logger.debug("skipping an undecodable subtitle packet at pts %s (%s)", packet.pts, first_line(e))
+                logger.debug(
+                    "skipping an undecodable subtitle packet at pts %s (%s)", packet.pts, first_line(e)
+                )
                 continue
             text = " ".join(_ass_text(rect) for rect in _rects(decoded)).strip()
             if not text:

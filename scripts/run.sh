@@ -44,6 +44,7 @@ case "$mode" in
         ;;
     test)
         "$venv/bin/ruff" check .
+        "$venv/bin/ruff" format --check .
         exec "$venv/bin/python" -m pytest "$@"
         ;;
     *)

@@ -397,10 +397,22 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
                         case Progress(stage="segment" | "merge"):  # a new part: its own stages start over
                             stages = {event.stage: (min(event.done + 1, event.total), event.total)}
                             started = time.perf_counter()
-                            yield gr.skip(), progress_line(stages, started, lang) + note, *keep, gr.skip(), gr.skip()
+                            yield (
+                                gr.skip(),
+                                progress_line(stages, started, lang) + note,
+                                *keep,
+                                gr.skip(),
+                                gr.skip(),
+                            )
                         case Progress():
                             stages[event.stage] = (event.done, event.total)
-                            yield gr.skip(), progress_line(stages, started, lang) + note, *keep, gr.skip(), gr.skip()
+                            yield (
+                                gr.skip(),
+                                progress_line(stages, started, lang) + note,
+                                *keep,
+                                gr.skip(),
+                                gr.skip(),
+                            )
         except Cancelled:
             text = shown(response.streamed, info.duration)
             yield text, say(lang, "stopped"), gr.skip(), [], None, gr.skip(), job_id, gr.skip()
@@ -424,7 +436,9 @@ def summarize(state: AppState, video: str | None, prompt: str, fps: float, auto:
         else:
             done = say(lang, "empty_answer", tokens=f"{len(final.tokens):,}")
         stats = {"turn": "summary", **final.to_dict()}
-        summary = shown(job.summary_text, info.duration) if final.text.strip() else say(lang, "summary_placeholder")
+        summary = (
+            shown(job.summary_text, info.duration) if final.text.strip() else say(lang, "summary_placeholder")
+        )
         timeline = timeline_html(job, lang)
         yield summary, done + note, stats, [], files, transcript_markdown(job, lang), job_id, timeline
     if failed:
