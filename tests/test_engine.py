@@ -564,6 +564,79 @@ def test_last_layer_for_the_last_token_keeps_the_cache_exact(engine, frames, mon
         torch.testing.assert_close(mine.values, theirs.values, rtol=1e-5, atol=1e-5)
 
 
+def test_last_layer_for_the_last_token_where_deepstack_reaches_it(tmp_path_factory, frames, monkeypatch):
+    """A 2-layer text model whose both layers take DeepStack features (issue 18's other shape): the last
+    layer still computes only the last token, and the answer, its logits and the cache are exact."""
+    from qwen3vl_summarizer.tiny_model import build_tiny_model
+
+    folder = build_tiny_model(
+        tmp_path_factory.mktemp("shallow"),
+        text={"num_hidden_layers": 2},
+        vision={"depth": 2, "deepstack_visual_indexes": [0, 1]},
+    )
+    shallow = load_engine(ModelOptions(str(folder), device="cpu", dtype="float32"))
+    assert len(shallow.model.model.language_model.layers) == 2
+    ref_tokens, ref_logits = reference_generate(shallow, reference_inputs(shallow, frames))
+    wholes = []
+    forward = attention._LastLayerForLastToken.forward
+
+    def recording(self, hidden_states, *args, **kwargs):
+        out = forward(self, hidden_states, *args, **kwargs)
+        wholes.append((self.whole, out.shape[1] == hidden_states.shape[1]))
+        return out
+
+    monkeypatch.setattr(attention._LastLayerForLastToken, "forward", recording)
+    logits = []
+    processors = engine_module._logits_processors
+
+    def capturing(g):
+        procs = processors(g)
+        return lambda ids, scores: logits.append(scores.clone()) or procs(ids, scores)
+
+    monkeypatch.setattr(engine_module, "_logits_processors", capturing)
+    pruned = session(shallow, frames, chunk=13)
+    assert run(pruned, PROMPT).tokens == ref_tokens
+    assert wholes and all(whole and full for whole, full in wholes), "every row back for DeepStack"
+    torch.testing.assert_close(logits[0][0], ref_logits.float(), rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(attention, "last_layer_for_last_token", lambda *args: contextlib.nullcontext())
+    whole = session(shallow, frames, chunk=13)
+    assert run(whole, PROMPT).tokens == ref_tokens
+    for mine, theirs in zip(pruned.cache.layers, whole.cache.layers, strict=True):
+        torch.testing.assert_close(mine.keys, theirs.keys, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mine.values, theirs.values, rtol=1e-5, atol=1e-5)
+
+
+def test_vision_groups_attended_in_one_call_equal_one_call_each(engine, frames, monkeypatch):
+    """The vision tower's temporal groups as one batch (attention._BatchedVisionAttention) give the
+    features of transformers' one sdpa call per group; an image (one group) keeps transformers' path."""
+    from transformers.models.qwen3_vl import modeling_qwen3_vl
+
+    per_group = []
+    forward = modeling_qwen3_vl.Qwen3VLVisionAttention.forward
+
+    def counting(self, hidden_states, *args, **kwargs):
+        per_group.append(hidden_states.shape[0])
+        return forward(self, hidden_states, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_qwen3_vl.Qwen3VLVisionAttention, "forward", counting)
+    batched = engine.encode_frames(frames)
+    assert not per_group, "no call of transformers' per-group attention"
+    engine.encode_image(frames[0].image)
+    assert len(per_group) == len(engine.model.model.visual.blocks), "an image: transformers' path"
+    per_group.clear()
+    with monkeypatch.context() as m:
+        m.setattr(attention, "batched_vision_attention", lambda model: contextlib.nullcontext())
+        reference = engine.encode_frames(frames)
+    assert per_group, "the reference went through transformers' attention"
+    assert torch.equal(batched.ids, reference.ids) and torch.equal(batched.positions, reference.positions)
+    torch.testing.assert_close(batched.embeds, reference.embeds, rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(batched.deepstack, reference.deepstack, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    assert all(
+        type(b.attn) is modeling_qwen3_vl.Qwen3VLVisionAttention for b in engine.model.model.visual.blocks
+    )
+
+
 def test_uint8_patches_normalised_here_equal_the_processor(engine, frames):
     from transformers.video_utils import VideoMetadata
 
