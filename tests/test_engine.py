@@ -301,6 +301,24 @@ def test_geometry_is_read_from_the_model(engine):
     assert g.timestamp_base_tokens == len(engine.tokenizer("<0.0 seconds>")["input_ids"])
 
 
+def test_a_forward_pass_may_start_at_any_cached_position(engine, frames):
+    """``start_pos`` is free: writing from an earlier position drops what the cache held from there on,
+    so recomputing the last tokens at their own positions gives back the same cache and logits."""
+    s = session(engine, frames, chunk=13)
+    run(s, PROMPT)
+    length = len(s.ids)
+    keys = [layer.keys.clone() for layer in s.cache.layers]
+    tail = engine_module._Rows(torch.tensor(s.ids[-5:]), s.positions[:, -5:].clone())
+    before = s._forward(tail, start_pos=length - 5, logits=True)
+    assert len(s.ids) == length
+    for layer, saved in zip(s.cache.layers, keys, strict=True):
+        torch.testing.assert_close(layer.keys, saved, rtol=1e-5, atol=1e-5)
+    again = s._forward(tail, start_pos=length - 5, logits=True)
+    torch.testing.assert_close(before, again)
+    with pytest.raises(ValueError, match="cannot write at"):
+        s._forward(tail, start_pos=length + 1, logits=False)
+
+
 def test_the_context_never_exceeds_the_models_positions(engine, monkeypatch):
     """The trained length is the loaded config's max_position_embeddings; the options' cap bounds it."""
     assert engine.max_positions == engine.config.text_config.max_position_embeddings
