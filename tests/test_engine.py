@@ -319,6 +319,26 @@ def test_a_forward_pass_may_start_at_any_cached_position(engine, frames):
         s._forward(tail, start_pos=length + 1, logits=False)
 
 
+def test_a_fresh_videos_features_are_stored_after_the_first_token(engine, frames, tmp_path, monkeypatch):
+    """Writing the feature cache is not part of the wait for the first token; a turn stopped at its first
+    token still leaves the video's features stored, and a second turn stores nothing again."""
+    from qwen3vl_summarizer.feature_cache import FeatureCache
+
+    cache = FeatureCache(tmp_path / "features", max_bytes=2**30)
+    seen, stored = [], []
+    store = FeatureCache.store
+    monkeypatch.setattr(FeatureCache, "store", lambda self, *a: stored.append(len(seen)) or store(self, *a))
+    s = session(engine, frames, feature_cache=cache, feature_key="0" * 64)
+    events = iter(s.ask(PROMPT))
+    while not isinstance(event := next(events), TextDelta):
+        seen.append(event)
+    assert not stored, "nothing written before the first token reached the consumer"
+    events.close()  # stopped at the first token
+    assert len(stored) == 1 and cache.load("0" * 64) is not None
+    run(s, "And then?")
+    assert len(stored) == 1, "stored once"
+
+
 def test_the_context_never_exceeds_the_models_positions(engine, monkeypatch):
     """The trained length is the loaded config's max_position_embeddings; the options' cap bounds it."""
     assert engine.max_positions == engine.config.text_config.max_position_embeddings
