@@ -372,11 +372,12 @@ class _BatchedVisionAttention(torch.nn.Module):
 
     The vision tower attends within each temporal group (``cu_seqlens`` bounds them). Without
     FlashAttention's variable-length kernel, transformers makes one sdpa call per group and joins the
-    outputs: 300 calls per layer for 10 minutes at 1 fps, each too small to use the cores well (on the
-    2-core CPU, 6.4 s of the tiny model's 27.7 s of first-turn CPU time went to them, more than to the
-    text model's attention). The frames of a video share one size, so its groups do too: they are a batch
-    [G, H, L, E], attended in one call, the same softmax over the same keys for each group. Groups of
-    mixed sizes (an image's tiles) go to the wrapped module unchanged.
+    outputs: 300 calls per layer for 10 minutes at 1 fps, each too small to use the cores well (one
+    32-group batch of the test model on the 2-core CPU with 2 threads: 1.2-2.0 s of CPU time that way,
+    0.9-1.3 s batched; the same with 1 thread, bench/RESULTS_engine.md). The frames of a video share
+    one size, so its groups do too: they are a batch [G, H, L, E], attended in one call, the same softmax
+    over the same keys for each group. Groups of mixed sizes (an image's tiles) go to the wrapped module
+    unchanged.
     """
 
     def __init__(self, attn: torch.nn.Module):
