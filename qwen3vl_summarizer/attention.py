@@ -261,14 +261,18 @@ class _LastLayerForLastToken(torch.nn.Module):
     final norm and the output head, for the prompt's last token. So for a chunk of n tokens this computes
     the keys and values of all n into the cache, and queries, attention and MLP for the chunk's last token
     only when its logits are wanted (``last``), for none otherwise. That skips 1/L of the prefill's
-    attention and MLP (a quarter on the 4-layer test model, 1/28 on Qwen3-VL-2B), exactly: nothing reads
-    what is skipped. Returns hidden states [1, 1, D]: the last token's (a placeholder when not ``last``).
+    attention and MLP (a quarter on the 4-layer test model, half on a 2-layer one, 1/28 on Qwen3-VL-2B),
+    exactly: nothing reads what is skipped. Returns hidden states [1, 1, D]: the last token's (a
+    placeholder when not ``last``); with ``whole`` (DeepStack features are added after this layer, at
+    the video's positions of the chunk) [1, n, D], whose last row is the last token's and whose other rows,
+    never read past the final norm, are the layer's input.
     """
 
-    def __init__(self, layer: torch.nn.Module, last: bool):
+    def __init__(self, layer: torch.nn.Module, last: bool, whole: bool = False):
         super().__init__()
         self.layer = layer
         self.last = last
+        self.whole = whole
         self._rotate_half = sys.modules[type(layer).__module__].rotate_half
 
     def forward(
@@ -291,7 +295,7 @@ class _LastLayerForLastToken(torch.nn.Module):
         values = attn.v_proj(normed).view(heads).transpose(1, 2)
         keys, values = cache.update(keys, values, attn.layer_idx)
         if not self.last:
-            return hidden_states[:, -1:]
+            return hidden_states if self.whole else hidden_states[:, -1:]
         query = attn.q_norm(attn.q_proj(normed[:, -1:]).view(1, 1, -1, attn.head_dim)).transpose(1, 2)
         query = (query * cos[:, :, -1:]) + (self._rotate_half(query) * sin[:, :, -1:])  # [1, H, 1, E]
         if attention_mask is not None:
@@ -305,22 +309,27 @@ class _LastLayerForLastToken(torch.nn.Module):
         )  # fmt: skip
         hidden = hidden_states[:, -1:] + attn.o_proj(out.reshape(1, 1, -1).contiguous())
         mlp = layer.mlp(layer.post_attention_layernorm(hidden))
-        return hidden + (mlp[0] if isinstance(mlp, tuple) else mlp)
+        hidden = hidden + (mlp[0] if isinstance(mlp, tuple) else mlp)  # [1, 1, D]
+        if not self.whole:
+            return hidden
+        out = hidden_states.clone()  # [1, n, D]: the layer's input, read by nothing but the final norm
+        out[:, -1:] = hidden
+        return out
 
 
 @contextlib.contextmanager
 def last_layer_for_last_token(model: Any, last: bool, deepstack_layers: int) -> Iterator[None]:
-    """While inside, ``model``'s last text layer is :class:`_LastLayerForLastToken`; nothing changes where
-    that would not be exact or is not known to work: DeepStack features added after the last layer, an
-    attention implementation outside transformers' registry (eager), a layer of another shape."""
+    """While inside, ``model``'s last text layer is :class:`_LastLayerForLastToken`, returning every row
+    when DeepStack features (``deepstack_layers`` of them, added after the first text layers) reach it;
+    nothing changes where that is not known to work: an attention implementation outside transformers'
+    registry (eager), a layer of another shape."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     layers = model.model.language_model.layers
     layer = layers[-1]
     attn = getattr(layer, "self_attn", None)
     usable = (
-        deepstack_layers < len(layers)
-        and type(layer).__name__.endswith("TextDecoderLayer")
+        type(layer).__name__.endswith("TextDecoderLayer")
         and all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"))
         and attn.config._attn_implementation in ALL_ATTENTION_FUNCTIONS
         and hasattr(sys.modules[type(layer).__module__], "rotate_half")
@@ -328,7 +337,7 @@ def last_layer_for_last_token(model: Any, last: bool, deepstack_layers: int) -> 
     if not usable:
         yield
         return
-    layers[-1] = _LastLayerForLastToken(layer, last)
+    layers[-1] = _LastLayerForLastToken(layer, last, whole=deepstack_layers >= len(layers))
     try:
         yield
     finally:
@@ -352,3 +361,79 @@ def cpu_attention_backends(device: torch.device) -> contextlib.AbstractContextMa
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH])
+
+
+# ----------------------------------------------------------------------------------------------------
+# The vision tower: temporal groups of one size attended in one call
+
+
+class _BatchedVisionAttention(torch.nn.Module):
+    """A vision block's attention with every temporal group attended in one sdpa call.
+
+    The vision tower attends within each temporal group (``cu_seqlens`` bounds them). Without
+    FlashAttention's variable-length kernel, transformers makes one sdpa call per group and joins the
+    outputs: 300 calls per layer for 10 minutes at 1 fps, each too small to use the cores well (one
+    32-group batch of the test model on the 2-core CPU with 2 threads: 1.2-2.0 s of CPU time that way,
+    0.9-1.3 s batched; the same with 1 thread, bench/RESULTS_engine.md). The frames of a video share
+    one size, so its groups do too: they are a batch [G, H, L, E], attended in one call, the same softmax
+    over the same keys for each group. Groups of mixed sizes (an image's tiles) go to the wrapped module
+    unchanged.
+    """
+
+    def __init__(self, attn: torch.nn.Module):
+        super().__init__()
+        self.attn = attn
+        self._rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,  # [n, D]: the patches of every group, group after group
+        cu_seqlens: torch.Tensor,  # [G + 1]: where each group starts, and n
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin [n, E]
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        attn = self.attn
+        lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+        if position_embeddings is None or len(lengths) < 2 or bool((lengths != lengths[0]).any()):
+            return attn(
+                hidden_states, cu_seqlens=cu_seqlens, position_embeddings=position_embeddings, **kwargs
+            )
+        n, groups, length = hidden_states.shape[0], len(lengths), int(lengths[0])
+        qkv = attn.qkv(hidden_states).reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3)  # [3, n, H, E]
+        query, key, value = qkv.unbind(0)
+        query, key = self._rotary(query, key, *position_embeddings)
+        query, key, value = (
+            x.reshape(groups, length, attn.num_heads, -1).transpose(1, 2) for x in (query, key, value)
+        )  # [G, H, L, E]
+        out = torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=attn.scaling)
+        return attn.proj(out.transpose(1, 2).reshape(n, -1))  # [n, D]
+
+
+@contextlib.contextmanager
+def batched_vision_attention(model: Any) -> Iterator[None]:
+    """While inside, the attention of ``model``'s vision blocks is :class:`_BatchedVisionAttention`, where
+    the vision tower runs transformers' sdpa on the CPU; elsewhere (FlashAttention's variable-length
+    kernel, GPUs, another layout of the blocks) nothing changes. Callers hold the engine's lock."""
+    visual = getattr(model.model, "visual", None)
+    blocks = getattr(visual, "blocks", None)
+    usable = (
+        blocks is not None
+        and model.device.type == "cpu"
+        and visual.config._attn_implementation == "sdpa"
+        and all(
+            hasattr(b, "attn") and all(hasattr(b.attn, a) for a in ("qkv", "proj", "num_heads", "scaling"))
+            for b in blocks
+        )
+        and hasattr(sys.modules[type(blocks[0].attn).__module__], "apply_rotary_pos_emb_vision")
+    )
+    if not usable:
+        yield
+        return
+    originals = [b.attn for b in blocks]
+    for b, attn in zip(blocks, originals, strict=True):
+        b.attn = _BatchedVisionAttention(attn)
+    try:
+        yield
+    finally:
+        for b, attn in zip(blocks, originals, strict=True):
+            b.attn = attn

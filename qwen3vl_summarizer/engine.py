@@ -233,7 +233,7 @@ class Engine:
             mm_token_type_ids=inputs["mm_token_type_ids"],
             **{grid_key: grid},
         )  # [3, 1, n], starting at 0
-        with self.lock, _torch_threads(threads):
+        with self.lock, _torch_threads(threads), attention.batched_vision_attention(self.model):
             out = (inner.get_video_features if kind == "video" else inner.get_image_features)(
                 inputs[pixel_key].to(self.device), grid.to(self.device), return_dict=True
             )
@@ -361,6 +361,7 @@ class VideoSession:
         self._broken: str | None = None
         # Media rows kept on the CPU: to recompute turns without cache reuse, and for the feature cache.
         self._media_rows: list[_Rows] | None = [] if not cache_reuse or self.feature_cache else None
+        self._features_unstored = False  # read afresh and not yet in the feature cache
         self._media_len = 0  # tokens of the prefix through the media, once read
         # What is said in the video, as text right after it (summarize.speech_block): part of the reusable
         # prefix, so a new prompt or a follow-up keeps it. Tokenized as plain text: a transcript that
@@ -444,6 +445,7 @@ class VideoSession:
             # An interrupted video read keeps what it read and resumes on the next ask.
             self.turns = before[0]
             if self._media_done:
+                self._store_features()  # the video was read whole: its features stand
                 self._pending = []
                 self._rewind(max(before[1], self._media_len))
             elif not isinstance(e, (Cancelled, GeneratorExit)):
@@ -495,11 +497,13 @@ class VideoSession:
             if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
                 delta, shown = text[len(shown) :], text
             yield TextDelta(delta, next_id)
+            self._store_features()  # after the first token (0.3-0.5 s for 10 minutes on the 2-core CPU)
             if step == limit - 1:
                 break
             context_ids = torch.cat([context_ids, torch.tensor([[next_id]])], dim=1)
             logits = self._step(next_id)
         elapsed = time.perf_counter() - t_first
+        self._store_features()  # an answer without a token
         turn.text = tok.decode(turn.answer_ids, skip_special_tokens=True)
         if turn.text != shown:  # an incomplete character at the very end
             yield TextDelta(turn.text[len(shown) :], None)
@@ -576,7 +580,7 @@ class VideoSession:
             raise DamagedVideoError("no frame could be read from the video")
         if not self.features_from_cache:
             self.damage = getattr(self._source, "damage", None)
-            self._store_features()
+            self._features_unstored = True  # written once the first token is out: not in its wait
         self._media_done = True
         self._media_len = len(self.ids)
         return computed
@@ -603,6 +607,10 @@ class VideoSession:
         return True
 
     def _store_features(self) -> None:
+        """Write the video's features to the feature cache, once (a no-op without one, or once written)."""
+        if not self._features_unstored:
+            return
+        self._features_unstored = False
         if self.feature_cache is None or not self._media_rows:
             return
         rows = _Rows.concat(self._media_rows)

@@ -70,7 +70,7 @@ class ContextOptions:
     max_context: int | Literal["auto"] = "auto"  # tokens; auto = what fits the device, capped
     max_context_cap: int = MAX_CONTEXT  # upper bound for "auto", tokens
     reserve_tokens: int = 2048  # kept for prompt text and answer, tokens
-    # Tokens per prefill forward pass; auto = as many as a memory budget allows (engine.auto_chunk_tokens)
+    # Tokens per prefill forward pass; auto = as many as a memory budget allows (plan.auto_chunk_tokens)
     prefill_chunk_size: int | Literal["auto"] = "auto"
     vision_batch_groups: int = 32  # temporal groups per vision-encoder pass
     kv_cache_dtype: str = "auto"  # auto | bfloat16 (not quantized) | float8 (e4m3, half the bytes)

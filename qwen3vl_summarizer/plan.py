@@ -5,7 +5,8 @@ The token arithmetic mirrors Qwen3-VL's processor: two consecutive frames form o
 group resized to W x H (multiples of ``patch_size * merge_size`` = 32 px) costs (W/32)*(H/32) visual
 tokens, plus ``<|vision_start|>``, ``<|vision_end|>`` and its ``<t seconds>`` timestamp text.
 The memory arithmetic (:func:`memory_plan`) says whether weights plus a KV cache as long as the context,
-unquantized or in float8, fit a device of a given size.
+unquantized or in float8, fit a device of a given size; :func:`context_length` and :func:`auto_chunk_tokens`
+size the context and the prefill chunks from the bytes a device has free (``Engine`` passes them in).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ SPEECH_SAMPLE = (
 
 @dataclass(frozen=True)
 class Geometry:
-    """The model's token arithmetic. ``from_model`` reads it from a loaded processor and config."""
+    """The model's token arithmetic. ``Engine.geometry(context)`` reads it from a loaded processor, config
+    and tokenizer; the defaults are Qwen3-VL-2B's, for planning without a model."""
 
     patch_size: int = 16  # pixels per vision patch side
     merge_size: int = 2  # patches merged per side into one language token

@@ -301,6 +301,44 @@ def test_geometry_is_read_from_the_model(engine):
     assert g.timestamp_base_tokens == len(engine.tokenizer("<0.0 seconds>")["input_ids"])
 
 
+def test_a_forward_pass_may_start_at_any_cached_position(engine, frames):
+    """``start_pos`` is free: writing from an earlier position drops what the cache held from there on,
+    so recomputing the last tokens at their own positions gives back the same cache and logits."""
+    s = session(engine, frames, chunk=13)
+    run(s, PROMPT)
+    length = len(s.ids)
+    keys = [layer.keys.clone() for layer in s.cache.layers]
+    tail = engine_module._Rows(torch.tensor(s.ids[-5:]), s.positions[:, -5:].clone())
+    before = s._forward(tail, start_pos=length - 5, logits=True)
+    assert len(s.ids) == length
+    for layer, saved in zip(s.cache.layers, keys, strict=True):
+        torch.testing.assert_close(layer.keys, saved, rtol=1e-5, atol=1e-5)
+    again = s._forward(tail, start_pos=length - 5, logits=True)
+    torch.testing.assert_close(before, again)
+    with pytest.raises(ValueError, match="cannot write at"):
+        s._forward(tail, start_pos=length + 1, logits=False)
+
+
+def test_a_fresh_videos_features_are_stored_after_the_first_token(engine, frames, tmp_path, monkeypatch):
+    """Writing the feature cache is not part of the wait for the first token; a turn stopped at its first
+    token still leaves the video's features stored, and a second turn stores nothing again."""
+    from qwen3vl_summarizer.feature_cache import FeatureCache
+
+    cache = FeatureCache(tmp_path / "features", max_bytes=2**30)
+    seen, stored = [], []
+    store = FeatureCache.store
+    monkeypatch.setattr(FeatureCache, "store", lambda self, *a: stored.append(len(seen)) or store(self, *a))
+    s = session(engine, frames, feature_cache=cache, feature_key="0" * 64)
+    events = iter(s.ask(PROMPT))
+    while not isinstance(event := next(events), TextDelta):
+        seen.append(event)
+    assert not stored, "nothing written before the first token reached the consumer"
+    events.close()  # stopped at the first token
+    assert len(stored) == 1 and cache.load("0" * 64) is not None
+    run(s, "And then?")
+    assert len(stored) == 1, "stored once"
+
+
 def test_the_context_never_exceeds_the_models_positions(engine, monkeypatch):
     """The trained length is the loaded config's max_position_embeddings; the options' cap bounds it."""
     assert engine.max_positions == engine.config.text_config.max_position_embeddings
@@ -562,6 +600,79 @@ def test_last_layer_for_the_last_token_keeps_the_cache_exact(engine, frames, mon
     for mine, theirs in zip(pruned.cache.layers, whole.cache.layers, strict=True):
         torch.testing.assert_close(mine.keys, theirs.keys, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(mine.values, theirs.values, rtol=1e-5, atol=1e-5)
+
+
+def test_last_layer_for_the_last_token_where_deepstack_reaches_it(tmp_path_factory, frames, monkeypatch):
+    """A 2-layer text model whose both layers take DeepStack features (issue 18's other shape): the last
+    layer still computes only the last token, and the answer, its logits and the cache are exact."""
+    from qwen3vl_summarizer.tiny_model import build_tiny_model
+
+    folder = build_tiny_model(
+        tmp_path_factory.mktemp("shallow"),
+        text={"num_hidden_layers": 2},
+        vision={"depth": 2, "deepstack_visual_indexes": [0, 1]},
+    )
+    shallow = load_engine(ModelOptions(str(folder), device="cpu", dtype="float32"))
+    assert len(shallow.model.model.language_model.layers) == 2
+    ref_tokens, ref_logits = reference_generate(shallow, reference_inputs(shallow, frames))
+    wholes = []
+    forward = attention._LastLayerForLastToken.forward
+
+    def recording(self, hidden_states, *args, **kwargs):
+        out = forward(self, hidden_states, *args, **kwargs)
+        wholes.append((self.whole, out.shape[1] == hidden_states.shape[1]))
+        return out
+
+    monkeypatch.setattr(attention._LastLayerForLastToken, "forward", recording)
+    logits = []
+    processors = engine_module._logits_processors
+
+    def capturing(g):
+        procs = processors(g)
+        return lambda ids, scores: logits.append(scores.clone()) or procs(ids, scores)
+
+    monkeypatch.setattr(engine_module, "_logits_processors", capturing)
+    pruned = session(shallow, frames, chunk=13)
+    assert run(pruned, PROMPT).tokens == ref_tokens
+    assert wholes and all(whole and full for whole, full in wholes), "every row back for DeepStack"
+    torch.testing.assert_close(logits[0][0], ref_logits.float(), rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(attention, "last_layer_for_last_token", lambda *args: contextlib.nullcontext())
+    whole = session(shallow, frames, chunk=13)
+    assert run(whole, PROMPT).tokens == ref_tokens
+    for mine, theirs in zip(pruned.cache.layers, whole.cache.layers, strict=True):
+        torch.testing.assert_close(mine.keys, theirs.keys, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mine.values, theirs.values, rtol=1e-5, atol=1e-5)
+
+
+def test_vision_groups_attended_in_one_call_equal_one_call_each(engine, frames, monkeypatch):
+    """The vision tower's temporal groups as one batch (attention._BatchedVisionAttention) give the
+    features of transformers' one sdpa call per group; an image (one group) keeps transformers' path."""
+    from transformers.models.qwen3_vl import modeling_qwen3_vl
+
+    per_group = []
+    forward = modeling_qwen3_vl.Qwen3VLVisionAttention.forward
+
+    def counting(self, hidden_states, *args, **kwargs):
+        per_group.append(hidden_states.shape[0])
+        return forward(self, hidden_states, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_qwen3_vl.Qwen3VLVisionAttention, "forward", counting)
+    batched = engine.encode_frames(frames)
+    assert not per_group, "no call of transformers' per-group attention"
+    engine.encode_image(frames[0].image)
+    assert len(per_group) == len(engine.model.model.visual.blocks), "an image: transformers' path"
+    per_group.clear()
+    with monkeypatch.context() as m:
+        m.setattr(attention, "batched_vision_attention", lambda model: contextlib.nullcontext())
+        reference = engine.encode_frames(frames)
+    assert per_group, "the reference went through transformers' attention"
+    assert torch.equal(batched.ids, reference.ids) and torch.equal(batched.positions, reference.positions)
+    torch.testing.assert_close(batched.embeds, reference.embeds, rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(batched.deepstack, reference.deepstack, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    assert all(
+        type(b.attn) is modeling_qwen3_vl.Qwen3VLVisionAttention for b in engine.model.model.visual.blocks
+    )
 
 
 def test_uint8_patches_normalised_here_equal_the_processor(engine, frames):
