@@ -12,8 +12,9 @@ Prompt layout (one user turn, video first so its KV prefix survives a change of 
 
 Each temporal group gets its own ``<|vision_start|>…<|vision_end|>`` after its timestamp, and there is
 no outer ``<|vision_start|>``/``<|vision_end|>`` pair around the whole video. That is what Qwen's own
-processor (transformers 4.57) and vLLM feed the model, i.e. the layout it was trained on; transformers
-5.x's chat template + processor would add an outer pair (two extra tokens) around it. The span is made
+processor (transformers 4.57) feeds the model; transformers 5.x's chat template + processor, and vLLM
+0.32 (checked with its ``/tokenize``), add an outer pair (two extra tokens) around it: the vLLM backend
+(``remote.py``) counts what vLLM builds, and ``tests/test_vllm.py`` checks it against the server. The span is made
 by the real processor: we hand it only the ``<|video_pad|>`` token to expand, never the template's
 triple. ``tests/test_engine.py`` pins the exact token sequence.
 """
