@@ -280,6 +280,13 @@ class Cancels:
             event = self._events.get(key)
         return event is None or event.wait(timeout)
 
+    def wait_all(self, timeout: float | None = None) -> bool:
+        """Wait until no key's work runs (each for up to ``timeout`` seconds); False when one is still
+        running then."""
+        with self._lock:
+            events = list(self._events.values())
+        return all(event.wait(timeout) for event in events)
+
     def stop(self, key: str) -> bool:
         """Set the key's event; False when none was running."""
         with self._lock:

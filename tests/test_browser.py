@@ -506,6 +506,8 @@ def test_the_phone_layout(browser, served, tmp_path: Path) -> None:
         page.wait_for_function(
             "document.querySelector('#chat').innerText.split('What happens at').length > 1"
         )
+        # The answer is complete: the chat's links are no longer re-rendered under the click.
+        assert served.state.cancels.wait_all(timeout=TIMEOUT_MS / 1000)
         link.scroll_into_view_if_needed()
         assert page.locator("#player video").bounding_box()["y"] < -300, "the player is far above"
         link.click()
