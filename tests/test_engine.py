@@ -329,7 +329,7 @@ def test_a_fresh_videos_features_are_stored_after_the_first_token(engine, frames
     store = FeatureCache.store
     monkeypatch.setattr(FeatureCache, "store", lambda self, *a: stored.append(len(seen)) or store(self, *a))
     s = session(engine, frames, feature_cache=cache, feature_key="0" * 64)
-    events = iter(s.ask(PROMPT))
+    events = s.ask(PROMPT).events()
     while not isinstance(event := next(events), TextDelta):
         seen.append(event)
     assert not stored, "nothing written before the first token reached the consumer"
@@ -605,7 +605,7 @@ def test_last_layer_for_the_last_token_keeps_the_cache_exact(engine, frames, mon
 def test_last_layer_for_the_last_token_where_deepstack_reaches_it(tmp_path_factory, frames, monkeypatch):
     """A 2-layer text model whose both layers take DeepStack features (issue 18's other shape): the last
     layer still computes only the last token, and the answer, its logits and the cache are exact."""
-    from qwen3vl_summarizer.tiny_model import build_tiny_model
+    from tests.tiny_model import build_tiny_model
 
     folder = build_tiny_model(
         tmp_path_factory.mktemp("shallow"),
