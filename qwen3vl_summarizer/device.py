@@ -53,9 +53,25 @@ def free_bytes(device: torch.device) -> int:
         return int(free)
     if device.type == "mps":
         return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
+    if (available := _linux_available_bytes()) is not None:
+        return available
     with contextlib.suppress(ValueError, OSError, AttributeError):
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     return CPU_MEMORY_FALLBACK_BYTES
+
+
+def _linux_available_bytes(meminfo: str = "/proc/meminfo") -> int | None:
+    """Linux's MemAvailable, bytes: free memory plus the page cache it can reclaim. ``SC_AVPHYS_PAGES``
+    counts free pages only, and reading a few GB of files (a model, a virtualenv) drops it to a fraction of
+    what is really available: an "auto" context then shrank to a few thousand tokens. None off Linux."""
+    try:
+        with open(meminfo, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def total_bytes(device: torch.device) -> int | None:
