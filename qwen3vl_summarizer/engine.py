@@ -301,6 +301,17 @@ class Turn:
     text: str = ""
 
 
+def kept_turns(turns: list[Turn], branch: int | None, broken: str | None) -> list[Turn]:
+    """The turns a new question follows: all of them, or the first ``branch`` (asking again from there).
+    Raises ValueError for a branch past the conversation, SessionBrokenError once ``broken`` says why the
+    session can no longer be used."""
+    if branch is not None and not 0 <= branch <= len(turns):
+        raise ValueError(f"branch must be in 0..{len(turns)}, got {branch}")
+    if broken:
+        raise SessionBrokenError(f"this session can no longer be used ({broken}); open the video again")
+    return turns if branch is None else turns[:branch]
+
+
 class VideoSession:
     """One video (or one image, or none: a text chat) in a KV cache, and a conversation about it.
 
@@ -389,13 +400,7 @@ class VideoSession:
         self, question: str, *, branch: int | None = None, cancel: threading.Event | None = None
     ) -> Response:
         """The answer to ``question`` (a prompt or a follow-up): iterate it to stream its events."""
-        if branch is not None and not 0 <= branch <= len(self.turns):
-            raise ValueError(f"branch must be in 0..{len(self.turns)}, got {branch}")
-        if self._broken:
-            raise SessionBrokenError(
-                f"this session can no longer be used ({self._broken}); open the video again"
-            )
-        kept = self.turns if branch is None else self.turns[:branch]
+        kept = kept_turns(self.turns, branch, self._broken)
         turn = Turn(question, self.engine._template.turn_ids(self.engine.tokenizer, question, first=not kept))
         if self.max_context is not None and self._media_done:  # refuse now, not after minutes of prefill
             history = sum(len(t.prompt_ids) + len(t.answer_ids) for t in kept)

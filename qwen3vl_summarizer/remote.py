@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .chat_template import ChatTemplate
-from .engine import Turn
+from .engine import Turn, kept_turns
 from .errors import (
     Cancelled,
     ContextTooSmallError,
@@ -51,7 +51,6 @@ from .errors import (
     ServerModelError,
     ServerTimeoutError,
     ServerUnavailableError,
-    SessionBrokenError,
     first_line,
 )
 from .events import Event, Progress, Response, TextDelta, TurnStats
@@ -295,13 +294,7 @@ class RemoteSession:
         self, question: str, *, branch: int | None = None, cancel: threading.Event | None = None
     ) -> Response:
         """The answer to ``question`` (a prompt or a follow-up): iterate it to stream its events."""
-        if branch is not None and not 0 <= branch <= len(self.turns):
-            raise ValueError(f"branch must be in 0..{len(self.turns)}, got {branch}")
-        if self._broken:
-            raise SessionBrokenError(
-                f"this session can no longer be used ({self._broken}); open the video again"
-            )
-        kept = self.turns if branch is None else self.turns[:branch]
+        kept = kept_turns(self.turns, branch, self._broken)
         tokenizer = self.engine.tokenizer
         turn = Turn(question, self.engine._template.turn_ids(tokenizer, question, first=not kept))
         return Response(self._run_turn(kept, turn, cancel))
