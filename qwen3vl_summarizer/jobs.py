@@ -390,7 +390,7 @@ def _reopen_from_file(engine: Engine, stored: StoredRun, options: Options, why: 
     if settings.get("fps"):
         options = options.replace(sampling={"fps": settings["fps"]})
     job = open_job(engine, stored.path, options, start=start, end=end)
-    answers = _answers_of(stored, 1 + sum(t["finished"] for t in stored.follow_ups), None)
+    answers = _answers_of(stored, 1 + len(stored.follow_ups), None)
     job.answers = answers
     if len(job.parts) == 1:
         template, tokenizer = engine._template, engine.tokenizer
@@ -453,10 +453,10 @@ def _transcript_of(stored: StoredRun) -> Transcript | None:
 
 
 def _answers_of(stored: StoredRun, count: int, tokens: list[list[int]] | None) -> list[TurnStats]:
-    """The run's summary and its first ``count - 1`` follow-ups as the job's answers; ``tokens`` each
-    answer's generated ids, when kept."""
-    texts = [(stored.summary_stats or {}, stored.summary)]
-    texts += [(t["stats"] or {"question": t["question"]}, t["answer"]) for t in stored.follow_ups]
+    """The run's summary and its first ``count - 1`` finished follow-ups as the job's answers; ``tokens``
+    each answer's generated ids, when kept."""
+    texts = [(stored.summary_stats or {}, stored.summary)]  # an answer stopped early is not in the
+    texts += [(t["stats"], t["answer"]) for t in stored.follow_ups if t["finished"]]  # conversation
     answers = []
     for i, (stats, text) in enumerate(texts[:count]):
         answers.append(

@@ -727,7 +727,9 @@ class Library:
         video_id, run_id = job.origin
         self._video_of_owner(video_id)
         recorder = Recorder(self, video_id, run_id, job.info.duration, job)
-        recorder.turns = len(job.answers)
+        # after the run's last follow-up, stopped ones included (they are not in job.answers)
+        last = self._read("SELECT max(number) FROM turns WHERE run_id = ?", (run_id,))[0][0]
+        recorder.turns = max(len(job.answers), (last or 0) + 1)
         recorder._transcript_written = True  # the run's transcript is in the library already
         return recorder
 

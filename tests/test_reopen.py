@@ -12,6 +12,7 @@ import pytest
 
 from qwen3vl_summarizer import cli, library
 from qwen3vl_summarizer.errors import VideoGoneError
+from qwen3vl_summarizer.events import TextDelta
 from qwen3vl_summarizer.feature_cache import FeatureCache, file_fingerprint
 from qwen3vl_summarizer.jobs import open_job, reopen_job
 from qwen3vl_summarizer.library import Library, delete_everything, delete_video
@@ -291,3 +292,33 @@ def test_a_library_of_schema_1_keeps_its_rows_and_its_runs_reopen_from_their_fil
     video.unlink()
     with pytest.raises(VideoGoneError, match="older version.*upload the video again"):
         reopen_job(engine, lib, video_id, opts)
+
+
+def test_an_answer_stopped_early_is_shown_but_not_in_the_reopened_conversation(engine, tmp_path):
+    opts = options(tmp_path)
+    video = a_talk(tmp_path)
+    lib = Library(tmp_path / "library.db")
+    job = open_job(engine, video, opts, PROMPT)
+    recorder = lib.record(job, "summarize", "general")
+    video_id = recorder.video_id
+    for _ in recorder.tap(job.ask(PROMPT).events(), PROMPT):
+        pass
+    for event in recorder.tap(job.ask("Stopped?").events(), "Stopped?"):
+        if isinstance(event, TextDelta) and event.text:
+            break  # the person pressed Stop: the session drops the turn, the library keeps its text
+    for _ in recorder.tap(job.ask("Finished?").events(), "Finished?"):
+        pass
+    assert [a.question for a in job.answers] == [PROMPT, "Finished?"]
+    expected = job.ask("And then?").stats
+
+    reopened = reopen_job(engine, lib, video_id, opts)
+    assert [a.question for a in reopened.answers] == [PROMPT, "Finished?"]
+    resumed = lib.resume(reopened)
+    response = reopened.ask("And then?")
+    for _ in resumed.tap(response.events(), "And then?"):
+        pass
+    assert response.stats.tokens == expected.tokens
+    turns = lib.video(video_id)["runs"][0]["turns"]
+    assert [(t["number"], t["question"], t["finished"]) for t in turns] == [
+        (1, "Stopped?", False), (2, "Finished?", True), (3, "And then?", True),
+    ]  # fmt: skip
