@@ -18,12 +18,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from pathlib import Path
 
 from .engine import Engine, Turn
-from .errors import SessionBrokenError, VideoGoneError
+from .errors import SessionBrokenError, VideoGoneError, first_line
 from .events import Response, TurnStats
-from .feature_cache import file_fingerprint
-from .library import OPENED_FORMAT, Library, StoredRun
+from .feature_cache import FeatureCache, file_fingerprint
+from .library import OPENED_FORMAT, Leftovers, Library, StoredRun
 from .options import Options
 from .plan import (
     QWEN3VL_2B_KV_SHAPE,
@@ -307,7 +308,7 @@ class Cancels:
             self._events.pop(key, None)
 
 
-# -- reopening a video from the library --------------------------------------------------------------------
+# -- the library's videos: reopening, deleting --------------------------------------------------------------------
 
 
 def reopen_job(engine: Engine, library: Library, video_id: int, options: Options) -> VideoJob:
@@ -473,3 +474,39 @@ def _answers_of(stored: StoredRun, count: int, tokens: list[list[int]] | None) -
             )
         )
     return answers
+
+
+def delete_video(library: Library, video_id: int, options: Options) -> None:
+    """Delete one of ``library``'s videos: its rows (runs, answers, transcript, thumbnails), the feature
+    cache entries of its runs, and the app's copy of its upload (a file named on the command line is the
+    person's own: never deleted). Entries and copies another video still names are kept. Raises
+    LibraryNotFoundError."""
+    _remove_leftovers(library.delete(video_id), options)
+
+
+def delete_everything(library: Library, options: Options) -> int:
+    """:func:`delete_video` for every video of ``library``'s owner; how many were deleted."""
+    leftovers = library.delete_all_videos()
+    _remove_leftovers(leftovers, options)
+    return leftovers.videos
+
+
+def _remove_leftovers(leftovers: Leftovers, options: Options) -> None:
+    """Remove the feature cache entries and upload copies deleted videos left (:class:`Leftovers`); an
+    upload whose content changed since is not the copy recorded and stays. Failures are logged."""
+    if leftovers.feature_keys:
+        cache = FeatureCache(Path(options.cache.dir).expanduser(), max(1, int(options.cache.max_gb * 2**30)))
+        for key in leftovers.feature_keys:
+            try:
+                cache.remove(key)
+            except (OSError, ValueError) as e:
+                log.warning("could not remove the cached features %s: %s", key, first_line(e))
+    for path, fingerprint in leftovers.uploads.items():
+        try:
+            if file_fingerprint(path) == fingerprint:
+                os.remove(path)
+                log.info("removed the uploaded copy %s", path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("could not remove the uploaded copy %s: %s", path, first_line(e))

@@ -47,7 +47,7 @@ from typing import Any
 from .errors import SummarizerError, first_line
 from .events import Event, TextDelta, TurnStats
 from .export import Summary, parse_chapters
-from .options import LibraryOptions, Options
+from .options import LibraryOptions
 from .timestamps import find_timestamps
 
 log = logging.getLogger(__name__)
@@ -1009,8 +1009,8 @@ class Library:
 
     def delete(self, video_id: int) -> Leftovers:
         """Remove one of this owner's videos and every row kept about it. Raises LibraryNotFoundError.
-        Returns the files outside the database that no other row needs any more (:func:`delete_video`
-        removes them)."""
+        Returns the files outside the database that no other row needs any more
+        (:func:`~.jobs.delete_video` removes them)."""
         with self._write() as db:
             found = db.execute("SELECT 1 FROM videos WHERE id = ? AND owner = ?", (video_id, self.owner))
             if found.fetchone() is None:
@@ -1019,9 +1019,11 @@ class Library:
 
     def delete_all(self) -> int:
         """Remove all of this owner's videos and everything kept about them; how many videos."""
-        return self._delete_all().videos
+        return self.delete_all_videos().videos
 
-    def _delete_all(self) -> Leftovers:
+    def delete_all_videos(self) -> Leftovers:
+        """Remove all of this owner's videos and every row kept about them; what they leave outside the
+        database that no other row needs (:func:`~.jobs.delete_everything` removes it)."""
         with self._write() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM videos WHERE owner = ?", (self.owner,))]
             return self._delete_videos(db, ids)
@@ -1246,44 +1248,6 @@ def blob_ids(blob: bytes) -> list[int]:
     if sys.byteorder == "big":
         a.byteswap()
     return a.tolist()
-
-
-def delete_video(library: Library, video_id: int, options: Options) -> None:
-    """Delete one of ``library``'s videos: its rows (runs, answers, transcript, thumbnails), the feature
-    cache entries of its runs, and the app's copy of its upload (a file named on the command line is the
-    person's own: never deleted). Entries and copies another video still names are kept. Raises
-    LibraryNotFoundError."""
-    remove_leftovers(library.delete(video_id), options)
-
-
-def delete_everything(library: Library, options: Options) -> int:
-    """:func:`delete_video` for every video of ``library``'s owner; how many were deleted."""
-    leftovers = library._delete_all()
-    remove_leftovers(leftovers, options)
-    return leftovers.videos
-
-
-def remove_leftovers(leftovers: Leftovers, options: Options) -> None:
-    """Remove the feature cache entries and upload copies deleted videos left (:class:`Leftovers`); an
-    upload whose content changed since is not the copy recorded and stays. Failures are logged."""
-    from .feature_cache import FeatureCache, file_fingerprint
-
-    if leftovers.feature_keys:
-        cache = FeatureCache(Path(options.cache.dir).expanduser(), max(1, int(options.cache.max_gb * 2**30)))
-        for key in leftovers.feature_keys:
-            try:
-                cache.remove(key)
-            except (OSError, ValueError) as e:
-                log.warning("could not remove the cached features %s: %s", key, first_line(e))
-    for path, fingerprint in leftovers.uploads.items():
-        try:
-            if file_fingerprint(path) == fingerprint:
-                os.remove(path)
-                log.info("removed the uploaded copy %s", path)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            log.warning("could not remove the uploaded copy %s: %s", path, first_line(e))
 
 
 # -- helpers -----------------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from qwen3vl_summarizer import cli, library
 from qwen3vl_summarizer.errors import VideoGoneError
 from qwen3vl_summarizer.events import TextDelta
 from qwen3vl_summarizer.feature_cache import FeatureCache, file_fingerprint
-from qwen3vl_summarizer.jobs import open_job, reopen_job
-from qwen3vl_summarizer.library import Library, delete_everything, delete_video
+from qwen3vl_summarizer.jobs import delete_everything, delete_video, open_job, reopen_job
+from qwen3vl_summarizer.library import Library
 from qwen3vl_summarizer.loading import load_engine
 from qwen3vl_summarizer.options import ModelOptions, load_options
 from tests.videos import write_video
