@@ -7,6 +7,11 @@ KV caches released least recently used first beyond a byte budget.
 same way (sampling, context, model, time range) keeps its video and only the new prompt is computed;
 anything else opens the video afresh. A released job keeps its conversation as token ids, and its next
 question rebuilds the cache from the on-disk vision features, without decoding or encoding the video again.
+
+The library's videos (:mod:`.library`) come back the same way: :func:`reopen_job` makes a video's latest
+recorded run a released job again (its conversation token for token, its media the cached features, the
+file only where they are missing); :func:`delete_video` and :func:`delete_everything` remove a video's
+rows with its cached features and the app's copy of its upload.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 What is kept, per video (its identity is the feature cache's content fingerprint, so the same file given
 twice is one video): its name, path, duration and streams, a poster and the timeline thumbnails (small
 JPEGs); per run: the settings, the summary text, its statistics and chapters, the transcript segments and
-every follow-up question with its answer. Model: simonw/llm's ``logs.db``.
+every follow-up question with its answer; and what reopening the run needs (:func:`~.jobs.reopen_job`):
+how its job was opened (VideoInfo, Plan, settings, the model's fingerprint, the file and whether it is the
+app's copy of an upload) and, after each answer, its conversation as the model saw it (per part: its span,
+feature-cache key, transcript lines, and its session's turns as token ids). Model: simonw/llm's ``logs.db``.
 
 Recording listens to a job: :meth:`Library.record` gives a :class:`Recorder` for an opened
 :class:`~.summarize.VideoJob`, and ``recorder.tap(response.events(), question)`` passes the answer's events
