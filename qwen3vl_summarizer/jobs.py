@@ -342,8 +342,13 @@ def reopen_job(engine: Engine, library: Library, video_id: int, options: Options
         why = f"its cached vision features were made by another model ({opened['model']})"
         return _reopen_from_file(engine, stored, options, why)
 
-    info = VideoInfo(**opened["info"])
-    plan = _plan_of(opened["plan"])
+    try:
+        info = VideoInfo(**opened["info"])
+        plan = _plan_of(opened["plan"])
+    except (TypeError, KeyError) as e:  # kept by a version whose VideoInfo or Plan had other fields
+        return _reopen_from_file(
+            engine, stored, options, f"what the model read was kept in another form ({e})"
+        )
     options = options.replace(sampling={"fps": opened["fps"]})
     cache = feature_cache(options) if getattr(engine, "backend", "local") == "local" else None
     missing = [

@@ -692,10 +692,13 @@ class Library:
 
         info = job.info
         source = str(Path(info.path).resolve())
-        video_id = self.add_video(
-            file_fingerprint(info.path), Path(info.path).name, path=source,
-            duration=info.duration, streams=streams_of(info),
-        )  # fmt: skip
+        if getattr(job, "origin", None) is not None:  # reopened from this library: its file may be gone
+            video_id = self._video_of_owner(job.origin[0])["id"]
+        else:
+            video_id = self.add_video(
+                file_fingerprint(info.path), Path(info.path).name, path=source,
+                duration=info.duration, streams=streams_of(info),
+            )  # fmt: skip
         plan, options = job.plan, job.options
         settings = {
             "model": job.engine.model_id,

@@ -122,6 +122,8 @@ def test_a_reopened_video_answers_token_for_token_without_its_file(
         "What is said first?",
         "And at the end?",
     ], "and the conversation the model saw"
+    # A new summary of the reopened video is a new run of the same video, its file gone or not.
+    assert lib.record(reopened, "summarize", "general").video_id == video_id
 
 
 def test_the_file_is_read_again_only_where_its_features_are_missing(engine, tmp_path, opened_files):
