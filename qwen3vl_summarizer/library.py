@@ -725,6 +725,9 @@ class Library:
                 "UPDATE runs SET source_path = ?, upload = ?, opened = ? WHERE id = ?",
                 (source, int(upload), _json(opened), run_id),
             )
+        # its parts now, with no turns yet: a run stopped before its first answer still names the
+        # features its reading cached, for delete_video to remove
+        self.write_conversation(run_id, *conversation_of(job))
         return Recorder(self, video_id, run_id, info.duration, job)
 
     def resume(self, job: Any) -> Recorder:

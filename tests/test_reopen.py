@@ -231,6 +231,16 @@ def test_delete_video_removes_the_cached_features_and_the_uploaded_copy_not_a_us
     delete_video(lib, mine_id, opts)
     assert not cache.contains(keys[0]) and mine.exists(), "a file named on the command line stays"
 
+    # A run stopped at its first words (or killed) cached its features already: they go too.
+    job = open_job(engine, mine, opts, PROMPT)
+    recorder = lib.record(job, "summarize", "general")
+    for event in recorder.tap(job.ask(PROMPT).events(), PROMPT):
+        if isinstance(event, TextDelta) and event.text:
+            break
+    assert cache.contains(keys[0]) and not lib.video(recorder.video_id)["runs"][0]["finished"]
+    delete_video(lib, recorder.video_id, opts)
+    assert not cache.contains(keys[0])
+
 
 def test_features_another_owner_still_uses_are_kept(engine, tmp_path):
     opts = options(tmp_path)
