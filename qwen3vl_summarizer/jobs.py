@@ -401,7 +401,8 @@ def _reopen_from_file(engine: Engine, stored: StoredRun, options: Options, why: 
     if settings.get("fps"):
         options = options.replace(sampling={"fps": settings["fps"]})
     job = open_job(engine, stored.path, options, start=start, end=end)
-    answers = _answers_of(stored, 1 + len(stored.follow_ups), None)
+    finished = stored.summary_stats is not None  # a summary stopped early is shown, not conversed on
+    answers = _answers_of(stored, 1 + len(stored.follow_ups) if finished else 0, None)
     job.answers = answers
     if len(job.parts) == 1:
         template, tokenizer = engine._template, engine.tokenizer
