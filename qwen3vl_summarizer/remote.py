@@ -21,8 +21,9 @@ What the server builds, measured with vLLM 0.32 (its ``/tokenize``), and how eac
   ``usage.prompt_tokens`` for the first turn.
 - Text: the speech block, then the prompt, in the same user turn after the video, as the local engine.
 
-Not yet: a video longer than the server's context (parts and a merge) is refused with a clear error
-(:func:`check_plan`); the vision-feature cache does not apply (the server encodes the frames).
+A video longer than the server's context goes in parts and a merge, as with the local engine
+(:mod:`.summarize`): each part is a session of its own frames, and the merge a text-only one. The
+vision-feature cache does not apply (the server encodes the frames).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ import base64
 import io
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import numpy as np
@@ -43,7 +45,6 @@ from .chat_template import ChatTemplate
 from .engine import Turn, kept_turns
 from .errors import (
     Cancelled,
-    ContextTooSmallError,
     DamagedVideoError,
     ModelLoadError,
     ServerContextError,
@@ -55,7 +56,7 @@ from .errors import (
 )
 from .events import Event, Progress, Response, TextDelta, TurnStats
 from .options import ContextOptions, GenerationOptions, ModelOptions
-from .plan import SERVER_KV_CACHE, Geometry, Plan
+from .plan import SERVER_KV_CACHE, Geometry
 from .video import Frame
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ OUTER_VISION_TOKENS = 2
 JPEG_QUALITY = 95  # frames go to the server as JPEG; its decoder gives back the plan's size exactly
 FPS_MS = 1000.0  # frames_indices are milliseconds: the server writes each frame's real time
 CONNECT_TIMEOUT_S = 10.0
+CANCEL_POLL_S = 0.1  # how often a stream's watcher looks at its Stop event, seconds
 
 
 class ServerClient:
@@ -76,7 +78,11 @@ class ServerClient:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S)
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
+            # A connection per request: a stream's own socket is the one a Stop shuts (_Hangup).
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
 
     def get(self, path: str) -> dict[str, Any]:
@@ -92,14 +98,28 @@ class ServerClient:
             return response.json()
 
     @contextmanager
-    def stream(self, path: str, body: dict[str, Any]) -> Iterator[Iterator[dict[str, Any]]]:
+    def stream(
+        self, path: str, body: dict[str, Any], cancel: threading.Event | None = None
+    ) -> Iterator[Iterator[dict[str, Any]]]:
         """POST ``body`` for a streamed answer; yields an iterator of its server-sent events' JSON. Leaving
-        the block closes the connection, and vLLM aborts the request."""
-        with self._errors(), self.http.stream("POST", path, json=body) as response:
-            if response.status_code >= 400:
-                response.read()
-                _raise_for_status(response, self.url)
-            yield _sse_chunks(response.iter_lines(), self.url)
+        the block closes the connection, and vLLM aborts the request. Setting ``cancel`` shuts the
+        connection at once, even while the server is still reading the prompt and nothing streams yet (its
+        prefill of a long video): vLLM aborts the request, and this raises :class:`Cancelled`."""
+        hangup = _Hangup(cancel)
+        try:
+            with (
+                self._errors(),
+                hangup,
+                self.http.stream("POST", path, json=body, extensions={"trace": hangup.trace}) as response,
+            ):
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for_status(response, self.url)
+                yield _sse_chunks(response.iter_lines(), self.url)
+        except ServerError:
+            if hangup.hung_up:
+                raise Cancelled("stopped") from None
+            raise
 
     def close(self) -> None:
         self.http.close()
@@ -131,15 +151,66 @@ class ServerClient:
             raise ServerError(f"request to the vLLM server at {url} failed: {_reason(e)}") from None
 
 
+class _Hangup:
+    """Shuts a request's socket once ``cancel`` is set, from a watching thread: the thread that streams may
+    be blocked reading, waiting for the server's first bytes, and only a shut socket wakes it (closing it
+    would not), while the server sees the client go and aborts the request. ``trace`` is httpcore's trace
+    extension, which hands over the socket of the request's connection."""
+
+    def __init__(self, cancel: threading.Event | None):
+        self.cancel = cancel
+        self.hung_up = False
+        self._socket: socket.socket | None = None
+        self._over = threading.Event()
+        self._lock = threading.Lock()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete":
+            with self._lock:
+                self._socket = info["return_value"].get_extra_info("socket")
+            if self.cancel is not None and self.cancel.is_set():  # stopped while it connected
+                self._shut()
+
+    def __enter__(self) -> _Hangup:
+        if self.cancel is not None:
+            threading.Thread(target=self._watch, name="vllm-hangup", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._over.set()
+
+    def _watch(self) -> None:
+        while not self._over.is_set():
+            if self.cancel.wait(CANCEL_POLL_S):
+                self._shut()
+                return
+
+    def _shut(self) -> None:
+        with self._lock:
+            if self._socket is None or self._over.is_set():
+                return
+            self.hung_up = True
+            with suppress(OSError):  # already closed
+                self._socket.shutdown(socket.SHUT_RDWR)
+
+
 class RemoteEngine:
     """A vLLM server serving ``model_id``, and that model's processor (loaded here, without weights)."""
 
     backend = "vllm"
 
-    def __init__(self, processor: Any, model_id: str, client: ServerClient, max_model_len: int | None = None):
+    def __init__(
+        self,
+        processor: Any,
+        model_id: str,
+        client: ServerClient,
+        max_model_len: int | None = None,
+        served_name: str | None = None,
+    ):
         self.processor = processor
         self.tokenizer = processor.tokenizer
-        self.model_id = model_id
+        self.model_id = model_id  # where the processor comes from, and the name the exports and library give
+        self.served_name = served_name or model_id  # the name the requests give (--served-model-name)
         self.client = client
         self.server_url = client.url
         self.max_model_len = max_model_len  # the server's context length (its --max-model-len)
@@ -152,27 +223,37 @@ class RemoteEngine:
 
     @classmethod
     def connect(cls, options: ModelOptions, model_id: str | None = None) -> RemoteEngine:
-        """Check that the server at ``options.server_url`` serves ``model_id`` (default ``options.id``),
-        read its context length, and load the model's processor (tokenizer, chat template, video
-        processor) from the hub or the folder of that name."""
+        """Check that the server at ``options.server_url`` serves ``model_id`` (default ``options.id``)
+        under its served name (``options.served_name`` for ``options.id``, else the id itself), read its
+        context length, and load the model's processor (tokenizer, chat template, video processor) from
+        the hub or the folder ``model_id``."""
         model_id = (model_id if model_id is not None else options.id).strip()
         if not model_id:
             raise ModelLoadError("no model given: set model.id to the model the vLLM server serves")
+        name = options.served_name.strip() if model_id == options.id.strip() else ""
+        name = name or model_id
         client = ServerClient(options.server_url, options.api_key, options.server_timeout_s)
         try:
             served = client.get("/v1/models").get("data", [])
-            card = next((m for m in served if m.get("id") == model_id), None)
+            card = next((m for m in served if m.get("id") == name), None)
             if card is None:
                 names = ", ".join(m.get("id", "?") for m in served) or "nothing"
+                setting = "model.served_name (--served-name)" if name != model_id else "model.id (--model)"
                 raise ServerModelError(
-                    f"the vLLM server at {client.url} serves {names}, not {model_id}: "
-                    "set model.id (--model) to the model it serves"
+                    f"the vLLM server at {client.url} serves {names}, not {name}: set {setting} to the "
+                    "name it serves (model.served_name when it differs from the model's hub id or folder)"
                 )
-            engine = cls(_load_processor(model_id), model_id, client, card.get("max_model_len"))
+            engine = cls(_load_processor(model_id), model_id, client, card.get("max_model_len"), name)
         except BaseException:
             client.close()
             raise
-        log.info("using %s on the vLLM server at %s (context %s)", model_id, client.url, engine.max_model_len)
+        log.info(
+            "using %s (served as %s) on the vLLM server at %s (context %s)",
+            model_id,
+            name,
+            client.url,
+            engine.max_model_len,
+        )
         return engine
 
     # -- what the job layer asks of an engine -------------------------------------------------------
@@ -204,7 +285,7 @@ class RemoteEngine:
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.server_url}\0{self.model_id}"
+        return f"{self.server_url}\0{self.served_name}"
 
     def session(
         self, frames: Iterable[Frame] | None, total_frames: int | None = None, **kwargs: Any
@@ -227,9 +308,9 @@ class RemoteEngine:
         request.update(add_generation_prompt=True, return_token_strs=True)
         return self.client.post("/tokenize", request)
 
-    def stream(self, body: dict[str, Any]) -> Any:
+    def stream(self, body: dict[str, Any], cancel: threading.Event | None = None) -> Any:
         """A streamed chat completion (:meth:`ServerClient.stream`)."""
-        return self.client.stream("/v1/chat/completions", body)
+        return self.client.stream("/v1/chat/completions", body, cancel)
 
     def _count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -305,7 +386,7 @@ class RemoteSession:
             raise RuntimeError("the media is read by the first ask")
         g = self.generation
         body: dict[str, Any] = {
-            "model": self.engine.model_id,
+            "model": self.engine.served_name,
             "messages": self._messages(kept or [], question),
             "stream": True,
             "stream_options": {"include_usage": True, "continuous_usage_stats": False},
@@ -339,7 +420,7 @@ class RemoteSession:
             usage: dict[str, Any] = {}
             text = ""
             ids: list[int] | None = None  # generated ids, where the server sends them
-            with self.engine.stream(body) as chunks:
+            with self.engine.stream(body, cancel) as chunks:
                 for chunk in chunks:
                     _check(cancel)
                     if chunk.get("usage"):
@@ -446,16 +527,6 @@ class RemoteSession:
             "num_frames": -1,  # keep every frame sent (the default keeps 32)
             "do_sample_frames": False,  # we sampled them
         }
-
-
-def check_plan(plan: Plan) -> None:
-    """Refuse a plan the vLLM backend cannot run yet: a video in parts (longer than the server's context)."""
-    if not plan.fits:
-        raise ContextTooSmallError(
-            f"the video needs {len(plan.segments)} parts at the server's context of {plan.context:,} "
-            "tokens, and the vLLM backend does not split videos yet: lower the fps, read a time range "
-            "(--start/--end), or serve the model with a larger --max-model-len"
-        )
 
 
 # ----------------------------------------------------------------------------------------------------
