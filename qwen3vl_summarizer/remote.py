@@ -20,6 +20,11 @@ What the server builds, measured with vLLM 0.32 (its ``/tokenize``), and how eac
   :class:`RemoteEngine` counts them (:data:`OUTER_VISION_TOKENS`), so ``plan.tokens`` equals the server's
   ``usage.prompt_tokens`` for the first turn.
 - Text: the speech block, then the prompt, in the same user turn after the video, as the local engine.
+- Follow-ups: the media part carries a ``uuid``, a hash of the frames, their times and the processor's
+  options; the first request sends the frames with it, later ones only the ``uuid``, and the server takes
+  the processed video from its multimodal cache (and the KV of the prompt from its prefix cache) instead
+  of receiving, decoding and hashing the frames again. A server that no longer holds it (evicted,
+  restarted) answers 400 "Cache miss … data is not provided": the request is sent again with the frames.
 
 A video longer than the server's context goes in parts and a merge, as with the local engine
 (:mod:`.summarize`): each part is a session of its own frames, and the merge a text-only one. The
@@ -29,6 +34,7 @@ vision-feature cache does not apply (the server encodes the frames).
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import logging
@@ -36,7 +42,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
 import numpy as np
@@ -149,6 +155,11 @@ class ServerClient:
             ) from None
         except httpx.HTTPError as e:
             raise ServerError(f"request to the vLLM server at {url} failed: {_reason(e)}") from None
+
+
+class MediaNotCachedError(ServerError):
+    """The server does not hold the media a request names by its uuid alone (its cache evicted it, or it
+    restarted): the request is sent again with the media. Never leaves this module."""
 
 
 class _Hangup:
@@ -363,6 +374,7 @@ class RemoteSession:
         self._speech_later = speech if callable(speech) else None
         self._speech = speech if isinstance(speech, str) else ""
         self._media_done = frames is None and image is None
+        self._media_sent = False  # whether the server received the media (and may hold it by its uuid)
         self._broken: str | None = None
         # For the prefill's progress: the plan's prompt tokens, then (once known) the server's count of
         # the prompt before the first question's text.
@@ -380,14 +392,15 @@ class RemoteSession:
         turn = Turn(question, self.engine._template.turn_ids(tokenizer, question, first=not kept))
         return Response(self._run_turn(kept, turn, cancel))
 
-    def request(self, question: str, kept: list[Turn] | None = None) -> dict[str, Any]:
-        """The chat-completion request for ``question`` after the turns ``kept`` (the media must be read)."""
+    def request(self, question: str, kept: list[Turn] | None = None, *, media: bool = True) -> dict[str, Any]:
+        """The chat-completion request for ``question`` after the turns ``kept`` (the media must be read);
+        ``media=False`` names the media by its ``uuid`` only, for a server that holds it already."""
         if not self._media_done:
             raise RuntimeError("the media is read by the first ask")
         g = self.generation
         body: dict[str, Any] = {
             "model": self.engine.served_name,
-            "messages": self._messages(kept or [], question),
+            "messages": self._messages(kept or [], question, media),
             "stream": True,
             "stream_options": {"include_usage": True, "continuous_usage_stats": False},
             "max_tokens": g.max_new_tokens,
@@ -398,8 +411,7 @@ class RemoteSession:
             "return_token_ids": True,  # vLLM: the generated ids, as the local engine reports them
         }
         if self._media is not None and self._media["type"] == "video_url":
-            body["media_io_kwargs"] = {"video": self._video_metadata()}
-            body["mm_processor_kwargs"] = {"do_resize": False}  # the plan chose the size
+            body.update(self._video_kwargs())
         return body
 
     # -- the turn -----------------------------------------------------------------------------------
@@ -411,7 +423,6 @@ class RemoteSession:
         try:
             if fresh:
                 yield from self._read_media(cancel, timings)
-            body = self.request(turn.question, kept)
             expected = self._expected_prompt_tokens(kept, turn)
             yield Progress("prefill", 0, expected)  # the server reports nothing until the first token
             t0 = time.perf_counter()
@@ -420,7 +431,18 @@ class RemoteSession:
             usage: dict[str, Any] = {}
             text = ""
             ids: list[int] | None = None  # generated ids, where the server sends them
-            with self.engine.stream(body, cancel) as chunks:
+            with ExitStack() as stack:
+                chunks = None
+                if self._media_sent:  # the server took the media by its uuid before
+                    try:
+                        body = self.request(turn.question, kept, media=False)
+                        chunks = stack.enter_context(self.engine.stream(body, cancel))
+                    except MediaNotCachedError:
+                        log.info("the vLLM server no longer holds the media: sending it again")
+                if chunks is None:
+                    chunks = stack.enter_context(
+                        self.engine.stream(self.request(turn.question, kept), cancel)
+                    )
                 for chunk in chunks:
                     _check(cancel)
                     if chunk.get("usage"):
@@ -446,6 +468,7 @@ class RemoteSession:
             raise
         if not usage:
             raise ServerError(f"the vLLM server at {self.engine.server_url} sent no usage statistics")
+        self._media_sent = self._media is not None
         turn.text = text
         if ids and ids[-1] in self.engine.eos_token_ids:
             ids = ids[:-1]  # as the local engine: the end-of-turn token is not part of the answer
@@ -496,6 +519,8 @@ class RemoteSession:
                 raise DamagedVideoError("no frame could be read from the video")
             self.damage = getattr(self._source, "damage", None)
             self._media = {"type": "video_url", "video_url": {"url": _data_url("video", self._jpegs)}}
+        if self._media is not None:
+            self._media["uuid"] = self._media_uuid()
         timings["frames"] = time.perf_counter() - t0
         if self._speech_later is not None:
             t0 = time.perf_counter()
@@ -504,17 +529,36 @@ class RemoteSession:
             timings["speech_wait"] = time.perf_counter() - t0
         self._media_done = True
 
-    def _messages(self, kept: list[Turn], question: str) -> list[dict[str, Any]]:
-        """The conversation in OpenAI's format: the media, the speech block and the first question in the
-        first user turn (the local engine's order), then each answer and question."""
+    def _messages(self, kept: list[Turn], question: str, media: bool = True) -> list[dict[str, Any]]:
+        """The conversation in OpenAI's format: the media (or its uuid alone), the speech block and the
+        first question in the first user turn (the local engine's order), then each answer and question."""
         first, *rest = [*(t.question for t in kept), question]
-        content: list[dict[str, Any]] = [self._media] if self._media is not None else []
+        content: list[dict[str, Any]] = []
+        if self._media is not None:
+            kind = self._media["type"]
+            content.append(self._media if media else {"type": kind, kind: None, "uuid": self._media["uuid"]})
         content.append({"type": "text", "text": self._speech + first})
         messages = [{"role": "user", "content": content}]
         for turn, later in zip(kept, rest, strict=True):
             messages.append({"role": "assistant", "content": turn.text})
             messages.append({"role": "user", "content": later})
         return messages
+
+    def _video_kwargs(self) -> dict[str, Any]:
+        """The request's fields that say how the server reads the video: the frames' times, their size."""
+        return {
+            "media_io_kwargs": {"video": self._video_metadata()},
+            "mm_processor_kwargs": {"do_resize": False},  # the plan chose the size
+        }
+
+    def _media_uuid(self) -> str:
+        """The media's name in the server's caches: a hash of what it is made of (the JPEGs, and for a
+        video its frames' times and the processor's options), so that only the same media matches."""
+        digest = hashlib.sha256()
+        if self._media["type"] == "video_url":
+            digest.update(json.dumps(self._video_kwargs(), sort_keys=True).encode())
+        digest.update(json.dumps(self._media, sort_keys=True).encode())
+        return f"qwen3vl-{digest.hexdigest()}"
 
     def _video_metadata(self) -> dict[str, Any]:
         """``media_io_kwargs.video``: the frames' real times as millisecond indices at 1000 fps."""
@@ -591,6 +635,8 @@ def _server_error(payload: dict[str, Any], status: int, url: str) -> ServerError
             f"the request does not fit the vLLM server's context ({line}); serve the model with a larger "
             "--max-model-len, or lower the fps"
         )
+    if status == 400 and "cache miss" in lowered and "data is not provided" in lowered:
+        return MediaNotCachedError(f"the vLLM server at {url}: {line}")
     if status == 404 and "model" in lowered:
         return ServerModelError(f"the vLLM server at {url}: {line}; set model.id to the model it serves")
     if status == 401:

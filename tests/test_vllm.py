@@ -210,6 +210,35 @@ def test_follow_up_is_answered_from_the_prefix_cache(remote, vllm_server, videos
     assert [t.question for t in job.answers] == [PROMPT, "What happens at 00:10?"]
 
 
+def test_follow_ups_name_the_video_and_send_it_again_when_the_server_forgot_it(remote, vllm_server, videos):
+    """The frames go once: a follow-up names them by their uuid and the server takes them from its cache;
+    a server that does not hold them (evicted, restarted) gets them again, and the answer comes all the
+    same."""
+    from qwen3vl_summarizer.jobs import open_job
+
+    sent = []  # the video part of each chat request
+
+    def record(request):
+        if request.url.path == "/v1/chat/completions":
+            sent.append(json.loads(request.content)["messages"][0]["content"][0])
+
+    job = open_job(remote, videos["vfr"], _options(vllm_server), PROMPT)
+    hooks = remote.client.http.event_hooks["request"]
+    hooks.append(record)
+    try:
+        first = job.ask(PROMPT).stats
+        follow = job.ask("And then?").stats
+        job.session._media["uuid"] = "qwen3vl-" + secrets.token_hex(32)  # a name the server never saw
+        again = job.ask("And after that?").stats
+    finally:
+        hooks.remove(record)
+    assert [part["video_url"] is not None for part in sent] == [True, False, False, True]
+    assert sent[0]["uuid"] == sent[1]["uuid"] != sent[2]["uuid"] == sent[3]["uuid"]
+    assert first.prefill_tokens == job.plan.tokens
+    assert follow.cached_tokens >= 0.8 * job.plan.video_tokens  # the video's KV, from the prefix cache
+    assert again.prefill_tokens > follow.prefill_tokens and len(job.answers) == 3
+
+
 def test_stop_closes_the_stream_and_the_session_stays_usable(remote, vllm_server, videos):
     from qwen3vl_summarizer.errors import Cancelled
     from qwen3vl_summarizer.events import TextDelta
