@@ -9,7 +9,8 @@ The tiny random Qwen3-VL in the shape vLLM's CPU attention takes (head_dim 64: t
 ``VLLM_TEXT``/``VLLM_VISION``) is built once under ``--cache``, and served with
 ``scripts/vllm_server.sh serve`` on a free loopback port (its own virtualenv, ``.venv-vllm``, or
 ``$QWEN3VL_VLLM_VENV``), as the test suite does. Each client's clip differs (2 minutes plus ``k`` seconds,
-ffmpeg's testsrc2 or PyAV, as bench_engine.py makes them), so no client's video is another's cached prefix.
+ffmpeg's testsrc2 or PyAV, as bench_engine.py makes them; new ones in each round), so no client's video is
+another's, or an earlier round's, cached prefix.
 
 Both backends go through the job API (``open_job`` + ``ask``), four threads started together, the feature
 cache off, speech off, the same context (the server's ``--max-model-len``) and so the same plan. The local
@@ -184,6 +185,8 @@ def run_backend(backend: str, model: str, url: str, clips: list[Path], args: arg
         "frames": [r["frames"] for r in results],
         "follow_up_prefill_tokens": round(statistics.mean(t["prefill_tokens"] for t in follow), 1),
         "follow_up_cached_share": round(statistics.mean(cached), 4) if cached else None,
+        # vLLM: the summaries' prompt tokens found in the prefix cache (none, the clips being new)
+        "summary_cached_tokens": sum(r["turns"][0]["cached_tokens"] or 0 for r in results),
         "generated_tokens": sum(t["generated_tokens"] for r in results for t in r["turns"]),
         "clients_detail": results,
     }
@@ -206,7 +209,6 @@ def main() -> None:
 
     args.cache.mkdir(parents=True, exist_ok=True)
     model = args.model or str(build_model(args.cache))
-    clips = [make_video(CLIP_MINUTES + k / 60, args.cache, args.video_maker) for k in range(args.clients)]
     server = None
     url = args.server_url
     if url is None:
@@ -215,6 +217,9 @@ def main() -> None:
     try:
         order = ["local", "vllm"] if args.order == "local-first" else ["vllm", "local"]
         for round_ in range(args.rounds):
+            # Clips of their own in each round: the server's caches hold the last round's videos.
+            seconds = range(round_ * args.clients, (round_ + 1) * args.clients)
+            clips = [make_video(CLIP_MINUTES + k / 60, args.cache, args.video_maker) for k in seconds]
             runs = {}
             for backend in order if round_ % 2 == 0 else order[::-1]:
                 runs[backend] = run_backend(backend, model, url, clips, args)
