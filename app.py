@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--server-url", help="the vLLM server, with --backend vllm (default: from the config)"
     )
+    parser.add_argument(
+        "--served-name",
+        help="with --backend vllm: the name the server serves --model under (default: --model)",
+    )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, help="port to listen on (default 7860)")
     parser.add_argument(
@@ -50,7 +54,12 @@ def main(argv: list[str] | None = None) -> None:
         options = load_options(
             args.config,
             overrides={
-                "model": {"id": args.model, "backend": args.backend, "server_url": args.server_url},
+                "model": {
+                    "id": args.model,
+                    "backend": args.backend,
+                    "server_url": args.server_url,
+                    "served_name": args.served_name,
+                },
                 "server": {"host": args.host, "port": args.port, "share": args.share, "auth": args.auth},
             },
         )

@@ -89,6 +89,10 @@ def _add_backend(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server-url", metavar="URL", help="the vLLM server, with --backend vllm (default: model.server_url)"
     )
+    parser.add_argument(
+        "--served-name", metavar="NAME",
+        help="with --backend vllm: the name the server serves --model under (its --served-model-name)",
+    )  # fmt: skip
 
 
 def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -266,6 +270,7 @@ def _options(args: argparse.Namespace) -> Options:
                 "quantization": get("quantization"),
                 "backend": get("backend"),
                 "server_url": get("server_url"),
+                "served_name": get("served_name"),
             },
             "sampling": {"fps": get("fps")},
             "context": {

@@ -142,7 +142,8 @@ def plan_for(
 
 
 class JobStore:
-    """Key -> open :class:`VideoJob`, with least-recently-used release of KV caches under ``budget_bytes``."""
+    """Key -> open :class:`VideoJob`, with least-recently-used release of KV caches under ``budget_bytes``
+    (the caches of this process's model: a vLLM server's jobs are kept whatever the budget)."""
 
     def __init__(self, budget_bytes: int):
         self.budget_bytes = budget_bytes
@@ -252,7 +253,8 @@ class JobStore:
         return len(self._jobs)
 
     def _release_over_budget(self, keep: str) -> None:
-        held = {key: job for key, job in self._jobs.items() if not job.released}
+        # A model server's jobs hold no KV cache here (the server keeps and evicts its own): not counted.
+        held = {key: job for key, job in self._jobs.items() if not job.released and job.holds_kv_cache}
         total = sum(job.plan.kv_cache_bytes for job in held.values())
         for key, job in held.items():  # oldest first
             if total <= self.budget_bytes:

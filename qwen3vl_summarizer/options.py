@@ -55,6 +55,9 @@ class ModelOptions:
     backend: str = "local"
     server_url: str = "http://127.0.0.1:8000"  # the vLLM server's base URL (backend = vllm)
     api_key: str = ""  # sent as a bearer token when set (vLLM's --api-key)
+    # The name the server serves model.id under (vLLM's --served-model-name), sent in each request;
+    # "" = model.id. The processor and tokenizer still load from model.id.
+    served_name: str = ""
     server_timeout_s: float = 600.0  # longest wait for the server's next bytes, seconds
 
 
@@ -92,6 +95,8 @@ class ServerOptions:
     share: bool = False
     max_upload_mb: int = 4096
     concurrency_limit: int = 1  # GPU jobs at once
+    # Jobs at once with model.backend = "vllm": the server batches them, this process only streams
+    vllm_concurrency_limit: int = 16
     session_memory_gb: float = 16.0  # budget for cached browser sessions before LRU eviction
     # Models a browser may pick, besides model.id; any other hub id or server path only with allow_any_model.
     allowed_models: tuple[str, ...] = ()
@@ -182,6 +187,7 @@ def validate(opts: Options) -> Options:
         (0 < v.port < 65536, "server.port must be in 1..65535"),
         (v.max_upload_mb >= 1, "server.max_upload_mb must be >= 1"),
         (v.concurrency_limit >= 1, "server.concurrency_limit must be >= 1"),
+        (v.vllm_concurrency_limit >= 1, "server.vllm_concurrency_limit must be >= 1"),
         (v.session_memory_gb > 0, "server.session_memory_gb must be > 0"),
         (v.max_prompt_chars >= 1, "server.max_prompt_chars must be >= 1"),
         (v.max_image_pixels >= 1, "server.max_image_pixels must be >= 1"),

@@ -20,21 +20,29 @@ What the server builds, measured with vLLM 0.32 (its ``/tokenize``), and how eac
   :class:`RemoteEngine` counts them (:data:`OUTER_VISION_TOKENS`), so ``plan.tokens`` equals the server's
   ``usage.prompt_tokens`` for the first turn.
 - Text: the speech block, then the prompt, in the same user turn after the video, as the local engine.
+- Follow-ups: the media part carries a ``uuid``, a hash of the frames, their times and the processor's
+  options; the first request sends the frames with it, later ones only the ``uuid``, and the server takes
+  the processed video from its multimodal cache (and the KV of the prompt from its prefix cache) instead
+  of receiving, decoding and hashing the frames again. A server that no longer holds it (evicted,
+  restarted) answers 400 "Cache miss … data is not provided": the request is sent again with the frames.
 
-Not yet: a video longer than the server's context (parts and a merge) is refused with a clear error
-(:func:`check_plan`); the vision-feature cache does not apply (the server encodes the frames).
+A video longer than the server's context goes in parts and a merge, as with the local engine
+(:mod:`.summarize`): each part is a session of its own frames, and the merge a text-only one. The
+vision-feature cache does not apply (the server encodes the frames).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
 import numpy as np
@@ -43,7 +51,6 @@ from .chat_template import ChatTemplate
 from .engine import Turn, kept_turns
 from .errors import (
     Cancelled,
-    ContextTooSmallError,
     DamagedVideoError,
     ModelLoadError,
     ServerContextError,
@@ -55,7 +62,7 @@ from .errors import (
 )
 from .events import Event, Progress, Response, TextDelta, TurnStats
 from .options import ContextOptions, GenerationOptions, ModelOptions
-from .plan import SERVER_KV_CACHE, Geometry, Plan
+from .plan import SERVER_KV_CACHE, Geometry
 from .video import Frame
 
 log = logging.getLogger(__name__)
@@ -65,6 +72,7 @@ OUTER_VISION_TOKENS = 2
 JPEG_QUALITY = 95  # frames go to the server as JPEG; its decoder gives back the plan's size exactly
 FPS_MS = 1000.0  # frames_indices are milliseconds: the server writes each frame's real time
 CONNECT_TIMEOUT_S = 10.0
+CANCEL_POLL_S = 0.1  # how often a stream's watcher looks at its Stop event, seconds
 
 
 class ServerClient:
@@ -76,7 +84,11 @@ class ServerClient:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S)
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
+            # A connection per request: a stream's own socket is the one a Stop shuts (_Hangup).
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
 
     def get(self, path: str) -> dict[str, Any]:
@@ -92,14 +104,28 @@ class ServerClient:
             return response.json()
 
     @contextmanager
-    def stream(self, path: str, body: dict[str, Any]) -> Iterator[Iterator[dict[str, Any]]]:
+    def stream(
+        self, path: str, body: dict[str, Any], cancel: threading.Event | None = None
+    ) -> Iterator[Iterator[dict[str, Any]]]:
         """POST ``body`` for a streamed answer; yields an iterator of its server-sent events' JSON. Leaving
-        the block closes the connection, and vLLM aborts the request."""
-        with self._errors(), self.http.stream("POST", path, json=body) as response:
-            if response.status_code >= 400:
-                response.read()
-                _raise_for_status(response, self.url)
-            yield _sse_chunks(response.iter_lines(), self.url)
+        the block closes the connection, and vLLM aborts the request. Setting ``cancel`` shuts the
+        connection at once, even while the server is still reading the prompt and nothing streams yet (its
+        prefill of a long video): vLLM aborts the request, and this raises :class:`Cancelled`."""
+        hangup = _Hangup(cancel)
+        try:
+            with (
+                self._errors(),
+                hangup,
+                self.http.stream("POST", path, json=body, extensions={"trace": hangup.trace}) as response,
+            ):
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for_status(response, self.url)
+                yield _sse_chunks(response.iter_lines(), self.url)
+        except ServerError:
+            if hangup.hung_up:
+                raise Cancelled("stopped") from None
+            raise
 
     def close(self) -> None:
         self.http.close()
@@ -131,15 +157,71 @@ class ServerClient:
             raise ServerError(f"request to the vLLM server at {url} failed: {_reason(e)}") from None
 
 
+class MediaNotCachedError(ServerError):
+    """The server does not hold the media a request names by its uuid alone (its cache evicted it, or it
+    restarted): the request is sent again with the media. Never leaves this module."""
+
+
+class _Hangup:
+    """Shuts a request's socket once ``cancel`` is set, from a watching thread: the thread that streams may
+    be blocked reading, waiting for the server's first bytes, and only a shut socket wakes it (closing it
+    would not), while the server sees the client go and aborts the request. ``trace`` is httpcore's trace
+    extension, which hands over the socket of the request's connection."""
+
+    def __init__(self, cancel: threading.Event | None):
+        self.cancel = cancel
+        self.hung_up = False
+        self._socket: socket.socket | None = None
+        self._over = threading.Event()
+        self._lock = threading.Lock()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete":
+            with self._lock:
+                self._socket = info["return_value"].get_extra_info("socket")
+            if self.cancel is not None and self.cancel.is_set():  # stopped while it connected
+                self._shut()
+
+    def __enter__(self) -> _Hangup:
+        if self.cancel is not None:
+            threading.Thread(target=self._watch, name="vllm-hangup", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._over.set()
+
+    def _watch(self) -> None:
+        while not self._over.is_set():
+            if self.cancel.wait(CANCEL_POLL_S):
+                self._shut()
+                return
+
+    def _shut(self) -> None:
+        with self._lock:
+            if self._socket is None or self._over.is_set():
+                return
+            self.hung_up = True
+            with suppress(OSError):  # already closed
+                self._socket.shutdown(socket.SHUT_RDWR)
+
+
 class RemoteEngine:
     """A vLLM server serving ``model_id``, and that model's processor (loaded here, without weights)."""
 
     backend = "vllm"
 
-    def __init__(self, processor: Any, model_id: str, client: ServerClient, max_model_len: int | None = None):
+    def __init__(
+        self,
+        processor: Any,
+        model_id: str,
+        client: ServerClient,
+        max_model_len: int | None = None,
+        served_name: str | None = None,
+    ):
         self.processor = processor
         self.tokenizer = processor.tokenizer
-        self.model_id = model_id
+        self.model_id = model_id  # where the processor comes from, and the name the exports and library give
+        self.served_name = served_name or model_id  # the name the requests give (--served-model-name)
         self.client = client
         self.server_url = client.url
         self.max_model_len = max_model_len  # the server's context length (its --max-model-len)
@@ -152,27 +234,37 @@ class RemoteEngine:
 
     @classmethod
     def connect(cls, options: ModelOptions, model_id: str | None = None) -> RemoteEngine:
-        """Check that the server at ``options.server_url`` serves ``model_id`` (default ``options.id``),
-        read its context length, and load the model's processor (tokenizer, chat template, video
-        processor) from the hub or the folder of that name."""
+        """Check that the server at ``options.server_url`` serves ``model_id`` (default ``options.id``)
+        under its served name (``options.served_name`` for ``options.id``, else the id itself), read its
+        context length, and load the model's processor (tokenizer, chat template, video processor) from
+        the hub or the folder ``model_id``."""
         model_id = (model_id if model_id is not None else options.id).strip()
         if not model_id:
             raise ModelLoadError("no model given: set model.id to the model the vLLM server serves")
+        name = options.served_name.strip() if model_id == options.id.strip() else ""
+        name = name or model_id
         client = ServerClient(options.server_url, options.api_key, options.server_timeout_s)
         try:
             served = client.get("/v1/models").get("data", [])
-            card = next((m for m in served if m.get("id") == model_id), None)
+            card = next((m for m in served if m.get("id") == name), None)
             if card is None:
                 names = ", ".join(m.get("id", "?") for m in served) or "nothing"
+                setting = "model.served_name (--served-name)" if name != model_id else "model.id (--model)"
                 raise ServerModelError(
-                    f"the vLLM server at {client.url} serves {names}, not {model_id}: "
-                    "set model.id (--model) to the model it serves"
+                    f"the vLLM server at {client.url} serves {names}, not {name}: set {setting} to the "
+                    "name it serves (model.served_name when it differs from the model's hub id or folder)"
                 )
-            engine = cls(_load_processor(model_id), model_id, client, card.get("max_model_len"))
+            engine = cls(_load_processor(model_id), model_id, client, card.get("max_model_len"), name)
         except BaseException:
             client.close()
             raise
-        log.info("using %s on the vLLM server at %s (context %s)", model_id, client.url, engine.max_model_len)
+        log.info(
+            "using %s (served as %s) on the vLLM server at %s (context %s)",
+            model_id,
+            name,
+            client.url,
+            engine.max_model_len,
+        )
         return engine
 
     # -- what the job layer asks of an engine -------------------------------------------------------
@@ -204,7 +296,7 @@ class RemoteEngine:
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.server_url}\0{self.model_id}"
+        return f"{self.server_url}\0{self.served_name}"
 
     def session(
         self, frames: Iterable[Frame] | None, total_frames: int | None = None, **kwargs: Any
@@ -227,9 +319,9 @@ class RemoteEngine:
         request.update(add_generation_prompt=True, return_token_strs=True)
         return self.client.post("/tokenize", request)
 
-    def stream(self, body: dict[str, Any]) -> Any:
+    def stream(self, body: dict[str, Any], cancel: threading.Event | None = None) -> Any:
         """A streamed chat completion (:meth:`ServerClient.stream`)."""
-        return self.client.stream("/v1/chat/completions", body)
+        return self.client.stream("/v1/chat/completions", body, cancel)
 
     def _count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -240,8 +332,9 @@ class RemoteSession:
 
     The interface of :class:`~.engine.VideoSession`: ``ask(question, branch=, cancel=)`` returns a
     :class:`Response` of :class:`Progress`, :class:`TextDelta` and :class:`TurnStats` events; ``turns``
-    holds the conversation. The first ask reads the frames (JPEG-encoded once, kept for follow-ups); each
-    ask sends the conversation so far with the video, and the server's prefix cache serves the repeated
+    holds the conversation. The first ask reads the frames (JPEG-encoded once, kept for follow-ups) and
+    sends them; each later ask sends the conversation so far with the video named by its uuid (the frames
+    again only when the server no longer holds them), and the server's prefix cache serves the repeated
     part. A Stop (``cancel``) or a closed :class:`Response` closes the stream, which aborts the request;
     the turn is dropped and the session stays usable, as after a server error.
     """
@@ -282,6 +375,7 @@ class RemoteSession:
         self._speech_later = speech if callable(speech) else None
         self._speech = speech if isinstance(speech, str) else ""
         self._media_done = frames is None and image is None
+        self._media_sent = False  # whether the server received the media (and may hold it by its uuid)
         self._broken: str | None = None
         # For the prefill's progress: the plan's prompt tokens, then (once known) the server's count of
         # the prompt before the first question's text.
@@ -299,14 +393,15 @@ class RemoteSession:
         turn = Turn(question, self.engine._template.turn_ids(tokenizer, question, first=not kept))
         return Response(self._run_turn(kept, turn, cancel))
 
-    def request(self, question: str, kept: list[Turn] | None = None) -> dict[str, Any]:
-        """The chat-completion request for ``question`` after the turns ``kept`` (the media must be read)."""
+    def request(self, question: str, kept: list[Turn] | None = None, *, media: bool = True) -> dict[str, Any]:
+        """The chat-completion request for ``question`` after the turns ``kept`` (the media must be read);
+        ``media=False`` names the media by its ``uuid`` only, for a server that holds it already."""
         if not self._media_done:
             raise RuntimeError("the media is read by the first ask")
         g = self.generation
         body: dict[str, Any] = {
-            "model": self.engine.model_id,
-            "messages": self._messages(kept or [], question),
+            "model": self.engine.served_name,
+            "messages": self._messages(kept or [], question, media),
             "stream": True,
             "stream_options": {"include_usage": True, "continuous_usage_stats": False},
             "max_tokens": g.max_new_tokens,
@@ -317,8 +412,7 @@ class RemoteSession:
             "return_token_ids": True,  # vLLM: the generated ids, as the local engine reports them
         }
         if self._media is not None and self._media["type"] == "video_url":
-            body["media_io_kwargs"] = {"video": self._video_metadata()}
-            body["mm_processor_kwargs"] = {"do_resize": False}  # the plan chose the size
+            body.update(self._video_kwargs())
         return body
 
     # -- the turn -----------------------------------------------------------------------------------
@@ -330,7 +424,6 @@ class RemoteSession:
         try:
             if fresh:
                 yield from self._read_media(cancel, timings)
-            body = self.request(turn.question, kept)
             expected = self._expected_prompt_tokens(kept, turn)
             yield Progress("prefill", 0, expected)  # the server reports nothing until the first token
             t0 = time.perf_counter()
@@ -339,7 +432,18 @@ class RemoteSession:
             usage: dict[str, Any] = {}
             text = ""
             ids: list[int] | None = None  # generated ids, where the server sends them
-            with self.engine.stream(body) as chunks:
+            with ExitStack() as stack:
+                chunks = None
+                if self._media_sent:  # the server took the media by its uuid before
+                    try:
+                        body = self.request(turn.question, kept, media=False)
+                        chunks = stack.enter_context(self.engine.stream(body, cancel))
+                    except MediaNotCachedError:
+                        log.info("the vLLM server no longer holds the media: sending it again")
+                if chunks is None:
+                    chunks = stack.enter_context(
+                        self.engine.stream(self.request(turn.question, kept), cancel)
+                    )
                 for chunk in chunks:
                     _check(cancel)
                     if chunk.get("usage"):
@@ -365,6 +469,7 @@ class RemoteSession:
             raise
         if not usage:
             raise ServerError(f"the vLLM server at {self.engine.server_url} sent no usage statistics")
+        self._media_sent = self._media is not None
         turn.text = text
         if ids and ids[-1] in self.engine.eos_token_ids:
             ids = ids[:-1]  # as the local engine: the end-of-turn token is not part of the answer
@@ -415,6 +520,8 @@ class RemoteSession:
                 raise DamagedVideoError("no frame could be read from the video")
             self.damage = getattr(self._source, "damage", None)
             self._media = {"type": "video_url", "video_url": {"url": _data_url("video", self._jpegs)}}
+        if self._media is not None:
+            self._media["uuid"] = self._media_uuid()
         timings["frames"] = time.perf_counter() - t0
         if self._speech_later is not None:
             t0 = time.perf_counter()
@@ -423,17 +530,36 @@ class RemoteSession:
             timings["speech_wait"] = time.perf_counter() - t0
         self._media_done = True
 
-    def _messages(self, kept: list[Turn], question: str) -> list[dict[str, Any]]:
-        """The conversation in OpenAI's format: the media, the speech block and the first question in the
-        first user turn (the local engine's order), then each answer and question."""
+    def _messages(self, kept: list[Turn], question: str, media: bool = True) -> list[dict[str, Any]]:
+        """The conversation in OpenAI's format: the media (or its uuid alone), the speech block and the
+        first question in the first user turn (the local engine's order), then each answer and question."""
         first, *rest = [*(t.question for t in kept), question]
-        content: list[dict[str, Any]] = [self._media] if self._media is not None else []
+        content: list[dict[str, Any]] = []
+        if self._media is not None:
+            kind = self._media["type"]
+            content.append(self._media if media else {"type": kind, kind: None, "uuid": self._media["uuid"]})
         content.append({"type": "text", "text": self._speech + first})
         messages = [{"role": "user", "content": content}]
         for turn, later in zip(kept, rest, strict=True):
             messages.append({"role": "assistant", "content": turn.text})
             messages.append({"role": "user", "content": later})
         return messages
+
+    def _video_kwargs(self) -> dict[str, Any]:
+        """The request's fields that say how the server reads the video: the frames' times, their size."""
+        return {
+            "media_io_kwargs": {"video": self._video_metadata()},
+            "mm_processor_kwargs": {"do_resize": False},  # the plan chose the size
+        }
+
+    def _media_uuid(self) -> str:
+        """The media's name in the server's caches: a hash of what it is made of (the JPEGs, and for a
+        video its frames' times and the processor's options), so that only the same media matches."""
+        digest = hashlib.sha256()
+        if self._media["type"] == "video_url":
+            digest.update(json.dumps(self._video_kwargs(), sort_keys=True).encode())
+        digest.update(json.dumps(self._media, sort_keys=True).encode())
+        return f"qwen3vl-{digest.hexdigest()}"
 
     def _video_metadata(self) -> dict[str, Any]:
         """``media_io_kwargs.video``: the frames' real times as millisecond indices at 1000 fps."""
@@ -446,16 +572,6 @@ class RemoteSession:
             "num_frames": -1,  # keep every frame sent (the default keeps 32)
             "do_sample_frames": False,  # we sampled them
         }
-
-
-def check_plan(plan: Plan) -> None:
-    """Refuse a plan the vLLM backend cannot run yet: a video in parts (longer than the server's context)."""
-    if not plan.fits:
-        raise ContextTooSmallError(
-            f"the video needs {len(plan.segments)} parts at the server's context of {plan.context:,} "
-            "tokens, and the vLLM backend does not split videos yet: lower the fps, read a time range "
-            "(--start/--end), or serve the model with a larger --max-model-len"
-        )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -520,6 +636,8 @@ def _server_error(payload: dict[str, Any], status: int, url: str) -> ServerError
             f"the request does not fit the vLLM server's context ({line}); serve the model with a larger "
             "--max-model-len, or lower the fps"
         )
+    if status == 400 and "cache miss" in lowered and "data is not provided" in lowered:
+        return MediaNotCachedError(f"the vLLM server at {url}: {line}")
     if status == 404 and "model" in lowered:
         return ServerModelError(f"the vLLM server at {url}: {line}; set model.id to the model it serves")
     if status == 401:

@@ -10,7 +10,9 @@ A video that fits the context is one session. A longer one is split along the pl
 segment is summarised in its own session (its frames keep their absolute times, so its timestamps are the
 video's), then a text-only session merges the segment summaries with the merge prompt. Only one segment
 session holds a KV cache at a time; the others keep their conversation as token ids and are rebuilt on
-demand (quickly, from the feature cache when one is configured). A follow-up that names a time goes to the
+demand (quickly, from the feature cache when one is configured). With a model server (:mod:`.remote`)
+the same happens through its sessions, and every part keeps its own: it holds the frames as JPEG, no KV
+cache. A follow-up that names a time goes to the
 segment holding it; any other goes, with the merged summary, to the segment whose summary shares the most
 words with the question. The answer streams the parts' notes, then the merged summary; the exported
 document puts the merged summary first (``job.summary_text``).
@@ -107,6 +109,12 @@ class VideoJob:
     def session(self) -> VideoSession:
         """The session of the (first) segment; for a video that fits, the only one."""
         return self._session(self.parts[0])
+
+    @property
+    def holds_kv_cache(self) -> bool:
+        """Whether its sessions keep KV caches in this process; not when a model server (:mod:`.remote`)
+        runs the model: the server keeps, shares and evicts its own."""
+        return not served(self.engine)
 
     @property
     def damage(self) -> str | None:
@@ -286,10 +294,11 @@ class VideoJob:
     # -- segmented videos ---------------------------------------------------------------------------
 
     def _session(self, part: _Part) -> VideoSession:
-        if part.session is None:
+        if part.session is None and self.holds_kv_cache:
             for other in self.parts:  # one KV cache at a time: keep the others as token ids
                 if other is not part and other.session is not None:
                     other.turns, other.session = list(other.session.turns), None
+        if part.session is None:
             frames = part.frames
             if self.thumbnails is not None and frames is not None:
                 frames = self.thumbnails.tap(frames)
@@ -421,11 +430,6 @@ def open_video(
     else:
         reserved = geometry.text_tokens(speech) if speech else 0
     plan = plan_video(info, options, context, prompt, geometry, start=start, end=end, speech_tokens=reserved)
-    served = getattr(engine, "backend", "local") != "local"  # a model server (remote.py) runs the model
-    if served:
-        from .remote import check_plan
-
-        check_plan(plan)  # not yet: a video in parts
     if not plan.fits:
         # Plan again with the longest prompt a segment gets, so every segment fits. Each part reads only
         # its own lines of the transcript; the plan counts all of them in every part, which errs on the
@@ -439,7 +443,7 @@ def open_video(
         log.info("%s: reading %s only", info.path, describe_range(plan.start, plan.end))
     size = (plan.width, plan.height)
     fps = options.sampling.fps
-    cache = None if served else feature_cache(options)  # the server encodes the frames
+    cache = None if served(engine) else feature_cache(options)  # the server encodes the frames
     parts = []
     for s in plan.segments:
         stop = plan.end if plan.fits else s.end  # None: to the end of the video (a key as before ranges)
@@ -458,6 +462,11 @@ def open_video(
     job.speech_tokens = reserved if pending is None else 0
     job.thumbnails = Thumbnails.for_span((info.duration if plan.end is None else plan.end) - plan.start)
     return job
+
+
+def served(engine: Engine) -> bool:
+    """Whether a model server (:mod:`.remote`) runs ``engine``'s model, rather than this process."""
+    return getattr(engine, "backend", "local") != "local"
 
 
 def speech_block(segments: Iterable[SpeechSegment], hours: bool = False) -> str:

@@ -111,8 +111,10 @@ def test_closing_a_response_closes_its_stream() -> None:
 # --- JobStore ------------------------------------------------------------------------------------------
 
 
-def fake_job(name: str, size: int, released: list[str]) -> SimpleNamespace:
-    job = SimpleNamespace(plan=SimpleNamespace(kv_cache_bytes=size), released=False)
+def fake_job(name: str, size: int, released: list[str], holds_kv_cache: bool = True) -> SimpleNamespace:
+    job = SimpleNamespace(
+        plan=SimpleNamespace(kv_cache_bytes=size), released=False, holds_kv_cache=holds_kv_cache
+    )
 
     def release():
         released.append(name)
@@ -135,6 +137,18 @@ def test_jobs_release_their_caches_least_recently_used() -> None:
     assert released == ["a", "b"]
     store.drop("b")
     assert "b" not in store and len(store) == 2
+
+
+def test_jobs_of_a_model_server_are_outside_the_budget() -> None:
+    """A vLLM server's jobs hold no KV cache in this process: never released, and not counted."""
+    released: list[str] = []
+    store = JobStore(budget_bytes=100)
+    store.put("served", fake_job("served", 1000, released, holds_kv_cache=False))
+    store.put("a", fake_job("a", 60, released))
+    store.put("served too", fake_job("served too", 1000, released, holds_kv_cache=False))
+    assert released == []
+    store.put("b", fake_job("b", 60, released))
+    assert released == ["a"]
 
 
 @pytest.fixture(scope="module")

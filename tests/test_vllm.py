@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VLLM_VENV = Path(os.environ.get("QWEN3VL_VLLM_VENV", ROOT / ".venv-vllm"))
 READY_TIMEOUT_S = 600  # a loaded 2-core machine: about 55 s when quiet
 PROMPT = "Describe the video."
+SERVED_NAME = "tiny-served"  # a second name the server serves the model under (--served-model-name)
+OVERLAP_TIMEOUT_S = 300  # longest wait for the other page's first token: it never comes if run one by one
 STAMP = re.compile(r"<([\d.]+) seconds>")
 # Irregular frame times (s), as a phone writes them; long enough that the video is most of the prompt.
 VFR_TIMES = [
@@ -37,7 +42,7 @@ VFR_TIMES = [
 @dataclass(frozen=True)
 class Server:
     url: str
-    model: str  # the folder it serves, and the name it serves it under
+    model: str  # the folder it serves, and the first name it serves it under (SERVED_NAME the second)
 
 
 def _free_port() -> int:
@@ -68,9 +73,11 @@ def vllm_server(vllm_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         )
     port = _free_port()
     log_path = tmp_path_factory.mktemp("vllm") / "server.log"
+    serve = ["bash", str(ROOT / "scripts" / "vllm_server.sh"), "serve", str(vllm_model_dir), str(port),
+             "--served-model-name", str(vllm_model_dir), SERVED_NAME]  # fmt: skip
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            ["bash", str(ROOT / "scripts" / "vllm_server.sh"), "serve", str(vllm_model_dir), str(port)],
+            serve,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the engine process it starts goes with it
@@ -203,6 +210,35 @@ def test_follow_up_is_answered_from_the_prefix_cache(remote, vllm_server, videos
     assert [t.question for t in job.answers] == [PROMPT, "What happens at 00:10?"]
 
 
+def test_follow_ups_name_the_video_and_send_it_again_when_the_server_forgot_it(remote, vllm_server, videos):
+    """The frames go once: a follow-up names them by their uuid and the server takes them from its cache;
+    a server that does not hold them (evicted, restarted) gets them again, and the answer comes all the
+    same."""
+    from qwen3vl_summarizer.jobs import open_job
+
+    sent = []  # the video part of each chat request
+
+    def record(request):
+        if request.url.path == "/v1/chat/completions":
+            sent.append(json.loads(request.content)["messages"][0]["content"][0])
+
+    job = open_job(remote, videos["vfr"], _options(vllm_server), PROMPT)
+    hooks = remote.client.http.event_hooks["request"]
+    hooks.append(record)
+    try:
+        first = job.ask(PROMPT).stats
+        follow = job.ask("And then?").stats
+        job.session._media["uuid"] = "qwen3vl-" + secrets.token_hex(32)  # a name the server never saw
+        again = job.ask("And after that?").stats
+    finally:
+        hooks.remove(record)
+    assert [part["video_url"] is not None for part in sent] == [True, False, False, True]
+    assert sent[0]["uuid"] == sent[1]["uuid"] != sent[2]["uuid"] == sent[3]["uuid"]
+    assert first.prefill_tokens == job.plan.tokens
+    assert follow.cached_tokens >= 0.8 * job.plan.video_tokens  # the video's KV, from the prefix cache
+    assert again.prefill_tokens > follow.prefill_tokens and len(job.answers) == 3
+
+
 def test_stop_closes_the_stream_and_the_session_stays_usable(remote, vllm_server, videos):
     from qwen3vl_summarizer.errors import Cancelled
     from qwen3vl_summarizer.events import TextDelta
@@ -279,19 +315,90 @@ def test_a_server_serving_another_model_says_which(vllm_server):
     from qwen3vl_summarizer.loading import load_engine
 
     options = _options(vllm_server, model={"id": "Qwen/Qwen3-VL-2B-Instruct"}).model
-    with pytest.raises(
-        ServerModelError, match=f"serves {re.escape(vllm_server.model)}, not Qwen/Qwen3-VL-2B"
-    ):
+    served = f"{re.escape(vllm_server.model)}, {SERVED_NAME}"
+    with pytest.raises(ServerModelError, match=f"serves {served}, not Qwen/Qwen3-VL-2B.*set model.id"):
         load_engine(options)
 
 
-def test_a_video_longer_than_the_servers_context_is_refused_before_reading(remote, vllm_server, videos):
-    from qwen3vl_summarizer.errors import ContextTooSmallError
+def test_a_served_model_name_is_sent_and_checked(vllm_server, videos):
+    """``model.served_name`` (vLLM's --served-model-name): the requests name it, the processor still loads
+    from ``model.id``, the exports name ``model.id``; a name the server does not serve is one clear error."""
+    from qwen3vl_summarizer.errors import ServerModelError
     from qwen3vl_summarizer.jobs import open_job
+    from qwen3vl_summarizer.loading import load_engine
 
-    options = _options(vllm_server, sampling={"fps": 30.0, "min_pixels": 320 * 224})
-    with pytest.raises(ContextTooSmallError, match="does not split videos yet"):
-        open_job(remote, videos["vfr"], options, PROMPT)
+    options = _options(vllm_server, model={"served_name": SERVED_NAME})
+    engine = load_engine(options.model)
+    try:
+        assert (engine.model_id, engine.served_name) == (vllm_server.model, SERVED_NAME)
+        job = open_job(engine, videos["vfr"], options, PROMPT)
+        stats = job.ask(PROMPT).stats
+        assert job.session.request(PROMPT)["model"] == SERVED_NAME
+        assert stats.prefill_tokens == job.plan.tokens
+        assert job.summary().model == vllm_server.model
+    finally:
+        engine.close()
+    wrong = _options(vllm_server, model={"served_name": "qwen3-vl"}).model
+    served = f"{re.escape(vllm_server.model)}, {SERVED_NAME}"
+    with pytest.raises(ServerModelError, match=f"serves {served}, not qwen3-vl: set model.served_name") as e:
+        load_engine(wrong)
+    assert "\n" not in str(e.value)
+
+
+def test_a_video_longer_than_the_servers_context_goes_in_parts_through_vllm(
+    remote, vllm_server, videos, tmp_path
+):
+    """Past the server's --max-model-len the video is summarised in parts and a merge, all by the server:
+    each part's prompt (what vLLM builds) holds its segment note, its own frames' times and its own lines
+    of speech, and fits the plan's count; a follow-up naming a time goes to its part's cached prompt."""
+    from qwen3vl_summarizer.jobs import open_job
+    from qwen3vl_summarizer.remote import RemoteSession
+
+    video = tmp_path / "long.mp4"
+    shutil.copy(videos["vfr"], video)
+    said = {1.0: "Welcome to the weather report.", 10.5: "The children play football.", 20.0: "Rain comes."}
+    (tmp_path / "long.srt").write_text(
+        "".join(
+            f"{i}\n00:00:{int(t):02d},{int(t % 1 * 1000):03d} --> 00:00:{int(t) + 2:02d},000\n{text}\n\n"
+            for i, (t, text) in enumerate(said.items(), 1)
+        )
+    )
+    options = _options(
+        vllm_server, sampling={"fps": 30.0, "min_pixels": 320 * 224}, speech={"mode": "subtitles"}
+    )
+    job = open_job(remote, video, options, PROMPT)
+    n = len(job.parts)
+    assert not job.plan.fits and n >= 2 and job.plan.tokens > remote.max_model_len
+    stats = job.ask(PROMPT).stats
+    built, last_stamp = [], 0.0
+    for i, part in enumerate(job.parts):
+        session = part.session
+        assert isinstance(session, RemoteSession) and session.frames_read == part.segment.frames
+        question = session.turns[0].question
+        assert f"part {i + 1} of {n}" in question and question.endswith(PROMPT)
+        prompt = remote.tokenize(session.request(question))
+        assert prompt["count"] <= part.segment.tokens <= remote.max_model_len  # the plan's bound holds
+        text = remote.tokenizer.decode(prompt["tokens"])
+        # the part's own frames, with their times on the whole video's clock (a frame shown at the part's
+        # start may have been presented a little before it)
+        stamps = [float(s) for s in STAMP.findall(text)]
+        times = session.timestamps
+        assert len(stamps) == (len(times) + 1) // 2 and max(times) < part.segment.end
+        assert times[0] - 0.05 <= min(stamps) and max(stamps) <= times[-1] + 0.05
+        assert min(stamps) >= last_stamp  # after the parts before it
+        last_stamp = max(stamps)
+        lines = {t for t, line in said.items() if line in text}
+        assert lines == {t for t in said if part.segment.start <= t < part.segment.end}
+        built.append(prompt["count"])
+    merge = job._merge_session  # the text-only session of the merge
+    assert isinstance(merge, RemoteSession) and f"### Part {n} of {n}" in merge.turns[0].question
+    merged = remote.tokenize(merge.request(merge.turns[0].question))["count"]
+    assert stats.prefill_tokens == sum(built) + merged  # every part, then the merge, read by the server
+    assert job.merged and job.summary().markdown.startswith(job.merged)
+
+    follow = job.ask("What happens at 00:20?").stats
+    assert not follow.read_video and follow.cached_tokens >= 0.8 * built[-1]
+    assert len(job.answers) == 2
 
 
 def test_the_server_going_away_mid_answer_loses_nothing(remote, vllm_server, videos):
@@ -430,6 +537,101 @@ def test_closing_the_stream_aborts_the_request_in_vllm(remote, vllm_server):
         over.wait(0.2)  # the next poll
     assert over.is_set()
     assert _metric(vllm_server, "vllm:generation_tokens_total") - generated < asked / 2
+
+
+def test_stop_before_the_first_token_aborts_the_request_in_vllm(remote, vllm_server):
+    """Stop while the server still reads the prompt (nothing streamed yet) closes the connection at once:
+    vLLM aborts the request before it writes a token, and the question can be asked again."""
+    from qwen3vl_summarizer.errors import Cancelled
+    from qwen3vl_summarizer.events import TextDelta
+
+    generation = _options(vllm_server, generation={"max_new_tokens": 64}).generation
+    # A long prompt the prefix cache has never seen: its prefill takes a while, even on the tiny model.
+    question = " ".join(secrets.token_hex(2) for _ in range(3000))
+    assert 8000 < len(remote.tokenizer(question)["input_ids"]) < 16384 - 64
+    generated = _metric(vllm_server, "vllm:generation_tokens_total")
+    session = remote.session(None, generation=generation)
+    cancel = threading.Event()
+
+    def stop_once_the_server_has_it():
+        while _metric(vllm_server, "vllm:num_requests_running") == 0 and not cancel.wait(0.02):
+            pass  # the next poll
+        cancel.set()
+
+    stopper = threading.Thread(target=stop_once_the_server_has_it)
+    stopper.start()
+    events = []
+    try:
+        with pytest.raises(Cancelled):
+            for event in session.ask(question, cancel=cancel).events():
+                events.append(event)
+    finally:
+        cancel.set()
+        stopper.join()
+    assert not any(isinstance(e, TextDelta) for e in events)  # stopped before the first token
+    over = threading.Event()
+    while not over.is_set():  # the server lets the request go
+        if _metric(vllm_server, "vllm:num_requests_running") == 0:
+            over.set()
+        over.wait(0.2)  # the next poll
+    assert _metric(vllm_server, "vllm:generation_tokens_total") == generated  # aborted before its first token
+    assert session.turns == []
+    again = session.ask(question).stats
+    assert again.prefill_tokens > 8000 and len(session.turns) == 1
+
+
+def test_two_pages_summarize_at_once_through_vllm(vllm_server, videos, monkeypatch):
+    """With the vLLM backend the page runs several summaries at once (the server batches them): each
+    answer, once its first token is in, waits for the other's first token. Run one after the other, the
+    first would wait alone, and time out."""
+    import app
+    from qwen3vl_summarizer.remote import RemoteEngine
+    from tests.apps import Served, free_port
+
+    first_tokens = [threading.Event(), threading.Event()]
+    streams, overlapped = [], []
+    lock = threading.Lock()
+    stream = RemoteEngine.stream
+
+    @contextmanager
+    def meeting_stream(self, body, cancel=None):
+        with lock:
+            mine = first_tokens[len(streams)]
+            streams.append(mine)
+        with stream(self, body, cancel) as chunks:
+
+            def relay():
+                for chunk in chunks:
+                    yield chunk
+                    if not mine.is_set() and chunk.get("choices"):
+                        mine.set()  # this answer's first token reached the page
+                        overlapped.append(all(e.wait(OVERLAP_TIMEOUT_S) for e in first_tokens))
+
+            yield relay()
+
+    monkeypatch.setattr(RemoteEngine, "stream", meeting_stream)
+    # a budget that any job with a KV cache here would exceed: the server's jobs are kept all the same
+    options = _options(vllm_server, server={"port": free_port(), "session_memory_gb": 1e-9})
+    state = app.AppState(options)
+    demo = app.build_demo(options, state)
+    app.launch(demo, options, prevent_thread_lock=True, quiet=True, show_error=True)
+    try:
+        served = Served(f"http://127.0.0.1:{options.server.port}/", state, options)
+        clients = [served.client(), served.client()]
+        jobs = [
+            served.summarize(client, videos[name], prompt=PROMPT, fps=2.0, speech="off")
+            for client, name in zip(clients, ("vfr", "offset"), strict=True)
+        ]
+        results = [job.result() for job in jobs]
+        assert overlapped == [True, True]  # both had their first token before either finished
+        for result in results:
+            stats, job_id = result[2], result[6]
+            assert job_id and stats["read_video"] and stats["prefill_tokens"] > 0
+            job = state.jobs.peek(state.jobs.key_for(job_id))
+            assert job is not None and not job.released and not job.holds_kv_cache
+    finally:
+        demo.close()
+        state.close()
 
 
 def test_a_conversation_past_the_servers_context_is_one_clear_error(remote, vllm_server, videos):

@@ -82,7 +82,7 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
     auto_default = options.context.max_context == "auto"
     context_default = options.context.max_context_cap if auto_default else options.context.max_context
     context_default = h.snap_context(context_default)
-    gpu = {"concurrency_id": "gpu", "concurrency_limit": options.server.concurrency_limit}
+    gpu = {"concurrency_id": "gpu", "concurrency_limit": model_concurrency(options)}
     cheap = {"concurrency_limit": None, "api_visibility": "private"}  # UI plumbing, outside the GPU pool
 
     max_age = int(options.server.upload_max_age_hours * 3600)
@@ -269,8 +269,15 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
         demo.load(bind(h.context_view, state), [auto, context], context, **cheap)
         demo.load(h.on_load, None, [speech, prompt_name, prompt], **cheap)
         demo.unload(bind(h.forget, state))  # the page closed: stop its work, free its cached video
-    demo.queue(default_concurrency_limit=options.server.concurrency_limit)
+    demo.queue(default_concurrency_limit=model_concurrency(options))
     return demo
+
+
+def model_concurrency(options: Options) -> int:
+    """How many events that use the model run at once: one model in this process runs
+    ``server.concurrency_limit``; a vLLM server batches the requests of ``server.vllm_concurrency_limit``."""
+    server = options.server
+    return server.concurrency_limit if options.model.backend == "local" else server.vllm_concurrency_limit
 
 
 def launch(demo: gr.Blocks, options: Options, **kwargs: Any) -> Any:
