@@ -869,6 +869,17 @@ class Library:
             db.execute("DELETE FROM videos WHERE owner = ?", (self.owner,))
         return count
 
+    # -- read-only helpers for the page
+
+    def thumbnails(self, video_id: int) -> list[tuple[float, bytes]]:
+        """This owner's video's timeline thumbnails, ``(t, JPEG)`` by time (none for another's video)."""
+        rows = self._read(
+            "SELECT t.t, t.jpeg FROM thumbnails t JOIN videos v ON v.id = t.video_id "
+            "WHERE t.video_id = ? AND v.owner = ? ORDER BY t.t",
+            (video_id, self.owner),
+        )
+        return [(r[0], r[1]) for r in rows]
+
 
 class Recorder:
     """Writes one run of a job down as it streams. Made by :meth:`Library.record`.

@@ -71,6 +71,7 @@ class AppState:
         self.downloads = policy.new_downloads_folder()
         self._libraries: dict[str, Library | None] = {}  # login name ('' without one) -> its library
         self._recorders: dict[str, Recorder] = {}  # page -> the run its answers are written into
+        self._shown: dict[str, int] = {}  # page -> the library id of the video it shows
         self._lock = threading.Lock()
 
     def library_for(self, user: str | None) -> Library | None:
@@ -98,9 +99,63 @@ class AppState:
         with self._lock:
             if recorder is None:
                 self._recorders.pop(sid, None)
+                self._shown.pop(sid, None)
             else:
                 self._recorders[sid] = recorder
+                self._shown[sid] = recorder.video_id
         return recorder
+
+    def show_library_video(self, sid: str, video_id: int) -> None:
+        """The page now shows ``video_id`` from the library: its open video (if any) is let go, and its next
+        question reopens this one (:meth:`reopen`)."""
+        self.cancels.stop(sid)
+        self.jobs.drop(sid)
+        with self._lock:
+            self._recorders.pop(sid, None)
+            self._shown[sid] = video_id
+
+    def shown_library_video(self, sid: str) -> int | None:
+        """The library id of the video the page shows (summarised or opened from the library), or None."""
+        return self._shown.get(sid)
+
+    def forget_library_videos(self, library: Library, video_ids: list[int]) -> None:
+        """These videos are being deleted from ``library``: the pages that show them let them go."""
+        with self._lock:
+            pages = [sid for sid, video_id in self._shown.items() if video_id in video_ids
+                     and self._libraries.get(library.owner) is library]  # fmt: skip
+        for sid in pages:
+            self.cancels.stop(sid)
+            self.jobs.drop(sid)
+            with self._lock:
+                self._recorders.pop(sid, None)
+                self._shown.pop(sid, None)
+
+    def reopen(self, sid: str, user: str | None) -> VideoJob | None:
+        """The page's library video opened again for a question (its latest run, the cache rebuilt from the
+        cached features), its answers recorded into that run; None when the page shows none. Raises
+        VideoGoneError when neither the file nor its features remain."""
+        from qwen3vl_summarizer.jobs import reopen_job
+
+        video_id = self._shown.get(sid)
+        library = self.library_for(user)
+        if video_id is None or library is None:
+            return None
+        video = library.video(video_id)
+        runs = video["runs"]
+        run = next((r for r in reversed(runs) if r["summary"]), runs[-1] if runs else None)
+        model = (run["settings"] or {}).get("model") if run is not None else None
+        try:
+            model = self.model_for(model)
+        except SummarizerError:  # recorded with a model this server no longer offers
+            model = self.model_for(None)
+        job = reopen_job(self.engines.get(model), library, video_id, self.options)
+        self.jobs.put(sid, job)
+        if run is not None:
+            recorder = Recorder(library, video_id, run["id"], video["duration"] or 0.0)
+            recorder.turns = len(run["turns"]) + 1  # the next follow-up after those recorded
+            with self._lock:
+                self._recorders[sid] = recorder
+        return job
 
     def recorded(self, sid: str, response: Response, question: str) -> Iterator[Event]:
         """The answer's events, written into this page's run in the library as they pass (when it has one)."""
@@ -111,6 +166,7 @@ class AppState:
         """The page is gone: its run gets no more answers."""
         with self._lock:
             self._recorders.pop(sid, None)
+            self._shown.pop(sid, None)
 
     def close(self) -> None:
         """Close the libraries (the server is stopping)."""
@@ -463,6 +519,12 @@ def chat(
         return
     state.jobs.expire(state.options.server.session_idle_minutes * 60)
     job = state.jobs.get(sid)
+    if job is None:
+        with _status_errors() as failed:  # a video from the library (a reload, the Library tab): reopen it
+            job = state.reopen(sid, request.username if request else None)
+        if failed:
+            yield *keep, failed.show()
+            return
     if job is None:
         yield *keep, show_error(say(lang, "no_job"))
         return
