@@ -490,7 +490,13 @@ def _retrieve(library: Library, question: str, ticked: list | None) -> list[Hit]
 def api_videos(state: h.AppState, page: int = 0, request: gr.Request = None) -> list[dict]:
     """The caller's videos, newest first, a page of PAGE_SIZE (page 0 = newest)."""
     library = _library(state, request)
-    return library.list_videos(PAGE_SIZE, max(int(page), 0) * PAGE_SIZE)
+    return [_public(v) for v in library.list_videos(PAGE_SIZE, max(int(page), 0) * PAGE_SIZE)]
+
+
+def _public(video: dict) -> dict:
+    """A video as the API gives it: not where it lies on the server (and no "path" key, which
+    gradio_client would take for a file to download)."""
+    return {k: v for k, v in video.items() if k not in ("path", "fingerprint")}
 
 
 def api_search(state: h.AppState, query: str, request: gr.Request = None) -> list[dict]:
@@ -500,7 +506,7 @@ def api_search(state: h.AppState, query: str, request: gr.Request = None) -> lis
 
 def api_video(state: h.AppState, video_id: int, request: gr.Request = None) -> dict:
     """Everything kept about one of the caller's videos (runs: summary, chapters, turns, transcript)."""
-    return _library(state, request).video(int(video_id))
+    return _public(_library(state, request).video(int(video_id)))
 
 
 def api_open(state: h.AppState, video_id: int, request: gr.Request = None) -> str:
@@ -538,10 +544,12 @@ def build(state: h.AppState, tab: gr.Tab, model_id: gr.Component, opened: list[g
         search_btn = gr.Button(T("library_search"), scale=1, elem_id="library-search-btn")
     hits = gr.HTML("", elem_id="library-hits")
     with gr.Row(equal_height=True):
-        prev_btn = gr.Button(T("library_prev"), scale=0, min_width=90, elem_id="library-prev")
+        prev_btn = gr.Button(T("library_prev"), scale=0, min_width=110, size="sm", elem_id="library-prev")
         paging = gr.Markdown("", elem_id="library-paging")
-        next_btn = gr.Button(T("library_next"), scale=0, min_width=90, elem_id="library-next")
-        refresh_btn = gr.Button(T("library_refresh"), scale=0, min_width=90, elem_id="library-refresh")
+        next_btn = gr.Button(T("library_next"), scale=0, min_width=110, size="sm", elem_id="library-next")
+        refresh_btn = gr.Button(
+            T("library_refresh"), scale=0, min_width=110, size="sm", elem_id="library-refresh"
+        )
     videos = gr.HTML(note_html(T("library_empty")), elem_id="library-videos")
     page = gr.State(0)
     with gr.Accordion(T("library_ask_heading"), open=True, elem_id="library-ask-box"):
@@ -551,9 +559,16 @@ def build(state: h.AppState, tab: gr.Tab, model_id: gr.Component, opened: list[g
                                   elem_id="library-question")  # fmt: skip
             ask_btn = gr.Button(T("ask"), scale=1, elem_id="library-ask")
         answer = gr.Markdown("", elem_id="library-answer")
-    delete_all_btn = gr.Button(
-        T("library_delete_all"), variant="stop", size="sm", elem_id="library-delete-all"
-    )
+    with gr.Row():
+        gr.HTML("")
+        delete_all_btn = gr.Button(
+            T("library_delete_all"),
+            variant="stop",
+            size="sm",
+            scale=0,
+            min_width=260,
+            elem_id="library-delete-all",
+        )
     # The bridge from the HTML lists' links and buttons (page.js): it puts the target in the box, then clicks.
     with gr.Row(elem_classes=["library-bridge"]):
         target = gr.Textbox(elem_id="library-target", show_label=False, container=False)
