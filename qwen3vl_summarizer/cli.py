@@ -850,7 +850,7 @@ def _add_library_commands(commands) -> None:
     a.add_argument("--temperature", type=float, metavar="T", help="0 = greedy")
     a = action("show", help="everything kept about one video")
     a.add_argument("id", type=int, metavar="ID", help="the video's id (from `library list`)")
-    a = action("delete", help="remove videos and everything kept about them")
+    a = action("delete", help="remove videos, everything kept about them and their cached vision features")
     a.add_argument("ids", type=int, nargs="*", metavar="ID", help="the videos' ids (from `library list`)")
     a.add_argument("--all", action="store_true", help="remove every video in the library")
     a = action("export", help="write one video's latest summary like summarize --format does")
@@ -920,7 +920,7 @@ def cmd_library(args: argparse.Namespace, options: Options) -> int:
                 else:
                     _library_show(video)
             case "delete":
-                _library_delete(library, args)
+                _library_delete(library, args, options)
             case "export":
                 if args.json:
                     _print_json(library.video(args.id))
@@ -963,11 +963,15 @@ def _library_ask(library, args: argparse.Namespace, options: Options) -> None:
         sys.stdout.write(f"[{n}] {h.video_name}{where} ({h.kind}, video {h.video_id}): {h.snippet}\n")
 
 
-def _library_delete(library, args: argparse.Namespace) -> None:
+def _library_delete(library, args: argparse.Namespace, options: Options) -> None:
+    """Delete videos with their rows and cached vision features (library.delete_video); the files named
+    on the command line that were summarised stay."""
+    from .library import delete_everything, delete_video
+
     if args.all == bool(args.ids):
         raise OptionsError("library delete takes video ids, or --all (not both)")
     if args.all:
-        count = library.delete_all()
+        count = delete_everything(library, options)
         if args.json:
             _print_json({"deleted": count})
         else:
@@ -975,7 +979,7 @@ def _library_delete(library, args: argparse.Namespace) -> None:
         return
     videos = [library.video(i) for i in args.ids]  # every id is checked before any is deleted
     for video in videos:
-        library.delete(video["id"])
+        delete_video(library, video["id"], options)
     deleted = [{"id": v["id"], "name": v["name"]} for v in videos]
     if args.json:
         _print_json({"deleted": deleted})

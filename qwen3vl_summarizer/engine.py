@@ -44,6 +44,7 @@ from .errors import (
     OptionsError,
     OutOfMemoryError,
     SessionBrokenError,
+    VideoGoneError,
     first_line,
 )
 from .events import Event, Progress, Response, TextDelta, TurnStats
@@ -243,7 +244,7 @@ class Engine:
         return _Rows(ids=ids, positions=positions[:, 0], embeds=embeds, deepstack=deepstack)
 
     def session(
-        self, frames: Iterable[Frame], total_frames: int | None = None, **kwargs: Any
+        self, frames: Iterable[Frame] | None, total_frames: int | None = None, **kwargs: Any
     ) -> VideoSession:
         return VideoSession(self, frames, total_frames=total_frames, **kwargs)
 
@@ -320,6 +321,10 @@ class VideoSession:
     replaces turn ``k`` and drops the later ones (``branch=0`` changes the prompt), reusing the cached
     prefix they share. A ``cancel`` event stops work within one chunk or token: the turn is dropped and
     the session stays usable (an interrupted video read resumes where it stopped).
+
+    Without ``frames`` but with a ``feature_key``, the video is the feature cache's entry alone (a video
+    reopened from the library whose file is gone): the same path a released session rebuilds by, and
+    :class:`~.errors.VideoGoneError` when the entry has gone too.
     """
 
     def __init__(
@@ -353,6 +358,9 @@ class VideoSession:
         self.damage: str | None = None  # set when the video was damaged and read only up to the damage
         self.feature_cache = feature_cache if feature_key is not None else None
         self.feature_key = feature_key
+        # No frames but a feature key: the media is the cached features alone (a video reopened from the
+        # library whose file is gone); their loss is a VideoGoneError, not a session without a video.
+        self.features_only = frames is None and image is None and feature_key is not None
         self.features_from_cache = False
         self._image = image
         layers = engine.config.text_config.num_hidden_layers
@@ -454,7 +462,7 @@ class VideoSession:
                 self._store_features()  # the video was read whole: its features stand
                 self._pending = []
                 self._rewind(max(before[1], self._media_len))
-            elif not isinstance(e, (Cancelled, GeneratorExit)):
+            elif not isinstance(e, (Cancelled, GeneratorExit, VideoGoneError)):  # nothing read: intact
                 self._broken = f"reading the video failed: {first_line(e)}"
             if device.is_out_of_memory(e):
                 device.empty_cache(self.engine.device)
@@ -542,6 +550,11 @@ class VideoSession:
         if self.feature_cache is not None and self.frames_read == 0 and self._load_features():
             frames = self._frames = iter(())  # a resumed read (after a cancel) must not decode either
             yield Progress("frames", self.frames_read, self.frames_read)
+        elif self.features_only and self.frames_read == 0:
+            raise VideoGoneError(
+                "the cached vision features of this video are gone and its file is not at hand: "
+                "upload (open) the video again"
+            )
         while True:
             _check(cancel)
             t0 = time.perf_counter()

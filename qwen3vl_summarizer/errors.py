@@ -104,3 +104,9 @@ class ServerModelError(ServerError):
 
 class ServerContextError(ServerError, ContextTooSmallError):
     """The request does not fit the server's context (vLLM's ``--max-model-len``)."""
+
+
+class VideoGoneError(SummarizerError):
+    """A video kept in the library can no longer be asked about: neither its file nor its cached vision
+    features remain (or they were made for another model); the message tells the person to upload (open)
+    the file again."""

@@ -345,6 +345,20 @@ class FeatureCache:
             raise _Corrupt(problem)
         return features
 
+    def contains(self, key: str) -> bool:
+        """Whether an entry is stored under ``key`` (not read nor checked: :meth:`load` may still find it
+        damaged; not counted as a use)."""
+        return self._entry_dir(key).is_dir()
+
+    def remove(self, key: str) -> bool:
+        """Delete the entry stored under ``key`` (whole, as eviction does); False when there was none."""
+        entry = self._entry_dir(key)
+        if not entry.is_dir():
+            return False
+        self._remove_tree(entry)
+        logger.debug("removed feature cache entry %s", key)
+        return True
+
     def _still_in_place(self, entry: Path, dir_fd: int | None) -> bool:
         """Whether ``entry`` is still the directory we opened (not replaced by a concurrent writer)."""
         try:

@@ -17,15 +17,19 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 
-from .engine import Engine
-from .errors import SessionBrokenError
-from .events import Response
+from .engine import Engine, Turn
+from .errors import SessionBrokenError, VideoGoneError
+from .events import Response, TurnStats
+from .feature_cache import file_fingerprint
+from .library import OPENED_FORMAT, Library, StoredRun
 from .options import Options
 from .plan import (
     QWEN3VL_2B_KV_SHAPE,
     Geometry,
     Plan,
+    Segment,
     check_range,
     choose_kv_cache_dtype,
     context_that_fits,
@@ -33,9 +37,10 @@ from .plan import (
     kv_bytes_per_token,
     plan_video,
 )
-from .summarize import VideoJob, open_video
+from .speech import SpeechSegment, Transcript
+from .summarize import VideoJob, _Part, feature_cache, open_video
 from .transcripts import PendingTranscript, start_transcript
-from .video import VideoInfo, probe
+from .video import Frame, FrameStream, VideoInfo, probe, sample
 
 log = logging.getLogger(__name__)
 
@@ -300,3 +305,171 @@ class Cancels:
         self.stop(key)
         with self._lock:
             self._events.pop(key, None)
+
+
+# -- reopening a video from the library --------------------------------------------------------------------
+
+
+def reopen_job(engine: Engine, library: Library, video_id: int, options: Options) -> VideoJob:
+    """The video's latest run in the library as an open job, ready for a follow-up: its summary and
+    follow-ups are the conversation (``job.answers``, the sessions' turns, ``job.summary_text``/``merged``),
+    and the next question rebuilds the KV cache from the feature cache without decoding the video, as a
+    released job does (:meth:`~.summarize.VideoJob.release`); the file itself is read only where its
+    features are missing and it is still there (same content). ``job.origin`` names the run, for
+    :meth:`~.library.Library.resume` to record the next answers into it.
+
+    Token for token: the rebuilt cache holds the ids the model saw (the run's sessions' turns, its speech
+    block, the cached features), so a greedy follow-up answers as it would have on the original job.
+    A run recorded before the library kept this (schema 1), or with another model than ``engine``'s,
+    is opened again from its file with its settings, its conversation re-tokenized from the text shown.
+
+    ``options`` supplies the generation and context settings; the sampling rate and time range are the
+    run's. Raises VideoGoneError (the person must upload the file again) when neither the file nor its
+    cached features remain (or they were made for another model); LibraryNotFoundError, LibraryError.
+    """
+    stored = library.stored_run(video_id)
+    opened, conversation = stored.opened, stored.conversation
+    if opened is None or conversation is None or opened.get("format") != OPENED_FORMAT or not stored.parts:
+        why = "it was recorded by an older version that kept only the text shown, not what the model read"
+        return _reopen_from_file(engine, stored, options, why)
+    if opened["model_fingerprint"] != getattr(engine, "fingerprint", None):
+        why = f"its cached vision features were made by another model ({opened['model']})"
+        return _reopen_from_file(engine, stored, options, why)
+
+    info = VideoInfo(**opened["info"])
+    plan = _plan_of(opened["plan"])
+    options = options.replace(sampling={"fps": opened["fps"]})
+    cache = feature_cache(options) if getattr(engine, "backend", "local") == "local" else None
+    missing = [
+        i
+        for i, p in enumerate(stored.parts)
+        if cache is None or p.feature_key is None or not cache.contains(p.feature_key)
+    ]
+    if missing and not _same_file(stored):
+        where = "" if len(stored.parts) == 1 else f" (of part {missing[0] + 1} of {len(stored.parts)})"
+        raise VideoGoneError(
+            f"{stored.name}: its file and its cached vision features{where} are gone: upload the video "
+            "again to ask about it (its summary and answers are still in the library)"
+        )
+    file_there = stored.path is not None and os.path.isfile(stored.path)
+    size = (plan.width, plan.height)
+    parts = []
+    for segment, kept in zip(plan.segments, stored.parts, strict=True):
+        frames = None  # no file: the session reads the feature cache alone
+        if file_there:
+            stop = plan.end if plan.fits else segment.end
+            stream = sample(info, opened["fps"], size, start=segment.start, end=stop)
+            frames = _UnchangedFile(stream, stored.path, stored.fingerprint, stored.name)
+        part = _Part(segment, frames, kept.feature_key, speech=kept.speech, summary=kept.summary)
+        part.turns = [Turn(t.question, list(t.prompt_ids), list(t.answer_ids), t.text) for t in kept.turns]
+        parts.append(part)
+    job = VideoJob(engine, info, plan, opened["context"], options, opened["cache_reuse"], parts, cache)
+    job.transcript = _transcript_of(stored)
+    job.speech = conversation["speech"]
+    job.speech_tokens = conversation["speech_tokens"]
+    job.speech_reserved = conversation["speech_reserved"]
+    job.speech_note = conversation["speech_note"]
+    job.merged, job._notes = conversation["merged"], conversation["notes"]
+    job.answers = _answers_of(stored, conversation["answers"], conversation["answer_tokens"])
+    job.released, job.origin = True, (stored.video_id, stored.run_id)
+    log.info("reopened %s (run %d) from the library", stored.name, stored.run_id)
+    return job
+
+
+def _reopen_from_file(engine: Engine, stored: StoredRun, options: Options, why: str) -> VideoJob:
+    """A run whose model inputs were not kept (or were another model's): the video opened again from its
+    file with the run's rate and range, and the conversation re-tokenized from the text shown (for a video
+    in parts, follow-ups read the summary shown). VideoGoneError when the file is gone or changed."""
+    if not _same_file(stored):
+        raise VideoGoneError(
+            f"{stored.name}: {why}, and its file is gone: upload the video again to ask about it (its "
+            "summary and answers are still in the library)"
+        )
+    settings = stored.settings
+    start, end = settings.get("range") or (0.0, None)
+    if settings.get("fps"):
+        options = options.replace(sampling={"fps": settings["fps"]})
+    job = open_job(engine, stored.path, options, start=start, end=end)
+    answers = _answers_of(stored, 1 + sum(t["finished"] for t in stored.follow_ups), None)
+    job.answers = answers
+    if len(job.parts) == 1:
+        template, tokenizer = engine._template, engine.tokenizer
+        job.parts[0].turns = [
+            Turn(a.question, template.turn_ids(tokenizer, a.question, first=i == 0),
+                 tokenizer(a.text, add_special_tokens=False)["input_ids"], a.text)
+            for i, a in enumerate(answers)
+        ]  # fmt: skip
+    else:  # follow-ups go to a part with the summary shown
+        job.merged = stored.summary
+    job.origin = (stored.video_id, stored.run_id)
+    log.info("reopened %s (run %d) from its file: %s", stored.name, stored.run_id, why)
+    return job
+
+
+class _UnchangedFile:
+    """A part's frames, read from the file only when asked (its cached features missing) and only while
+    the file holds the content recorded: else VideoGoneError."""
+
+    def __init__(self, stream: FrameStream, path: str, fingerprint: str, name: str):
+        self.stream, self.path, self.fingerprint, self.name = stream, path, fingerprint, name
+
+    @property
+    def damage(self) -> str | None:
+        return self.stream.damage
+
+    def __iter__(self) -> Iterator[Frame]:
+        try:
+            same = file_fingerprint(self.path) == self.fingerprint
+        except OSError:
+            same = False
+        if not same:
+            raise VideoGoneError(
+                f"{self.name}: its cached vision features are gone and its file was removed or changed: "
+                "upload the video again to ask about it"
+            )
+        return iter(self.stream)
+
+
+def _same_file(stored: StoredRun) -> bool:
+    """Whether the run's file is still where it was read, with the same content."""
+    try:
+        return stored.path is not None and file_fingerprint(stored.path) == stored.fingerprint
+    except OSError:
+        return False
+
+
+def _plan_of(data: dict) -> Plan:
+    segments = tuple(Segment(**s) for s in data["segments"])
+    return Plan(**{**data, "segments": segments})
+
+
+def _transcript_of(stored: StoredRun) -> Transcript | None:
+    if not stored.transcript:
+        return None
+    segments = tuple(SpeechSegment(s, e, t) for s, e, t in stored.transcript)
+    return Transcript(
+        segments, stored.settings.get("speech_source") or "library", stored.settings.get("language")
+    )
+
+
+def _answers_of(stored: StoredRun, count: int, tokens: list[list[int]] | None) -> list[TurnStats]:
+    """The run's summary and its first ``count - 1`` follow-ups as the job's answers; ``tokens`` each
+    answer's generated ids, when kept."""
+    texts = [(stored.summary_stats or {}, stored.summary)]
+    texts += [(t["stats"] or {"question": t["question"]}, t["answer"]) for t in stored.follow_ups]
+    answers = []
+    for i, (stats, text) in enumerate(texts[:count]):
+        answers.append(
+            TurnStats(
+                question=stats.get("question", ""),
+                text=text,
+                tokens=list(tokens[i]) if tokens is not None and i < len(tokens) else [],
+                prefill_tokens=stats.get("prefill_tokens", 0),
+                ttft_s=stats.get("ttft_s", 0.0),
+                decode_tokens_per_s=stats.get("decode_tokens_per_s", 0.0),
+                timings=stats.get("timings_s", {}),
+                read_video=stats.get("read_video", False),
+                cached_tokens=stats.get("cached_tokens"),
+            )
+        )
+    return answers

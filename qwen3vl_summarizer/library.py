@@ -27,24 +27,27 @@ readable database is renamed aside (``<name>.damaged-<time>``) with a warning an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
 import os
 import re
 import sqlite3
+import sys
 import threading
 import time
 import unicodedata
+from array import array
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import SummarizerError, first_line
 from .events import Event, TextDelta, TurnStats
 from .export import Summary, parse_chapters
-from .options import LibraryOptions
+from .options import LibraryOptions, Options
 from .timestamps import find_timestamps
 
 log = logging.getLogger(__name__)
@@ -111,7 +114,7 @@ class LibraryNotFoundError(LibraryError, KeyError):
 
 # -- the schema ------------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # MIGRATIONS[i] brings a database from version i to i + 1; add one at the end for each schema change.
 MIGRATIONS: list[str] = [
     """
@@ -187,7 +190,41 @@ MIGRATIONS: list[str] = [
         INSERT INTO passages_fts (passages_fts, rowid, terms) VALUES ('delete', old.id, index_terms(old.text));
     END;
     """,
+    # 2: what reopening a run needs (jobs.reopen_job): how its job was opened, and its conversation as the
+    # model saw it. Runs recorded before have none of it (their summary is shown; follow-ups need the file).
+    """
+    ALTER TABLE runs ADD COLUMN source_path TEXT;   -- the file the run read (absolute), when known
+    ALTER TABLE runs ADD COLUMN upload INTEGER NOT NULL DEFAULT 0; -- 1: the app's copy of an upload
+    ALTER TABLE runs ADD COLUMN opened TEXT;        -- JSON: VideoInfo, Plan, context, fps, model fingerprint
+    ALTER TABLE runs ADD COLUMN conversation TEXT;  -- JSON: answers kept, merged summary, speech block
+    CREATE INDEX runs_by_source_path ON runs (source_path) WHERE upload = 1;
+    -- Per segment of the plan (one when the video fits): its span, vision features and transcript lines.
+    CREATE TABLE parts (
+        run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,            -- 0, 1, ...: the plan's segments in order
+        start REAL NOT NULL,                -- seconds
+        "end" REAL NOT NULL,
+        feature_key TEXT,                   -- its entry in the feature cache (NULL: none was kept)
+        speech TEXT NOT NULL DEFAULT '',    -- its transcript lines as the model read them (speech_block)
+        summary TEXT NOT NULL DEFAULT '',   -- its notes, for a video in parts
+        PRIMARY KEY (run_id, number)
+    ) WITHOUT ROWID;
+    CREATE INDEX parts_by_feature_key ON parts (feature_key) WHERE feature_key IS NOT NULL;
+    -- Each part's session turns (engine.Turn) token for token, so a rebuilt KV cache is the one it was.
+    CREATE TABLE part_turns (
+        run_id INTEGER NOT NULL,
+        part INTEGER NOT NULL,
+        number INTEGER NOT NULL,            -- 0: the part's first question (the summary prompt)
+        question TEXT NOT NULL,
+        prompt_ids BLOB NOT NULL,           -- int32 little-endian (ids_blob)
+        answer_ids BLOB NOT NULL,
+        text TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (run_id, part, number),
+        FOREIGN KEY (run_id, part) REFERENCES parts (run_id, number) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    """,
 ]
+OPENED_FORMAT = 1  # the layout of runs.opened and runs.conversation; reopen_job refuses others
 
 
 # -- CJK segmentation --------------------------------------------------------------------------------------
@@ -640,14 +677,20 @@ class Library:
 
     # -- recording a job
 
-    def record(self, job: Any, kind: str = "summarize", prompt: str = "") -> Recorder:
+    def record(
+        self, job: Any, kind: str = "summarize", prompt: str = "", *, upload: bool = False
+    ) -> Recorder:
         """A :class:`Recorder` for the opened ``job`` (a :class:`~.summarize.VideoJob`): its video is added
-        (or found by content) and an unfinished run started now, before anything is asked."""
+        (or found by content) and an unfinished run started now, before anything is asked, with what the
+        job was opened with (:func:`~.jobs.reopen_job` opens it again from that). ``upload``: the file is
+        the app's own copy of an upload, deleted with the video (a file named on the command line is the
+        person's own and never is)."""
         from .feature_cache import file_fingerprint
 
         info = job.info
+        source = str(Path(info.path).resolve())
         video_id = self.add_video(
-            file_fingerprint(info.path), Path(info.path).name, path=str(Path(info.path).resolve()),
+            file_fingerprint(info.path), Path(info.path).name, path=source,
             duration=info.duration, streams=streams_of(info),
         )  # fmt: skip
         plan, options = job.plan, job.options
@@ -661,7 +704,119 @@ class Library:
             "speech": options.speech.mode,
         }
         run_id = self.start_run(video_id, kind, settings, prompt)
+        opened = {
+            "format": OPENED_FORMAT,
+            "info": dataclasses.asdict(info),
+            "plan": dataclasses.asdict(plan),
+            "context": job.context,
+            "fps": options.sampling.fps,
+            "model": job.engine.model_id,
+            "model_fingerprint": job.engine.fingerprint,
+            "cache_reuse": job.cache_reuse,
+        }
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET source_path = ?, upload = ?, opened = ? WHERE id = ?",
+                (source, int(upload), _json(opened), run_id),
+            )
         return Recorder(self, video_id, run_id, info.duration, job)
+
+    def resume(self, job: Any) -> Recorder:
+        """A :class:`Recorder` that goes on with the run a job reopened from the library came from
+        (:func:`~.jobs.reopen_job`): its next answer is that run's next follow-up."""
+        video_id, run_id = job.origin
+        self._video_of_owner(video_id)
+        recorder = Recorder(self, video_id, run_id, job.info.duration, job)
+        recorder.turns = len(job.answers)
+        recorder._transcript_written = True  # the run's transcript is in the library already
+        return recorder
+
+    def write_conversation(self, run_id: int, conversation: dict[str, Any], parts: list[StoredPart]) -> None:
+        """The run's conversation as its job holds it after an answer (:func:`conversation_of`)."""
+        with self._write() as db:
+            db.execute("UPDATE runs SET conversation = ? WHERE id = ?", (_json(conversation), run_id))
+            db.execute("DELETE FROM parts WHERE run_id = ?", (run_id,))  # their turns cascade
+            db.executemany(
+                'INSERT INTO parts (run_id, number, start, "end", feature_key, speech, summary) '
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (run_id, i, p.start, p.end, p.feature_key, p.speech, p.summary)
+                    for i, p in enumerate(parts)
+                ],
+            )
+            db.executemany(
+                "INSERT INTO part_turns (run_id, part, number, question, prompt_ids, answer_ids, text) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (run_id, i, n, t.question, ids_blob(t.prompt_ids), ids_blob(t.answer_ids), t.text)
+                    for i, p in enumerate(parts)
+                    for n, t in enumerate(p.turns)
+                ],
+            )
+
+    def _video_of_owner(self, video_id: int) -> sqlite3.Row:
+        rows = self._read(
+            "SELECT id, name, path, fingerprint, duration FROM videos WHERE id = ? AND owner = ?",
+            (video_id, self.owner),
+        )
+        if not rows:
+            raise LibraryNotFoundError(f"no video {video_id} in the library {self.path}")
+        return rows[0]
+
+    def stored_run(self, video_id: int) -> StoredRun:
+        """What :func:`~.jobs.reopen_job` needs of the video's latest run with a summary. Raises
+        LibraryNotFoundError, or LibraryError when the video was never summarised."""
+        video = self._video_of_owner(video_id)
+        rows = self._read(
+            "SELECT * FROM runs WHERE video_id = ? AND kind = 'summarize' AND summary != '' "
+            "ORDER BY id DESC LIMIT 1",
+            (video_id,),
+        )
+        if not rows:
+            raise LibraryError(f"video {video_id} ({video['name']}) has no summary to go on from")
+        run = rows[0]
+        parts = []
+        for p in self._read("SELECT * FROM parts WHERE run_id = ? ORDER BY number", (run["id"],)):
+            turns = [
+                StoredTurn(t["question"], blob_ids(t["prompt_ids"]), blob_ids(t["answer_ids"]), t["text"])
+                for t in self._read(
+                    "SELECT * FROM part_turns WHERE run_id = ? AND part = ? ORDER BY number",
+                    (run["id"], p["number"]),
+                )
+            ]
+            parts.append(StoredPart(p["start"], p["end"], p["feature_key"], p["speech"], p["summary"], turns))
+        follow_ups = [
+            {**dict(t), "stats": _unjson(t["stats"])}
+            for t in self._read(
+                "SELECT number, question, answer, stats, finished FROM turns WHERE run_id = ? ORDER BY number",
+                (run["id"],),
+            )
+        ]
+        transcript = [
+            (r[0], r[1], r[2])
+            for r in self._read(
+                "SELECT start, \"end\", text FROM passages WHERE video_id = ? AND kind = 'transcript' "
+                "ORDER BY start, id",
+                (video_id,),
+            )
+        ]
+        return StoredRun(
+            video_id=video_id,
+            run_id=run["id"],
+            name=video["name"],
+            fingerprint=video["fingerprint"],
+            path=run["source_path"] or video["path"],
+            upload=bool(run["upload"]),
+            settings=_unjson(run["settings"]) or {},
+            prompt=run["prompt"],
+            summary=run["summary"],
+            summary_stats=_unjson(run["stats"]),
+            follow_ups=follow_ups,
+            transcript=transcript,
+            opened=_unjson(run["opened"]),
+            conversation=_unjson(run["conversation"]),
+            parts=parts,
+        )
 
     def record_transcript(self, path: str | os.PathLike, transcript: Any, duration: float | None = None,
                           settings: dict[str, Any] | None = None) -> int:  # fmt: skip
@@ -793,7 +948,7 @@ class Library:
         runs = []
         for r in self._read("SELECT * FROM runs WHERE video_id = ? ORDER BY id", (video_id,)):
             run = dict(r)
-            for key in ("settings", "stats", "chapters"):
+            for key in ("settings", "stats", "chapters", "opened", "conversation"):
                 run[key] = _unjson(run[key])
             run["finished"] = bool(run["finished"])
             run["turns"] = [
@@ -850,24 +1005,46 @@ class Library:
             else None,
         )
 
-    def delete(self, video_id: int) -> None:
-        """Remove one of this owner's videos and everything kept about it. Raises LibraryNotFoundError."""
+    def delete(self, video_id: int) -> Leftovers:
+        """Remove one of this owner's videos and every row kept about it. Raises LibraryNotFoundError.
+        Returns the files outside the database that no other row needs any more (:func:`delete_video`
+        removes them)."""
         with self._write() as db:
             found = db.execute("SELECT 1 FROM videos WHERE id = ? AND owner = ?", (video_id, self.owner))
             if found.fetchone() is None:
                 raise LibraryNotFoundError(f"no video {video_id} in the library {self.path}")
-            # passages first, one by one through their trigger (the cascade would skip the index)
-            db.execute("DELETE FROM passages WHERE video_id = ?", (video_id,))
-            db.execute("DELETE FROM videos WHERE id = ?", (video_id,))
+            return self._delete_videos(db, [video_id])
 
     def delete_all(self) -> int:
         """Remove all of this owner's videos and everything kept about them; how many videos."""
+        return self._delete_all().videos
+
+    def _delete_all(self) -> Leftovers:
         with self._write() as db:
-            videos = "SELECT id FROM videos WHERE owner = ?"
-            count = db.execute(f"SELECT count(*) FROM ({videos})", (self.owner,)).fetchone()[0]
-            db.execute(f"DELETE FROM passages WHERE video_id IN ({videos})", (self.owner,))
-            db.execute("DELETE FROM videos WHERE owner = ?", (self.owner,))
-        return count
+            ids = [r[0] for r in db.execute("SELECT id FROM videos WHERE owner = ?", (self.owner,))]
+            return self._delete_videos(db, ids)
+
+    def _delete_videos(self, db: sqlite3.Connection, ids: list[int]) -> Leftovers:
+        """Delete the videos ``ids`` inside a write transaction; what they leave outside the database."""
+        keys: set[str] = set()
+        uploads: dict[str, str] = {}  # path -> the content it held
+        for video_id in ids:
+            keys.update(r[0] for r in db.execute(
+                "SELECT p.feature_key FROM parts p JOIN runs r ON r.id = p.run_id "
+                "WHERE r.video_id = ? AND p.feature_key IS NOT NULL", (video_id,)))  # fmt: skip
+            uploads.update((r[0], r[1]) for r in db.execute(
+                "SELECT r.source_path, v.fingerprint FROM runs r JOIN videos v ON v.id = r.video_id "
+                "WHERE r.video_id = ? AND r.upload = 1 AND r.source_path IS NOT NULL", (video_id,)))  # fmt: skip
+            # passages first, one by one through their trigger (the cascade would skip the index)
+            db.execute("DELETE FROM passages WHERE video_id = ?", (video_id,))
+            db.execute("DELETE FROM videos WHERE id = ?", (video_id,))
+        # Another owner's run of the same content shares its features, and Gradio keeps one copy of an
+        # upload per content: those stay while any row still names them.
+        needed = "SELECT 1 FROM parts WHERE feature_key = ? LIMIT 1"
+        keys = {k for k in keys if db.execute(needed, (k,)).fetchone() is None}
+        named = "SELECT 1 FROM runs WHERE source_path = ? LIMIT 1"
+        uploads = {p: f for p, f in uploads.items() if db.execute(named, (p,)).fetchone() is None}
+        return Leftovers(len(ids), sorted(keys), uploads)
 
     # -- read-only helpers for the page
 
@@ -956,7 +1133,11 @@ class Recorder:
         job = self.job
         if job is None:
             return
+        self._safely(self._keep_conversation, job)
         self._safely(self._keep_job_details, job, number)
+
+    def _keep_conversation(self, job: Any) -> None:
+        self.library.write_conversation(self.run_id, *conversation_of(job))
 
     def _keep_job_details(self, job: Any, number: int) -> None:
         if not self._transcript_written and job.transcript is not None:
@@ -975,6 +1156,143 @@ class Recorder:
     def finish(self, error: str | None = None) -> None:
         """Mark the run finished (or stopped early, for ``error``)."""
         self._safely(self.library.finish_run, self.run_id, error)
+
+
+# -- what reopening a run reads -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredTurn:
+    """One turn of a part's session as the model saw it (:class:`~.engine.Turn`)."""
+
+    question: str  # the text asked (for a part of a long video, with its note)
+    prompt_ids: list[int]  # the turn's own tokens: opener, question, generation prompt
+    answer_ids: list[int]  # generated tokens, end-of-turn excluded
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class StoredPart:
+    """One segment of a run's plan (one when the video fits) and its session's conversation."""
+
+    start: float  # seconds
+    end: float
+    feature_key: str | None  # its vision features in the feature cache
+    speech: str  # its transcript lines as the model read them (summarize.speech_block)
+    summary: str = ""  # its notes, for a video in parts
+    turns: list[StoredTurn] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A video's latest summarised run, as :func:`~.jobs.reopen_job` opens it again. ``opened`` and
+    ``conversation`` are None for a run recorded before schema 2: its text is shown, but what the model
+    saw was not kept."""
+
+    video_id: int
+    run_id: int
+    name: str
+    fingerprint: str  # the file's content (feature_cache.file_fingerprint)
+    path: str | None  # where the run read it
+    upload: bool  # the app's copy of an upload
+    settings: dict[str, Any]
+    prompt: str
+    summary: str
+    summary_stats: dict[str, Any] | None
+    follow_ups: list[dict[str, Any]]  # number, question, answer, stats, finished
+    transcript: list[tuple[float, float, str]]  # the video's transcript segments, seconds
+    opened: dict[str, Any] | None  # Library.record: VideoInfo, Plan, context, fps, model fingerprint
+    conversation: dict[str, Any] | None  # conversation_of: answers kept, merged summary, speech
+    parts: list[StoredPart]
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What deleted videos leave outside the database that no remaining row needs."""
+
+    videos: int  # how many videos were deleted
+    feature_keys: list[str]  # feature cache entries of their runs
+    uploads: dict[str, str]  # the app's copies of their uploads: path -> the content it held (fingerprint)
+
+
+def conversation_of(job: Any) -> tuple[dict[str, Any], list[StoredPart]]:
+    """What a :class:`~.summarize.VideoJob` holds after an answer that reopening needs: the answers it
+    keeps, the merged summary and notes of a video in parts, its speech block, and each part's session
+    turns token for token."""
+    parts = []
+    for part in job.parts:
+        turns = part.session.turns if part.session is not None else part.turns
+        parts.append(StoredPart(
+            part.segment.start, part.segment.end, part.feature_key, part.speech, part.summary,
+            [StoredTurn(t.question, list(t.prompt_ids), list(t.answer_ids), t.text) for t in turns],
+        ))  # fmt: skip
+    conversation = {
+        "format": OPENED_FORMAT,
+        "answers": len(job.answers),
+        "merged": job.merged,
+        "notes": job._notes,
+        "speech": job.speech,
+        "speech_tokens": job.speech_tokens,
+        "speech_reserved": job.speech_reserved,
+        "speech_note": job.speech_note,
+        "answer_tokens": [list(a.tokens) for a in job.answers],
+    }
+    return conversation, parts
+
+
+def ids_blob(ids: Iterable[int]) -> bytes:
+    """Token ids as int32 little-endian bytes (4 bytes an id)."""
+    a = array("i", ids)
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a.tobytes()
+
+
+def blob_ids(blob: bytes) -> list[int]:
+    """The inverse of :func:`ids_blob`."""
+    a = array("i")
+    a.frombytes(blob)
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a.tolist()
+
+
+def delete_video(library: Library, video_id: int, options: Options) -> None:
+    """Delete one of ``library``'s videos: its rows (runs, answers, transcript, thumbnails), the feature
+    cache entries of its runs, and the app's copy of its upload (a file named on the command line is the
+    person's own: never deleted). Entries and copies another video still names are kept. Raises
+    LibraryNotFoundError."""
+    remove_leftovers(library.delete(video_id), options)
+
+
+def delete_everything(library: Library, options: Options) -> int:
+    """:func:`delete_video` for every video of ``library``'s owner; how many were deleted."""
+    leftovers = library._delete_all()
+    remove_leftovers(leftovers, options)
+    return leftovers.videos
+
+
+def remove_leftovers(leftovers: Leftovers, options: Options) -> None:
+    """Remove the feature cache entries and upload copies deleted videos left (:class:`Leftovers`); an
+    upload whose content changed since is not the copy recorded and stays. Failures are logged."""
+    from .feature_cache import FeatureCache, file_fingerprint
+
+    if leftovers.feature_keys:
+        cache = FeatureCache(Path(options.cache.dir).expanduser(), max(1, int(options.cache.max_gb * 2**30)))
+        for key in leftovers.feature_keys:
+            try:
+                cache.remove(key)
+            except (OSError, ValueError) as e:
+                log.warning("could not remove the cached features %s: %s", key, first_line(e))
+    for path, fingerprint in leftovers.uploads.items():
+        try:
+            if file_fingerprint(path) == fingerprint:
+                os.remove(path)
+                log.info("removed the uploaded copy %s", path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("could not remove the uploaded copy %s: %s", path, first_line(e))
 
 
 # -- helpers -----------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from .speech import SpeechSegment, Transcript, prompt_lines
 from .timeline import Thumbnails, frame_reader
 from .timestamps import find_timestamps, format_timestamp
 from .transcripts import PendingTranscript
-from .video import Frame, FrameStream, VideoInfo, sample
+from .video import Frame, VideoInfo, sample
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class _Part:
     """One segment: its frames, and its session (None while evicted) or the turns to rebuild it with."""
 
     segment: Segment
-    frames: FrameStream
+    frames: Iterable[Frame] | None  # None: the file is gone, the session reads the feature cache alone
     feature_key: str | None = None  # the key of its vision features in the feature cache
     speech: str = ""  # its lines of the transcript, as the model reads them (speech_block)
     session: VideoSession | None = None
@@ -98,6 +98,8 @@ class VideoJob:
     speech_tokens: int = 0  # tokens of ``speech``
     thumbnails: Thumbnails | None = None  # small JPEGs of the frames read, for the chapter timeline
     released: bool = False  # its KV caches were freed (release); the next ask rebuilds them
+    # Where a job reopened from the library came from (jobs.reopen_job): (video id, run id); else None.
+    origin: tuple[int, int] | None = None
     _merge_session: VideoSession | None = None
     _notes: str = ""  # the latest summary's notes by part, for the exported document
 
@@ -109,7 +111,7 @@ class VideoJob:
     @property
     def damage(self) -> str | None:
         """Set when the file turned out damaged and only the frames before the damage were used."""
-        damaged = (p.frames.damage or (p.session and p.session.damage) for p in self.parts)
+        damaged = (getattr(p.frames, "damage", None) or (p.session and p.session.damage) for p in self.parts)
         return next((d for d in damaged if d), None)
 
     def ask(
@@ -288,7 +290,9 @@ class VideoJob:
             for other in self.parts:  # one KV cache at a time: keep the others as token ids
                 if other is not part and other.session is not None:
                     other.turns, other.session = list(other.session.turns), None
-            frames = part.frames if self.thumbnails is None else self.thumbnails.tap(part.frames)
+            frames = part.frames
+            if self.thumbnails is not None and frames is not None:
+                frames = self.thumbnails.tap(frames)
             part.session = self.engine.session(
                 frames,
                 total_frames=part.segment.frames,
