@@ -9,6 +9,7 @@ Every wait is on an element, a text, a row or a log line.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -88,12 +89,18 @@ def media(tmp_path_factory):
     return narration.build_media(tmp_path_factory.mktemp("library-media"))
 
 
+SAVED = "localStorage.getItem('qwen3vl-library-video')"  # what the browser keeps (web/page.py SAVED_KEY)
+
+
 def summarize_on_page(page, url: str, video: Path) -> None:
+    """Upload and summarize ``video``; returns once the browser has saved it for a reload."""
     page.goto(url)
     page.locator("#player input[type=file]").set_input_files(str(video))
     page.wait_for_function("document.querySelector('#plan').innerText.includes('frames at')")
+    saved = page.evaluate(SAVED)
     page.get_by_role("button", name="Summarize").click()
     page.wait_for_function("document.querySelector('#status').innerText.includes('Done')")
+    page.wait_for_function(f"{SAVED} !== {json.dumps(saved)}")
 
 
 def ask_on_page(page, question: str, answer_words: str) -> None:
@@ -211,36 +218,63 @@ def test_ask_the_library_cites_with_links_that_open_the_video(page, served, medi
     assert len(scripted.asked) == asked
 
 
-def test_a_follow_up_after_a_reload_when_the_file_is_gone(page, served, media, scripted, tmp_path) -> None:
-    """The uploaded file deleted: the reload shows the poster and says so; a question is answered from the
-    cached features (the video reopened, not decoded) and recorded into the same run."""
+def upload_copy(media, tmp_path: Path, name: str) -> Path:
+    """A copy of the narrated clip with its own content (fingerprint), so that its library video is new."""
     import shutil
 
-    from qwen3vl_summarizer import jobs
-
-    assert hasattr(jobs, "reopen_job"), "jobs.reopen_job comes with branch lib-restore"
-
-    video = tmp_path / "gone.mp4"
+    video = tmp_path / name
     shutil.copy(media.mp4_mov_text, video)
     with open(video, "ab") as f:
-        f.write(b"\0" * 16)  # another fingerprint than the other tests' copy
-    scripted.enqueue(SUMMARY, ANSWER)
-    summarize_on_page(page, served.url, video)
-    ask_on_page(page, "What happens at 0:09?", "water the plants")
+        f.write(name.encode())
+    return video
+
+
+def delete_upload(served, name: str) -> int:
+    """Delete the server's copy of the upload ``name``; its library id."""
     library = served.state.library_for(None)
-    video_id = next(v["id"] for v in library.list_videos() if v["name"] == "gone.mp4")
+    video_id = next(v["id"] for v in library.list_videos() if v["name"] == name)
     Path(library.video(video_id)["path"]).unlink()
+    return video_id
+
+
+def test_a_follow_up_after_a_reload_when_the_file_is_gone(page, served, media, tmp_path) -> None:
+    """The uploaded file deleted: the reload shows the poster and says so; a question is answered by the
+    model from the cached features (the video reopened, not read) and recorded into the same run."""
+    summarize_on_page(page, served.url, upload_copy(media, tmp_path, "gone.mp4"))
+    video_id = delete_upload(served, "gone.mp4")
 
     page.reload()
     page.locator("#library-gone-text").get_by_text("is gone").wait_for()
     assert page.locator("#library-note img").count() == 1, "the poster stands in for the player"
     assert page.locator("#player video").count() == 0
     shot(page, "library-file-gone.png")
-    scripted.enqueue("The plants get water.")
-    ask_on_page(page, "And then?", "The plants get water")
-    run = library.video(video_id)["runs"][-1]
-    assert len(library.video(video_id)["runs"]) == 1, "recorded into the same run"
-    assert [t["question"] for t in run["turns"]] == ["What happens at 0:09?", "And then?"]
+    page.get_by_text("Last turn statistics").click()
+    box = page.locator("#question textarea")
+    box.fill("And then?")
+    box.press("Enter")
+    page.wait_for_function("document.querySelector('#stats')?.innerText.includes('follow-up')")
+    stats = "".join(page.inner_text("#stats").split())
+    assert '"read_video":false' in stats, "answered from the cached features"
+    assert page.inner_text("#chat").strip().startswith("And then?")
+    library = served.state.library_for(None)
+    runs = library.video(video_id)["runs"]
+    assert len(runs) == 1 and [t["question"] for t in runs[0]["turns"]] == ["And then?"], "the same run"
+    assert runs[0]["turns"][0]["finished"]
+
+
+def test_a_video_whose_features_are_gone_too_asks_for_the_file(page, served, media, scripted, tmp_path):
+    """A scripted summary caches no vision features: with its file deleted, a question says to upload it
+    again, in the status line."""
+    scripted.enqueue(SUMMARY)
+    summarize_on_page(page, served.url, upload_copy(media, tmp_path, "lost.mp4"))
+    delete_upload(served, "lost.mp4")
+    page.reload()
+    page.locator("#library-gone-text").get_by_text("is gone").wait_for()
+    box = page.locator("#question textarea")
+    box.fill("And then?")
+    box.press("Enter")
+    page.locator("#status").get_by_text("upload the video again").wait_for()
+    assert page.locator(".error").count() == 0, "one status line, no error badge"
 
 
 def test_delete_one_and_delete_everything(page, served, tmp_path) -> None:

@@ -140,21 +140,17 @@ class AppState:
         library = self.library_for(user)
         if video_id is None or library is None:
             return None
-        video = library.video(video_id)
-        runs = video["runs"]
-        run = next((r for r in reversed(runs) if r["summary"]), runs[-1] if runs else None)
-        model = (run["settings"] or {}).get("model") if run is not None else None
+        runs = library.video(video_id)["runs"]
+        model = (runs[-1]["settings"] or {}).get("model") if runs else None  # the run reopen_job reopens
         try:
             model = self.model_for(model)
         except SummarizerError:  # recorded with a model this server no longer offers
             model = self.model_for(None)
         job = reopen_job(self.engines.get(model), library, video_id, self.options)
         self.jobs.put(sid, job)
-        if run is not None:
-            recorder = Recorder(library, video_id, run["id"], video["duration"] or 0.0)
-            recorder.turns = len(run["turns"]) + 1  # the next follow-up after those recorded
-            with self._lock:
-                self._recorders[sid] = recorder
+        recorder = library.resume(job)  # its next answers go on with the run it came from
+        with self._lock:
+            self._recorders[sid] = recorder
         return job
 
     def recorded(self, sid: str, response: Response, question: str) -> Iterator[Event]:
