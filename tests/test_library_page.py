@@ -184,6 +184,11 @@ def test_a_reload_brings_everything_back_and_the_library_finds_it(page, served, 
     assert said.first.locator("mark").inner_text().lower() == "garden"
     assert said.first.locator("a").get_attribute("href").endswith("&t=9.25")
     shot(page, "library-search.png")
+    # The README's screenshot (docs/library.png is a copy of artifacts/readme-library.png): a search with
+    # its hits over the list of videos, at the size of the README's other screenshot.
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(ARTIFACTS / "readme-library.png"))
     said.first.locator("a").click()
     page.get_by_role("tab", name="Video", selected=True).wait_for()
     player_at(page, 9.25)
@@ -329,6 +334,11 @@ def test_two_logins_see_their_own_libraries(browser, served_with_logins, tmp_pat
         bob.predict(mine[0]["id"], api_name="/library_video")
     with pytest.raises(Exception, match="no video"):
         bob.predict(mine[0]["id"], api_name="/library_open")
+    from qwen3vl_summarizer.library import NOTHING_FOUND
+
+    assert bob.predict(word, [], api_name="/library_ask") == {"answer": NOTHING_FOUND, "passages": []}
+    answer = alice.predict(word, [], api_name="/library_ask")
+    assert {p["video"]["name"] for p in answer["passages"]} == {"alices.mp4"} and answer["answer"]
 
     # On the page: bob logs in and his Library tab is empty; alice sees her video.
     for user, password, expected in (

@@ -518,6 +518,21 @@ def api_open(state: h.AppState, video_id: int, request: gr.Request = None) -> st
     return state.jobs.token_for(sid)
 
 
+def api_ask(
+    state: h.AppState, question: str, video_ids: list[int] | None = None, request: gr.Request = None
+) -> dict:
+    """Answer ``question`` over the caller's library (or the videos ``video_ids``) with the loaded model, from
+    the passages found: {"answer": text (NOTHING_FOUND's words when none was), "passages": hits}."""
+    hits = _retrieve(_library(state, request), question, video_ids)
+    if not hits:
+        return {"answer": nothing_found(question), "passages": []}
+    options = state.options
+    engine = state.engines.get(state.model_for(None))
+    session = engine.session(None, context=options.context, generation=options.generation)
+    response = session.ask(ask_prompt(question, hits))
+    return {"answer": response.text, "passages": [hit.to_dict() for hit in hits]}
+
+
 def api_delete(state: h.AppState, video_id: int, request: gr.Request = None) -> int:
     """Delete one of the caller's videos; returns how many videos the caller has left."""
     library = _library(state, request)
@@ -589,11 +604,15 @@ def build(state: h.AppState, tab: gr.Tab, model_id: gr.Component, opened: list[g
     delete_all_btn.click(bind(delete_everything, state), [saved], [*listing, status, saved], **cheap)
     ask = {"fn": bind(ask_library, state), "inputs": [question, ticked, model_id], "outputs": [answer, status],
            "show_progress": "hidden", **gpu}  # fmt: skip
-    asking = [question.submit(**ask, api_name="library_ask"), ask_btn.click(**ask, api_visibility="private")]
+    asking = [
+        question.submit(**ask, api_visibility="private"),
+        ask_btn.click(**ask, api_visibility="private"),
+    ]
 
     for fn, name in ((api_videos, "library_videos"), (api_search, "library_search"), (api_video, "library_video"),
                      (api_open, "library_open"), (api_delete, "library_delete")):  # fmt: skip
         gr.api(bind(fn, state), api_name=name, concurrency_limit=None)
+    gr.api(bind(api_ask, state), api_name="library_ask", **gpu)
     return asking
 
 
