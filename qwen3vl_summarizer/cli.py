@@ -966,7 +966,7 @@ def _library_ask(library, args: argparse.Namespace, options: Options) -> None:
 def _library_delete(library, args: argparse.Namespace, options: Options) -> None:
     """Delete videos with their rows and cached vision features (library.delete_video); the files named
     on the command line that were summarised stay."""
-    from .library import delete_everything, delete_video
+    from .jobs import delete_everything, delete_video
 
     if args.all == bool(args.ids):
         raise OptionsError("library delete takes video ids, or --all (not both)")

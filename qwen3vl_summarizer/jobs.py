@@ -7,6 +7,11 @@ KV caches released least recently used first beyond a byte budget.
 same way (sampling, context, model, time range) keeps its video and only the new prompt is computed;
 anything else opens the video afresh. A released job keeps its conversation as token ids, and its next
 question rebuilds the cache from the on-disk vision features, without decoding or encoding the video again.
+
+The library's videos (:mod:`.library`) come back the same way: :func:`reopen_job` makes a video's latest
+recorded run a released job again (its conversation token for token, its media the cached features, the
+file only where they are missing); :func:`delete_video` and :func:`delete_everything` remove a video's
+rows with its cached features and the app's copy of its upload.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from pathlib import Path
 
 from .engine import Engine, Turn
-from .errors import SessionBrokenError, VideoGoneError
+from .errors import SessionBrokenError, VideoGoneError, first_line
 from .events import Response, TurnStats
-from .feature_cache import file_fingerprint
-from .library import OPENED_FORMAT, Library, StoredRun
+from .feature_cache import FeatureCache, file_fingerprint
+from .library import OPENED_FORMAT, Leftovers, Library, StoredRun
 from .options import Options
 from .plan import (
     QWEN3VL_2B_KV_SHAPE,
@@ -307,7 +313,7 @@ class Cancels:
             self._events.pop(key, None)
 
 
-# -- reopening a video from the library --------------------------------------------------------------------
+# -- the library's videos: reopening, deleting --------------------------------------------------------------------
 
 
 def reopen_job(engine: Engine, library: Library, video_id: int, options: Options) -> VideoJob:
@@ -336,8 +342,13 @@ def reopen_job(engine: Engine, library: Library, video_id: int, options: Options
         why = f"its cached vision features were made by another model ({opened['model']})"
         return _reopen_from_file(engine, stored, options, why)
 
-    info = VideoInfo(**opened["info"])
-    plan = _plan_of(opened["plan"])
+    try:
+        info = VideoInfo(**opened["info"])
+        plan = _plan_of(opened["plan"])
+    except (TypeError, KeyError) as e:  # kept by a version whose VideoInfo or Plan had other fields
+        return _reopen_from_file(
+            engine, stored, options, f"what the model read was kept in another form ({e})"
+        )
     options = options.replace(sampling={"fps": opened["fps"]})
     cache = feature_cache(options) if getattr(engine, "backend", "local") == "local" else None
     missing = [
@@ -390,7 +401,8 @@ def _reopen_from_file(engine: Engine, stored: StoredRun, options: Options, why: 
     if settings.get("fps"):
         options = options.replace(sampling={"fps": settings["fps"]})
     job = open_job(engine, stored.path, options, start=start, end=end)
-    answers = _answers_of(stored, 1 + sum(t["finished"] for t in stored.follow_ups), None)
+    finished = stored.summary_stats is not None  # a summary stopped early is shown, not conversed on
+    answers = _answers_of(stored, 1 + len(stored.follow_ups) if finished else 0, None)
     job.answers = answers
     if len(job.parts) == 1:
         template, tokenizer = engine._template, engine.tokenizer
@@ -453,10 +465,10 @@ def _transcript_of(stored: StoredRun) -> Transcript | None:
 
 
 def _answers_of(stored: StoredRun, count: int, tokens: list[list[int]] | None) -> list[TurnStats]:
-    """The run's summary and its first ``count - 1`` follow-ups as the job's answers; ``tokens`` each
-    answer's generated ids, when kept."""
-    texts = [(stored.summary_stats or {}, stored.summary)]
-    texts += [(t["stats"] or {"question": t["question"]}, t["answer"]) for t in stored.follow_ups]
+    """The run's summary and its first ``count - 1`` finished follow-ups as the job's answers; ``tokens``
+    each answer's generated ids, when kept."""
+    texts = [(stored.summary_stats or {}, stored.summary)]  # an answer stopped early is not in the
+    texts += [(t["stats"], t["answer"]) for t in stored.follow_ups if t["finished"]]  # conversation
     answers = []
     for i, (stats, text) in enumerate(texts[:count]):
         answers.append(
@@ -473,3 +485,39 @@ def _answers_of(stored: StoredRun, count: int, tokens: list[list[int]] | None) -
             )
         )
     return answers
+
+
+def delete_video(library: Library, video_id: int, options: Options) -> None:
+    """Delete one of ``library``'s videos: its rows (runs, answers, transcript, thumbnails), the feature
+    cache entries of its runs, and the app's copy of its upload (a file named on the command line is the
+    person's own: never deleted). Entries and copies another video still names are kept. Raises
+    LibraryNotFoundError."""
+    _remove_leftovers(library.delete(video_id), options)
+
+
+def delete_everything(library: Library, options: Options) -> int:
+    """:func:`delete_video` for every video of ``library``'s owner; how many were deleted."""
+    leftovers = library.delete_all_videos()
+    _remove_leftovers(leftovers, options)
+    return leftovers.videos
+
+
+def _remove_leftovers(leftovers: Leftovers, options: Options) -> None:
+    """Remove the feature cache entries and upload copies deleted videos left (:class:`Leftovers`); an
+    upload whose content changed since is not the copy recorded and stays. Failures are logged."""
+    if leftovers.feature_keys:
+        cache = FeatureCache(Path(options.cache.dir).expanduser(), max(1, int(options.cache.max_gb * 2**30)))
+        for key in leftovers.feature_keys:
+            try:
+                cache.remove(key)
+            except (OSError, ValueError) as e:
+                log.warning("could not remove the cached features %s: %s", key, first_line(e))
+    for path, fingerprint in leftovers.uploads.items():
+        try:
+            if file_fingerprint(path) == fingerprint:
+                os.remove(path)
+                log.info("removed the uploaded copy %s", path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("could not remove the uploaded copy %s: %s", path, first_line(e))

@@ -3,7 +3,10 @@
 What is kept, per video (its identity is the feature cache's content fingerprint, so the same file given
 twice is one video): its name, path, duration and streams, a poster and the timeline thumbnails (small
 JPEGs); per run: the settings, the summary text, its statistics and chapters, the transcript segments and
-every follow-up question with its answer. Model: simonw/llm's ``logs.db``.
+every follow-up question with its answer; and what reopening the run needs (:func:`~.jobs.reopen_job`):
+how its job was opened (VideoInfo, Plan, settings, the model's fingerprint, the file and whether it is the
+app's copy of an upload) and, after each answer, its conversation as the model saw it (per part: its span,
+feature-cache key, transcript lines, and its session's turns as token ids). Model: simonw/llm's ``logs.db``.
 
 Recording listens to a job: :meth:`Library.record` gives a :class:`Recorder` for an opened
 :class:`~.summarize.VideoJob`, and ``recorder.tap(response.events(), question)`` passes the answer's events
@@ -47,7 +50,7 @@ from typing import Any
 from .errors import SummarizerError, first_line
 from .events import Event, TextDelta, TurnStats
 from .export import Summary, parse_chapters
-from .options import LibraryOptions, Options
+from .options import LibraryOptions
 from .timestamps import find_timestamps
 
 log = logging.getLogger(__name__)
@@ -689,10 +692,13 @@ class Library:
 
         info = job.info
         source = str(Path(info.path).resolve())
-        video_id = self.add_video(
-            file_fingerprint(info.path), Path(info.path).name, path=source,
-            duration=info.duration, streams=streams_of(info),
-        )  # fmt: skip
+        if getattr(job, "origin", None) is not None:  # reopened from this library: its file may be gone
+            video_id = self._video_of_owner(job.origin[0])["id"]
+        else:
+            video_id = self.add_video(
+                file_fingerprint(info.path), Path(info.path).name, path=source,
+                duration=info.duration, streams=streams_of(info),
+            )  # fmt: skip
         plan, options = job.plan, job.options
         settings = {
             "model": job.engine.model_id,
@@ -719,6 +725,9 @@ class Library:
                 "UPDATE runs SET source_path = ?, upload = ?, opened = ? WHERE id = ?",
                 (source, int(upload), _json(opened), run_id),
             )
+        # its parts now, with no turns yet: a run stopped before its first answer still names the
+        # features its reading cached, for delete_video to remove
+        self.write_conversation(run_id, *conversation_of(job))
         return Recorder(self, video_id, run_id, info.duration, job)
 
     def resume(self, job: Any) -> Recorder:
@@ -727,7 +736,9 @@ class Library:
         video_id, run_id = job.origin
         self._video_of_owner(video_id)
         recorder = Recorder(self, video_id, run_id, job.info.duration, job)
-        recorder.turns = len(job.answers)
+        # after the run's last follow-up, stopped ones included (they are not in job.answers)
+        last = self._read("SELECT max(number) FROM turns WHERE run_id = ?", (run_id,))[0][0]
+        recorder.turns = max(len(job.answers), (last or 0) + 1)
         recorder._transcript_written = True  # the run's transcript is in the library already
         return recorder
 
@@ -1007,8 +1018,8 @@ class Library:
 
     def delete(self, video_id: int) -> Leftovers:
         """Remove one of this owner's videos and every row kept about it. Raises LibraryNotFoundError.
-        Returns the files outside the database that no other row needs any more (:func:`delete_video`
-        removes them)."""
+        Returns the files outside the database that no other row needs any more
+        (:func:`~.jobs.delete_video` removes them)."""
         with self._write() as db:
             found = db.execute("SELECT 1 FROM videos WHERE id = ? AND owner = ?", (video_id, self.owner))
             if found.fetchone() is None:
@@ -1017,9 +1028,11 @@ class Library:
 
     def delete_all(self) -> int:
         """Remove all of this owner's videos and everything kept about them; how many videos."""
-        return self._delete_all().videos
+        return self.delete_all_videos().videos
 
-    def _delete_all(self) -> Leftovers:
+    def delete_all_videos(self) -> Leftovers:
+        """Remove all of this owner's videos and every row kept about them; what they leave outside the
+        database that no other row needs (:func:`~.jobs.delete_everything` removes it)."""
         with self._write() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM videos WHERE owner = ?", (self.owner,))]
             return self._delete_videos(db, ids)
@@ -1255,44 +1268,6 @@ def blob_ids(blob: bytes) -> list[int]:
     if sys.byteorder == "big":
         a.byteswap()
     return a.tolist()
-
-
-def delete_video(library: Library, video_id: int, options: Options) -> None:
-    """Delete one of ``library``'s videos: its rows (runs, answers, transcript, thumbnails), the feature
-    cache entries of its runs, and the app's copy of its upload (a file named on the command line is the
-    person's own: never deleted). Entries and copies another video still names are kept. Raises
-    LibraryNotFoundError."""
-    remove_leftovers(library.delete(video_id), options)
-
-
-def delete_everything(library: Library, options: Options) -> int:
-    """:func:`delete_video` for every video of ``library``'s owner; how many were deleted."""
-    leftovers = library._delete_all()
-    remove_leftovers(leftovers, options)
-    return leftovers.videos
-
-
-def remove_leftovers(leftovers: Leftovers, options: Options) -> None:
-    """Remove the feature cache entries and upload copies deleted videos left (:class:`Leftovers`); an
-    upload whose content changed since is not the copy recorded and stays. Failures are logged."""
-    from .feature_cache import FeatureCache, file_fingerprint
-
-    if leftovers.feature_keys:
-        cache = FeatureCache(Path(options.cache.dir).expanduser(), max(1, int(options.cache.max_gb * 2**30)))
-        for key in leftovers.feature_keys:
-            try:
-                cache.remove(key)
-            except (OSError, ValueError) as e:
-                log.warning("could not remove the cached features %s: %s", key, first_line(e))
-    for path, fingerprint in leftovers.uploads.items():
-        try:
-            if file_fingerprint(path) == fingerprint:
-                os.remove(path)
-                log.info("removed the uploaded copy %s", path)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            log.warning("could not remove the uploaded copy %s: %s", path, first_line(e))
 
 
 # -- helpers -----------------------------------------------------------------------------------------------

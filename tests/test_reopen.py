@@ -12,9 +12,10 @@ import pytest
 
 from qwen3vl_summarizer import cli, library
 from qwen3vl_summarizer.errors import VideoGoneError
+from qwen3vl_summarizer.events import TextDelta
 from qwen3vl_summarizer.feature_cache import FeatureCache, file_fingerprint
-from qwen3vl_summarizer.jobs import open_job, reopen_job
-from qwen3vl_summarizer.library import Library, delete_everything, delete_video
+from qwen3vl_summarizer.jobs import delete_everything, delete_video, open_job, reopen_job
+from qwen3vl_summarizer.library import Library
 from qwen3vl_summarizer.loading import load_engine
 from qwen3vl_summarizer.options import ModelOptions, load_options
 from tests.videos import write_video
@@ -121,6 +122,8 @@ def test_a_reopened_video_answers_token_for_token_without_its_file(
         "What is said first?",
         "And at the end?",
     ], "and the conversation the model saw"
+    # A new summary of the reopened video is a new run of the same video, its file gone or not.
+    assert lib.record(reopened, "summarize", "general").video_id == video_id
 
 
 def test_the_file_is_read_again_only_where_its_features_are_missing(engine, tmp_path, opened_files):
@@ -228,6 +231,16 @@ def test_delete_video_removes_the_cached_features_and_the_uploaded_copy_not_a_us
     delete_video(lib, mine_id, opts)
     assert not cache.contains(keys[0]) and mine.exists(), "a file named on the command line stays"
 
+    # A run stopped at its first words (or killed) cached its features already: they go too.
+    job = open_job(engine, mine, opts, PROMPT)
+    recorder = lib.record(job, "summarize", "general")
+    for event in recorder.tap(job.ask(PROMPT).events(), PROMPT):
+        if isinstance(event, TextDelta) and event.text:
+            break
+    assert cache.contains(keys[0]) and not lib.video(recorder.video_id)["runs"][0]["finished"]
+    delete_video(lib, recorder.video_id, opts)
+    assert not cache.contains(keys[0])
+
 
 def test_features_another_owner_still_uses_are_kept(engine, tmp_path):
     opts = options(tmp_path)
@@ -291,3 +304,33 @@ def test_a_library_of_schema_1_keeps_its_rows_and_its_runs_reopen_from_their_fil
     video.unlink()
     with pytest.raises(VideoGoneError, match="older version.*upload the video again"):
         reopen_job(engine, lib, video_id, opts)
+
+
+def test_an_answer_stopped_early_is_shown_but_not_in_the_reopened_conversation(engine, tmp_path):
+    opts = options(tmp_path)
+    video = a_talk(tmp_path)
+    lib = Library(tmp_path / "library.db")
+    job = open_job(engine, video, opts, PROMPT)
+    recorder = lib.record(job, "summarize", "general")
+    video_id = recorder.video_id
+    for _ in recorder.tap(job.ask(PROMPT).events(), PROMPT):
+        pass
+    for event in recorder.tap(job.ask("Stopped?").events(), "Stopped?"):
+        if isinstance(event, TextDelta) and event.text:
+            break  # the person pressed Stop: the session drops the turn, the library keeps its text
+    for _ in recorder.tap(job.ask("Finished?").events(), "Finished?"):
+        pass
+    assert [a.question for a in job.answers] == [PROMPT, "Finished?"]
+    expected = job.ask("And then?").stats
+
+    reopened = reopen_job(engine, lib, video_id, opts)
+    assert [a.question for a in reopened.answers] == [PROMPT, "Finished?"]
+    resumed = lib.resume(reopened)
+    response = reopened.ask("And then?")
+    for _ in resumed.tap(response.events(), "And then?"):
+        pass
+    assert response.stats.tokens == expected.tokens
+    turns = lib.video(video_id)["runs"][0]["turns"]
+    assert [(t["number"], t["question"], t["finished"]) for t in turns] == [
+        (1, "Stopped?", False), (2, "Finished?", True), (3, "And then?", True),
+    ]  # fmt: skip
