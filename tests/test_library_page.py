@@ -294,10 +294,14 @@ def test_delete_one_and_delete_everything(page, served, tmp_path) -> None:
     page.locator(".library-video").filter(has_text="clip1.mp4").wait_for()
     count = rows.count()
     assert count >= 2
+    library = served.state.library_for(None)
+    uploads = {v["name"]: Path(library.video(v["id"])["path"]) for v in library.list_videos()}
+    assert uploads["clip1.mp4"].exists()
     page.once("dialog", lambda dialog: dialog.accept())
     rows.filter(has_text="clip1.mp4").get_by_role("button", name="Delete clip1.mp4").click()
     page.wait_for_function(f"document.querySelectorAll('.library-video').length === {count - 1}")
     assert "clip1.mp4" not in page.inner_text("#library-videos")
+    assert not uploads["clip1.mp4"].exists() and uploads["clip0.mp4"].exists(), "the uploaded copy went too"
     assert [v["name"] for v in client.predict(api_name="/library_videos")].count("clip1.mp4") == 0
     page.once("dialog", lambda dialog: dialog.accept())
     page.locator("#library-delete-all").click()

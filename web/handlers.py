@@ -118,17 +118,14 @@ class AppState:
         """The library id of the video the page shows (summarised or opened from the library), or None."""
         return self._shown.get(sid)
 
-    def forget_library_videos(self, library: Library, video_ids: list[int]) -> None:
-        """These videos are being deleted from ``library``: the pages that show them let them go."""
-        with self._lock:
-            pages = [sid for sid, video_id in self._shown.items() if video_id in video_ids
-                     and self._libraries.get(library.owner) is library]  # fmt: skip
+    def forget_library_videos(self, video_ids: list[int]) -> None:
+        """These library videos are being deleted: the pages that show them let them go."""
+        with self._lock:  # (ids are unique across owners)
+            pages = [sid for sid, video_id in self._shown.items() if video_id in video_ids]
         for sid in pages:
             self.cancels.stop(sid)
             self.jobs.drop(sid)
-            with self._lock:
-                self._recorders.pop(sid, None)
-                self._shown.pop(sid, None)
+            self.forget(sid)
 
     def reopen(self, sid: str, user: str | None) -> VideoJob | None:
         """The page's library video opened again for a question (its latest run, the cache rebuilt from the
@@ -333,6 +330,8 @@ def on_video(state: AppState, video: str | None, fps: float, auto: bool, context
     if job is not None and job.info.path != video:
         state.cancels.stop(sid)  # work on the old video has nothing more to show
         state.jobs.drop(sid)  # a new video: free the old one's cache now
+    if job is None or job.info.path != video:
+        state.forget(sid)  # and a question no longer goes to the library video the page showed
     cleared = ("", say(lang, "summary_placeholder"), [], None, None, say(lang, "transcript_placeholder"),
                note_html(say(lang, "no_summary_note")))  # fmt: skip
     if not video:

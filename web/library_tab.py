@@ -24,6 +24,7 @@ from typing import Any
 
 import gradio as gr
 
+from qwen3vl_summarizer import jobs
 from qwen3vl_summarizer.errors import SummarizerError
 from qwen3vl_summarizer.export import FORMATS, Chapter, parse_chapters, write_all
 from qwen3vl_summarizer.library import (
@@ -414,30 +415,21 @@ def delete_everything(state: h.AppState, saved: Any, request: gr.Request) -> tup
     try:
         library = _library(state, request)
         ids = [v["id"] for v in library.list_videos(library.count_videos() or 1)]
-        _delete(state, library, ids, everything=True)
-        status = say(lang, "library_deleted", count=len(ids))
+        status = say(lang, "library_deleted", count=_delete(state, library, ids, everything=True))
     except SummarizerError as e:
         status = h.show_error(str(e))
     return (*list_page(state, 0, request), status, with_saved(saved, request, None))
 
 
-def _delete(state: h.AppState, library: Library, ids: list[int], everything: bool = False) -> None:
-    """Remove the videos: with their cached features and uploaded copy where jobs.delete_video exists."""
-    state.forget_library_videos(library, ids)
-    try:
-        from qwen3vl_summarizer import jobs
-    except ImportError:  # pragma: no cover
-        jobs = None
-    if everything and hasattr(jobs, "delete_everything"):
-        jobs.delete_everything(library, state.options)
-    elif hasattr(jobs, "delete_video"):
-        for video_id in ids:
-            jobs.delete_video(library, video_id, state.options)
-    elif everything:
-        library.delete_all()
-    else:
-        for video_id in ids:
-            library.delete(video_id)
+def _delete(state: h.AppState, library: Library, ids: list[int], everything: bool = False) -> int:
+    """Remove the videos (rows, cached features, the uploaded copy: :func:`jobs.delete_video`), after the
+    pages that show them let them go; how many were removed."""
+    state.forget_library_videos(ids)
+    if everything:
+        return jobs.delete_everything(library, state.options)
+    for video_id in ids:
+        jobs.delete_video(library, video_id, state.options)
+    return len(ids)
 
 
 def ask_library(state: h.AppState, question: str, ticked: list | None, model_id: str, request: gr.Request):
