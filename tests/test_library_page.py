@@ -286,7 +286,7 @@ def test_delete_one_and_delete_everything(page, served, tmp_path) -> None:
     client = served.client()
     for i in range(2):
         video = tmp_path / f"clip{i}.mp4"
-        write_video(video, [j * 0.5 for j in range(4)], size=(128, 96 + 16 * i))
+        write_video(video, [j * 0.5 for j in range(5)], size=(144, 80 + 16 * i))  # no other test's content
         served.summarize(client, video).result()
     page.goto(served.url)
     open_library_tab(page)
@@ -326,7 +326,7 @@ def test_two_logins_see_their_own_libraries(browser, served_with_logins, tmp_pat
     alice = Client(served.url, auth=("alice", "a-pass"), verbose=False)
     bob = Client(served.url, auth=("bob", "b-pass"), verbose=False)
     video = tmp_path / "alices.mp4"
-    write_video(video, [i * 0.5 for i in range(4)])
+    write_video(video, [i * 0.5 for i in range(5)], size=(112, 64))
     served.summarize(alice, video).result()
     mine = alice.predict(api_name="/library_videos")
     assert [v["name"] for v in mine] == ["alices.mp4"]
@@ -391,7 +391,7 @@ def test_a_server_killed_during_a_summary_keeps_what_it_showed(browser, tiny_mod
     library_path = tmp_path / "library.db"
     port = free_port()
     video = tmp_path / "killed.mp4"
-    write_video(video, [i * 0.5 for i in range(8)])
+    write_video(video, [i * 0.5 for i in range(7)], size=(112, 80))
     process = start_app(tiny_model_dir, library_path, port, tmp_path / "first.log")
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)

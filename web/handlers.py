@@ -93,7 +93,8 @@ class AppState:
         recorder = None
         if library is not None:
             try:
-                recorder = library.record(job, "summarize", prompt)
+                # the page reads uploads only: the file is the app's copy, deleted with the video
+                recorder = library.record(job, "summarize", prompt, upload=True)
             except LibraryError as e:
                 log.warning("this summary is not kept in the library: %s", e)
         with self._lock:
