@@ -207,7 +207,7 @@ def test_ask_the_library_cites_with_links_that_open_the_video(page, served, medi
     link = page.locator('#library-answer a[href^="#open="]')
     link.wait_for()
     assert link.inner_text() == "mov_text.mp4 @ 00:17"
-    page.wait_for_function("document.querySelector('#status').innerText.includes('Answered from')")
+    page.wait_for_function("document.querySelector('#library-status').innerText.includes('Answered from')")
     assert scripted.asked[-1].question.count("[mov_text.mp4 @ 00:17]") >= 1, "the passage was given to cite"
     shot(page, "library-ask.png")
     link.click()
@@ -301,6 +301,7 @@ def test_delete_one_and_delete_everything(page, served, tmp_path) -> None:
     rows.filter(has_text="clip1.mp4").get_by_role("button", name="Delete clip1.mp4").click()
     page.wait_for_function(f"document.querySelectorAll('.library-video').length === {count - 1}")
     assert "clip1.mp4" not in page.inner_text("#library-videos")
+    assert "Videos deleted from the library: 1." in page.inner_text("#library-status")
     assert not uploads["clip1.mp4"].exists() and uploads["clip0.mp4"].exists(), "the uploaded copy went too"
     assert [v["name"] for v in client.predict(api_name="/library_videos")].count("clip1.mp4") == 0
     page.once("dialog", lambda dialog: dialog.accept())

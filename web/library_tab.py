@@ -538,9 +538,9 @@ def api_delete(state: h.AppState, video_id: int, request: gr.Request = None) -> 
 
 
 def build(state: h.AppState, tab: gr.Tab, model_id: gr.Component, opened: list[gr.Component],
-          saved: gr.BrowserState, status: gr.Component) -> list:  # fmt: skip
+          saved: gr.BrowserState) -> list:  # fmt: skip
     """The Library tab's components (inside ``tab``) and their events. ``opened``: the components
-    :func:`open_video` writes, by OPENED; ``status``: the Video tab's status line. Returns the events a Stop
+    :func:`open_video` writes, by OPENED. Returns the events a Stop
     button cancels."""
     bind = _binder()
     cheap = {"concurrency_limit": None, "api_visibility": "private", "show_progress": "hidden"}
@@ -549,6 +549,7 @@ def build(state: h.AppState, tab: gr.Tab, model_id: gr.Component, opened: list[g
         query = gr.Textbox(placeholder=T("library_search_placeholder"), show_label=False, scale=4,
                            max_lines=1, elem_id="library-search")  # fmt: skip
         search_btn = gr.Button(T("library_search"), scale=1, elem_id="library-search-btn")
+    status = gr.Markdown("", elem_id="library-status")  # what the tab's actions did, and their errors
     hits = gr.HTML("", elem_id="library-hits")
     with gr.Row(equal_height=True):
         prev_btn = gr.Button(T("library_prev"), scale=0, min_width=110, size="sm", elem_id="library-prev")

@@ -215,7 +215,7 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                       "downloads": downloads, "transcript": transcript, "timeline": timeline, "job_id": job_id,
                       "library_note": library_note, "tabs": tabs, "saved": saved}  # fmt: skip
             opened = [opened[name] for name in library_tab.OPENED]
-            asking_library = library_tab.build(state, library, model_id, opened, saved, status)
+            asking_library = library_tab.build(state, library, model_id, opened, saved)
 
         with tabs, gr.Tab(T("tab_image"), id="image"), gr.Row():
             with gr.Column():
