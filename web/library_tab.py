@@ -331,7 +331,7 @@ def _status_only(status: str, saved: Any = None) -> tuple:
 def restore(state: h.AppState, saved: Any, request: gr.Request) -> tuple:
     """The page loaded: the library video this browser showed last (for this login), as it was left."""
     video_id = saved_video(saved, request)
-    if video_id is None:
+    if video_id is None or state.library_for(_user(request) or None) is None:  # nothing kept, or no library
         return (gr.skip(),) * len(OPENED)
     values = list(open_video(state, str(video_id), saved, request))
     values[OPENED.index("tabs")] = gr.skip()  # a reload stays on the tab it opens on
