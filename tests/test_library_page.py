@@ -266,6 +266,17 @@ def test_a_follow_up_after_a_reload_when_the_file_is_gone(page, served, media, t
     assert len(runs) == 1 and [t["question"] for t in runs[0]["turns"]] == ["And then?"], "the same run"
     assert runs[0]["turns"][0]["finished"]
 
+    # A new upload replaces the library video: a question now waits for its summary.
+    other = tmp_path / "other.mp4"
+    write_video(other, [i * 0.5 for i in range(5)], size=(96, 64))
+    page.locator("#player input[type=file]").set_input_files(str(other))
+    page.wait_for_function("document.querySelector('#plan').innerText.includes('frames at')")
+    page.wait_for_function("document.querySelector('#library-note').innerText === ''")  # the poster went
+    box.fill("Is this the old one?")
+    box.press("Enter")
+    page.locator("#status").get_by_text("No video has been read").wait_for()
+    assert len(library.video(video_id)["runs"][0]["turns"]) == 1, "nothing asked of the library video"
+
 
 def test_a_video_whose_features_are_gone_too_asks_for_the_file(page, served, media, scripted, tmp_path):
     """A scripted summary caches no vision features: with its file deleted, a question says to upload it
