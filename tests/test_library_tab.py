@@ -68,3 +68,47 @@ def test_the_list_escapes_names_and_marks_unfinished_runs(tmp_path) -> None:
         assert "01:05" in html and "questions: 0" in html and "unfinished" in html
         assert f'href="#open={video_id}"' in html and f'data-id="{video_id}"' in html
         assert "library is empty" in library_tab.videos_html(library, [], "en")
+
+
+def app_state(tmp_path):
+    from qwen3vl_summarizer.options import load_options
+    from web.handlers import AppState
+
+    options = load_options(overrides={"library": {"path": str(tmp_path / "library.db")}}, environ={})
+    return AppState(options)
+
+
+def test_the_list_pages_twenty_videos_newest_first(tmp_path) -> None:
+    state = app_state(tmp_path)
+    request = SimpleNamespace(username=None, headers={}, session_hash="page")
+    library = state.library_for(None)
+    for i in range(25):
+        library.add_video(f"f{i}", f"video {i:02d}.mp4", duration=10.0)
+    html, paging, page, ticks = library_tab.list_page(state, 0, request)
+    assert page == 0 and "Page 1 of 2" in paging and "videos: 25" in paging
+    assert html.count('class="library-video"') == 20 and html.index("video 24.mp4") < html.index(
+        "video 23.mp4"
+    )
+    assert len(ticks["choices"]) == 20
+    html, paging, page, _ = library_tab.next_page(state, page, request)
+    assert page == 1 and html.count('class="library-video"') == 5 and "video 00.mp4" in html
+    assert library_tab.next_page(state, page, request)[2] == 1, "no page past the last"
+    assert library_tab.previous_page(state, 0, request)[2] == 0
+    state.close()
+
+
+def test_asking_the_ticked_videos_retrieves_only_theirs(tmp_path) -> None:
+    with Library(tmp_path / "library.db") as library:
+        ids = []
+        for name in ("a.mp4", "b.mp4"):
+            video_id = library.add_video(name, name, duration=60.0)
+            run = library.start_run(video_id, "summarize", {})
+            library.write_transcript(run, [(5.0, 8.0, f"gradient checkpointing in {name}")])
+            ids.append(video_id)
+        assert {h.video_name for h in library_tab._retrieve(library, "gradient checkpointing?", [])} == {
+            "a.mp4",
+            "b.mp4",
+        }
+        assert {
+            h.video_name for h in library_tab._retrieve(library, "gradient checkpointing?", [ids[1]])
+        } == {"b.mp4"}
