@@ -72,6 +72,7 @@ class AppState:
         self._libraries: dict[str, Library | None] = {}  # login name ('' without one) -> its library
         self._recorders: dict[str, Recorder] = {}  # page -> the run its answers are written into
         self._shown: dict[str, int] = {}  # page -> the library id of the video it shows
+        self._uploaded: set[str] = set()  # pages given a video by the person (not restored from the library)
         self._lock = threading.Lock()
 
     def library_for(self, user: str | None) -> Library | None:
@@ -114,6 +115,15 @@ class AppState:
         with self._lock:
             self._recorders.pop(sid, None)
             self._shown[sid] = video_id
+
+    def uploaded(self, sid: str) -> None:
+        """The person gave the page a video: a restore that comes later must not replace it."""
+        with self._lock:
+            self._uploaded.add(sid)
+
+    def may_restore(self, sid: str) -> bool:
+        """Whether the page is still as it loaded (no upload yet), so a reload may restore its library video."""
+        return sid not in self._uploaded
 
     def shown_library_video(self, sid: str) -> int | None:
         """The library id of the video the page shows (summarised or opened from the library), or None."""
@@ -161,6 +171,12 @@ class AppState:
         with self._lock:
             self._recorders.pop(sid, None)
             self._shown.pop(sid, None)
+
+    def unloaded(self, sid: str) -> None:
+        """The page closed."""
+        self.forget(sid)
+        with self._lock:
+            self._uploaded.discard(sid)
 
     def close(self) -> None:
         """Close the libraries (the server is stopping)."""
@@ -333,6 +349,8 @@ def on_video(state: AppState, video: str | None, fps: float, auto: bool, context
         state.jobs.drop(sid)  # a new video: free the old one's cache now
     if job is None or job.info.path != video:
         state.forget(sid)  # and a question no longer goes to the library video the page showed
+    if video:
+        state.uploaded(sid)
     cleared = ("", say(lang, "summary_placeholder"), [], None, None, say(lang, "transcript_placeholder"),
                note_html(say(lang, "no_summary_note")))  # fmt: skip
     if not video:
@@ -594,7 +612,7 @@ def forget(state: AppState, request: gr.Request) -> None:
     sid = _sid(request)
     state.cancels.forget(sid)
     state.jobs.drop(sid)
-    state.forget(sid)
+    state.unloaded(sid)
     shutil.rmtree(state.downloads / _folder_name(sid), ignore_errors=True)
 
 

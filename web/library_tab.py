@@ -329,13 +329,25 @@ def _status_only(status: str, saved: Any = None) -> tuple:
 
 
 def restore(state: h.AppState, saved: Any, request: gr.Request) -> tuple:
-    """The page loaded: the library video this browser showed last (for this login), as it was left."""
+    """The page loaded: the library video this browser showed last (for this login), as it was left; not
+    over a video the person uploaded meanwhile, and without a word when it is no longer in the library."""
+    sid, lang = h._sid(request), browser_language(request)
     video_id = saved_video(saved, request)
+    skip = (gr.skip(),) * len(OPENED)
     if video_id is None or state.library_for(_user(request) or None) is None:  # nothing kept, or no library
-        return (gr.skip(),) * len(OPENED)
-    values = list(open_video(state, str(video_id), saved, request))
-    values[OPENED.index("tabs")] = gr.skip()  # a reload stays on the tab it opens on
-    return tuple(values)
+        return skip
+    try:
+        view = opened_view(state, _library(state, request), video_id, sid, lang)
+    except LibraryNotFoundError:  # deleted since (another tab, the CLI)
+        values = dict(zip(OPENED, skip, strict=True))
+        values["saved"] = with_saved(saved, request, None)
+        return tuple(values[name] for name in OPENED)
+    except SummarizerError as e:
+        return _status_only(h.show_error(str(e)))
+    if not state.may_restore(sid):  # the person uploaded a video while this was read: theirs stays
+        return skip
+    state.show_library_video(sid, video_id)
+    return _view_tuple(view, gr.skip(), gr.skip())  # a reload stays on the tab it opens on
 
 
 def remember(state: h.AppState, saved: Any, request: gr.Request) -> Any:
