@@ -1059,6 +1059,17 @@ class Library:
         uploads = {p: f for p, f in uploads.items() if db.execute(named, (p,)).fetchone() is None}
         return Leftovers(len(ids), sorted(keys), uploads)
 
+    # -- read-only helpers for the page
+
+    def thumbnails(self, video_id: int) -> list[tuple[float, bytes]]:
+        """This owner's video's timeline thumbnails, ``(t, JPEG)`` by time (none for another's video)."""
+        rows = self._read(
+            "SELECT t.t, t.jpeg FROM thumbnails t JOIN videos v ON v.id = t.video_id "
+            "WHERE t.video_id = ? AND v.owner = ? ORDER BY t.t",
+            (video_id, self.owner),
+        )
+        return [(r[0], r[1]) for r in rows]
+
 
 class Recorder:
     """Writes one run of a job down as it streams. Made by :meth:`Library.record`.

@@ -71,6 +71,8 @@ class AppState:
         self.downloads = policy.new_downloads_folder()
         self._libraries: dict[str, Library | None] = {}  # login name ('' without one) -> its library
         self._recorders: dict[str, Recorder] = {}  # page -> the run its answers are written into
+        self._shown: dict[str, int] = {}  # page -> the library id of the video it shows
+        self._uploaded: set[str] = set()  # pages given a video by the person (not restored from the library)
         self._lock = threading.Lock()
 
     def library_for(self, user: str | None) -> Library | None:
@@ -92,15 +94,72 @@ class AppState:
         recorder = None
         if library is not None:
             try:
-                recorder = library.record(job, "summarize", prompt)
+                # the page reads uploads only: the file is the app's copy, deleted with the video
+                recorder = library.record(job, "summarize", prompt, upload=True)
             except LibraryError as e:
                 log.warning("this summary is not kept in the library: %s", e)
         with self._lock:
             if recorder is None:
                 self._recorders.pop(sid, None)
+                self._shown.pop(sid, None)
             else:
                 self._recorders[sid] = recorder
+                self._shown[sid] = recorder.video_id
         return recorder
+
+    def show_library_video(self, sid: str, video_id: int) -> None:
+        """The page now shows ``video_id`` from the library: its open video (if any) is let go, and its next
+        question reopens this one (:meth:`reopen`)."""
+        self.cancels.stop(sid)
+        self.jobs.drop(sid)
+        with self._lock:
+            self._recorders.pop(sid, None)
+            self._shown[sid] = video_id
+
+    def uploaded(self, sid: str) -> None:
+        """The person gave the page a video: a restore that comes later must not replace it."""
+        with self._lock:
+            self._uploaded.add(sid)
+
+    def may_restore(self, sid: str) -> bool:
+        """Whether the page is still as it loaded (no upload yet), so a reload may restore its library video."""
+        return sid not in self._uploaded
+
+    def shown_library_video(self, sid: str) -> int | None:
+        """The library id of the video the page shows (summarised or opened from the library), or None."""
+        return self._shown.get(sid)
+
+    def forget_library_videos(self, video_ids: list[int]) -> None:
+        """These library videos are being deleted: the pages that show them let them go."""
+        with self._lock:  # (ids are unique across owners)
+            pages = [sid for sid, video_id in self._shown.items() if video_id in video_ids]
+        for sid in pages:
+            self.cancels.stop(sid)
+            self.jobs.drop(sid)
+            self.forget(sid)
+
+    def reopen(self, sid: str, user: str | None) -> VideoJob | None:
+        """The page's library video opened again for a question (its latest run, the cache rebuilt from the
+        cached features), its answers recorded into that run; None when the page shows none. Raises
+        VideoGoneError when neither the file nor its features remain."""
+        from qwen3vl_summarizer.jobs import reopen_job
+
+        video_id = self._shown.get(sid)
+        library = self.library_for(user)
+        if video_id is None or library is None:
+            return None
+        runs = library.video(video_id)["runs"]
+        model = (runs[-1]["settings"] or {}).get("model") if runs else None  # the run reopen_job reopens
+        try:
+            model = self.model_for(model)
+        except SummarizerError:  # recorded with a model this server no longer offers
+            model = self.model_for(None)
+        job = reopen_job(self.engines.get(model), library, video_id, self.options)
+        self.jobs.put(sid, job)
+        recorder = library.resume(job)  # its next answers go on with the run it came from
+        with self._lock:
+            self._recorders[sid] = recorder
+        return job
 
     def recorded(self, sid: str, response: Response, question: str) -> Iterator[Event]:
         """The answer's events, written into this page's run in the library as they pass (when it has one)."""
@@ -111,6 +170,13 @@ class AppState:
         """The page is gone: its run gets no more answers."""
         with self._lock:
             self._recorders.pop(sid, None)
+            self._shown.pop(sid, None)
+
+    def unloaded(self, sid: str) -> None:
+        """The page closed."""
+        self.forget(sid)
+        with self._lock:
+            self._uploaded.discard(sid)
 
     def close(self) -> None:
         """Close the libraries (the server is stopping)."""
@@ -281,6 +347,10 @@ def on_video(state: AppState, video: str | None, fps: float, auto: bool, context
     if job is not None and job.info.path != video:
         state.cancels.stop(sid)  # work on the old video has nothing more to show
         state.jobs.drop(sid)  # a new video: free the old one's cache now
+    if job is None or job.info.path != video:
+        state.forget(sid)  # and a question no longer goes to the library video the page showed
+    if video:
+        state.uploaded(sid)
     cleared = ("", say(lang, "summary_placeholder"), [], None, None, say(lang, "transcript_placeholder"),
                note_html(say(lang, "no_summary_note")))  # fmt: skip
     if not video:
@@ -464,6 +534,12 @@ def chat(
     state.jobs.expire(state.options.server.session_idle_minutes * 60)
     job = state.jobs.get(sid)
     if job is None:
+        with _status_errors() as failed:  # a video from the library (a reload, the Library tab): reopen it
+            job = state.reopen(sid, request.username if request else None)
+        if failed:
+            yield *keep, failed.show()
+            return
+    if job is None:
         yield *keep, show_error(say(lang, "no_job"))
         return
     duration = job.info.duration
@@ -536,7 +612,7 @@ def forget(state: AppState, request: gr.Request) -> None:
     sid = _sid(request)
     state.cancels.forget(sid)
     state.jobs.drop(sid)
-    state.forget(sid)
+    state.unloaded(sid)
     shutil.rmtree(state.downloads / _folder_name(sid), ignore_errors=True)
 
 

@@ -112,6 +112,41 @@ TEXTS: dict[str, dict[str, str]] = {
         "source_embedded": "subtitles in the video, {detail}",
         "source_span": "{source} of {first}–{last} only",
         "nothing_said": "*(nothing was said)*",
+        "tab_library": "Library",
+        "library_search_placeholder": "Search what was said, summarised or answered in every video…",
+        "library_search": "Search",
+        "library_prev": "← Newer",
+        "library_next": "Older →",
+        "library_refresh": "Refresh",
+        "library_empty": "The library is empty: every video you summarise here is kept in it.",
+        "library_ask_heading": "Ask the library",
+        "library_ticked": "Only these videos (none ticked: all of them)",
+        "library_ask_placeholder": "A question over your videos, e.g. which one explains attention?",
+        "library_delete_all": "Delete everything in the library",
+        "library_delete": "Delete",
+        "library_delete_one": "Delete {name}",
+        "library_questions": "questions: {count}",
+        "library_unfinished": "unfinished",
+        "library_no_hits": "Nothing in the library matches “{query}”.",
+        "library_hits": "{count} passages match “{query}” (best first):",
+        "kind_transcript": "said",
+        "kind_summary": "summary",
+        "kind_chat": "answer",
+        "library_no_transcript": "*No transcript was kept for this video.*",
+        "library_file_gone": (
+            "The uploaded file of {name} is gone, so it cannot be played; questions still work from its cached "
+            "features. To watch it, upload the file again."
+        ),
+        "library_gone": "That video is no longer in the library.",
+        "library_opened": "Opened {name} from the library (last used {when}).",
+        "library_run_unfinished": "Its summary did not finish ({error}): what was written is shown.",
+        "library_no_end": "the server stopped before the end",
+        "library_paging": "Page {page} of {pages} · videos: {count}",
+        "library_deleted": "Videos deleted from the library: {count}.",
+        "library_asking": "Answering from {count} passages of the library…",
+        "library_answered": "Answered from passages of: {sources}.",
+        "confirm_delete": "Delete {name} from the library, with its summary, questions, transcript and cached features?",
+        "confirm_delete_all": "Delete every video in your library, with everything kept about them? This cannot be undone.",
         # The page's script (page_config())
         "cannot_play": (
             "Your browser cannot play this file, so the player stays blank and clicking a time will not move "
@@ -206,6 +241,38 @@ TEXTS: dict[str, dict[str, str]] = {
         "source_embedded": "视频内嵌字幕，{detail}",
         "source_span": "{source}，仅 {first}–{last}",
         "nothing_said": "*（没有人说话）*",
+        "tab_library": "视频库",
+        "library_search_placeholder": "在所有视频的字幕稿、摘要和回答中搜索…",
+        "library_search": "搜索",
+        "library_prev": "← 较新",
+        "library_next": "较旧 →",
+        "library_refresh": "刷新",
+        "library_empty": "视频库是空的：在这里生成摘要的每个视频都会保存进来。",
+        "library_ask_heading": "向视频库提问",
+        "library_ticked": "只问这些视频（都不勾选：全部视频）",
+        "library_ask_placeholder": "就你的视频提问，例如：哪个视频讲了注意力机制？",
+        "library_delete_all": "删除视频库中的全部内容",
+        "library_delete": "删除",
+        "library_delete_one": "删除 {name}",
+        "library_questions": "提问 {count} 个",
+        "library_unfinished": "未完成",
+        "library_no_hits": "视频库中没有与“{query}”匹配的内容。",
+        "library_hits": "{count} 个片段与“{query}”匹配（最相关的在前）：",
+        "kind_transcript": "字幕稿",
+        "kind_summary": "摘要",
+        "kind_chat": "回答",
+        "library_no_transcript": "*这个视频没有保存字幕稿。*",
+        "library_file_gone": "{name} 上传的文件已不在，无法播放；提问仍可根据缓存的视觉特征回答。如需观看，请重新上传该文件。",
+        "library_gone": "这个视频已不在视频库中。",
+        "library_opened": "已从视频库打开 {name}（上次使用于 {when}）。",
+        "library_run_unfinished": "它的摘要没有完成（{error}）：显示的是已写出的部分。",
+        "library_no_end": "服务器在结束前停止了",
+        "library_paging": "第 {page}/{pages} 页 · 共 {count} 个视频",
+        "library_deleted": "已从视频库删除 {count} 个视频。",
+        "library_asking": "正在根据视频库中的 {count} 个片段回答…",
+        "library_answered": "回答依据这些视频的片段：{sources}。",
+        "confirm_delete": "从视频库删除 {name}，连同它的摘要、提问、字幕稿和缓存的特征？",
+        "confirm_delete_all": "删除视频库中的所有视频及其保存的全部内容？此操作无法撤销。",
         "cannot_play": (
             "你的浏览器无法播放此文件，因此播放器保持空白，点击时间也不会跳转。摘要和提问仍然可用。"
             "如需边看边读，请将其转换为 H.264 MP4（例如 ffmpeg -i IN -c:v libx264 -c:a aac OUT.mp4）后再上传。"
@@ -219,7 +286,8 @@ TEXTS: dict[str, dict[str, str]] = {
 
 # The browser translates these keys (gr.I18n keys hold no {placeholders}: those are filled by say()).
 I18N = gr.I18n(**{lang: {k: v for k, v in texts.items() if "{" not in v} for lang, texts in TEXTS.items()})
-PAGE_KEYS = ("cannot_play", "ask_about_time", "play_from", "status", "summary", "model")
+PAGE_KEYS = ("cannot_play", "ask_about_time", "play_from", "status", "summary", "model",
+             "confirm_delete", "confirm_delete_all")  # fmt: skip
 
 
 def T(key: str) -> I18nData:  # noqa: N802 (Gradio's idiom: i18n("key"))

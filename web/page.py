@@ -17,12 +17,14 @@ from qwen3vl_summarizer.options import Options
 from qwen3vl_summarizer.video import video_extensions
 
 from . import handlers as h
+from . import library_tab
 from .handlers import AppState
 from .i18n import I18N, T, page_config
 from .render import note_html
 
 log = logging.getLogger("qwen3vl_summarizer.app")
 
+SAVED_KEY = "qwen3vl-library-video"  # the browser's storage key for the library video the page shows
 STATIC = Path(__file__).resolve().parent / "static"
 PAGE_JS = STATIC / "page.js"  # the page's one script: seek links, player note, upload types, keys, filter
 PAGE_CSS = STATIC / "page.css"  # layout fixes Gradio's options do not reach, and the timeline's styles
@@ -105,7 +107,12 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
         model_status = gr.Markdown(h.describe_model(state, not_loaded=T("model_not_loaded")), label="model_status",
                                    elem_id="model-status")  # fmt: skip
 
-        with gr.Tab(T("tab_video")), gr.Row():
+        # The library id of the video this page shows, per login name, kept by the browser: a reload brings it
+        # back (library_tab.restore). Not secret (the server checks that the id is the login's), so the key
+        # is fixed: a restarted server still reads what the browser kept.
+        saved = gr.BrowserState({}, storage_key=SAVED_KEY, secret=SAVED_KEY)
+        tabs = gr.Tabs(selected="video")
+        with tabs, gr.Tab(T("tab_video"), id="video"), gr.Row():
             with gr.Column(scale=1):
                 gr.Markdown(T("video_formats"), elem_id="video-formats")
                 video = gr.Video(
@@ -116,6 +123,8 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                     height=PLAYER_HEIGHT,
                 )
                 gr.HTML('<p id="player-note-text" role="status"></p>', elem_id="player-note", padding=False)
+                # A library video whose file is gone: its poster, and that questions still work.
+                library_note = gr.HTML("", elem_id="library-note", padding=False)
                 # Chapters of the finished summary: a bar of spans and cards that seek the player (page.js).
                 timeline = gr.HTML(note_html(T("no_summary_note")), label="timeline", elem_id="timeline")
                 video_md = gr.Markdown(label="video_info", elem_id="video-info")
@@ -200,7 +209,15 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
                 with gr.Accordion(T("statistics"), open=False):
                     stats = gr.JSON(label="stats", show_label=False, elem_id="stats")
 
-        with gr.Tab(T("tab_image")), gr.Row():
+        with tabs, gr.Tab(T("tab_library"), id="library") as library:
+            opened = {"video": video, "video_md": video_md, "plan_md": plan_md, "info_state": info_state,
+                      "status": status, "summary": summary, "chatbot": chatbot, "stats": stats,
+                      "downloads": downloads, "transcript": transcript, "timeline": timeline, "job_id": job_id,
+                      "library_note": library_note, "tabs": tabs, "saved": saved}  # fmt: skip
+            opened = [opened[name] for name in library_tab.OPENED]
+            asking_library = library_tab.build(state, library, model_id, opened, saved)
+
+        with tabs, gr.Tab(T("tab_image"), id="image"), gr.Row():
             with gr.Column():
                 # A path, opened by read_image with its pixel cap: Gradio only reads the header (image_mode=None).
                 image = image_input(label=T("image"), type="filepath", image_mode=None, sources=["upload"])
@@ -224,8 +241,10 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
             concurrency_limit=None,
             show_progress="hidden",
             api_name="video",
-        )
-        video.clear(bind(h.on_clear, state), None, video_view, show_progress="hidden", **cheap)
+        ).then(library_tab.forget_saved, saved, saved, **cheap).then(lambda: "", None, library_note, **cheap)
+        video.clear(bind(h.on_clear, state), None, video_view, show_progress="hidden", **cheap).then(
+            library_tab.forget_saved, saved, saved, **cheap
+        ).then(lambda: "", None, library_note, **cheap)
         prompt_name.change(h.on_prompt_name, prompt_name, prompt, **cheap)
         auto.change(bind(h.context_view, state), [auto, context], context, **cheap)
         context.release(h.on_context_left, context, context, **cheap)  # a typed 500 becomes 1024
@@ -244,6 +263,8 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
             .then(bind(h.context_view, state), [auto, context], context, **cheap)
             # the loaded model fixes the auto context
             .then(bind(h.on_settings, state), settings, plan_md, **cheap)
+            .then(bind(library_tab.remember, state), saved, saved, **cheap)  # a reload brings it back
+            .then(lambda: "", None, library_note, **cheap)
         )
         ask = {"fn": bind(h.chat, state), "inputs": [question, chatbot, job_id],
                "outputs": [question, chatbot, stats, status], "show_progress": "hidden"}  # fmt: skip
@@ -262,12 +283,16 @@ def build_demo(options: Options, state: AppState | None = None) -> gr.Blocks:
             bind(h.stop, state),
             None,
             status,
-            cancels=[summarizing, *asking, describing],
+            cancels=[summarizing, *asking, describing, *asking_library],
             concurrency_limit=None,
             api_name="stop",
         )
         demo.load(bind(h.context_view, state), [auto, context], context, **cheap)
         demo.load(h.on_load, None, [speech, prompt_name, prompt], **cheap)
+        # What the server holds now (a reload must not say "not loaded" while the model is loaded)...
+        demo.load(bind(h.describe_model, state), None, model_status, **cheap)
+        # ...and the library video this browser showed, as it was left.
+        demo.load(bind(library_tab.restore, state), saved, opened, **cheap)
         demo.unload(bind(h.forget, state))  # the page closed: stop its work, free its cached video
     demo.queue(default_concurrency_limit=model_concurrency(options))
     return demo

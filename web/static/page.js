@@ -9,7 +9,7 @@
   const extensions = config.extensions || [];
   const lang = (navigator.language || "").toLowerCase().split("-")[0];
   const texts = (config.texts || {})[lang] || (config.texts || {})[config.default] || {};
-  const say = (key, time) => (texts[key] || key).replace("{time}", time);
+  const say = (key, value) => (texts[key] || key).replace(/\{(time|name)\}/, value);
 
   // Seek links. Clicking ``[03:25](#t=205)`` (made by link_timestamps, and the timeline's spans and cards)
   // moves the player there and plays; when the question box is empty it is pre-filled with a question
@@ -35,6 +35,54 @@
       box.dispatchEvent(new Event("input", { bubbles: true }));
     }
   }, true);
+
+  // The library (web/library_tab.py). A link ``#open=ID&t=SECONDS`` (a video in the list, a search hit, a
+  // citation in an answer) opens that video on the Video tab, and the player goes to that time once it has
+  // the video; a list's Delete button asks first. Both go to the server through the hidden target box and
+  // its "open" or "delete" button. "Delete everything" asks first too.
+  let pendingSeek = null;
+  const toServer = (button, target) => {
+    const box = document.querySelector("#library-target textarea, #library-target input");
+    const press = document.querySelector(button);
+    if (!box || !press) return;
+    box.value = target;
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+    press.click();
+  };
+  const seekPending = () => {
+    const video = document.querySelector("#player video");
+    if (pendingSeek === null || !video || video.readyState < 1) return;
+    video.currentTime = pendingSeek;
+    pendingSeek = null;
+  };
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest ? event.target.closest('a[href^="#open="]') : null;
+    if (link) {
+      event.preventDefault();
+      event.stopPropagation();
+      const target = link.getAttribute("href").slice(6);
+      const t = parseFloat((target.split("&t=")[1]) || "");
+      pendingSeek = Number.isFinite(t) ? t : null;
+      toServer("#library-open", target);
+      return;
+    }
+    const remove = event.target.closest ? event.target.closest("button.library-delete") : null;
+    if (remove) {
+      event.preventDefault();
+      event.stopPropagation();
+      if (window.confirm(say("confirm_delete", remove.dataset.name))) toServer("#library-delete", remove.dataset.id);
+      return;
+    }
+    const everything = event.target.closest ? event.target.closest("#library-delete-all") : null;
+    if (everything && !window.confirm(say("confirm_delete_all"))) {
+      event.preventDefault();
+      event.stopPropagation();  // Gradio's own click never hears of it
+    }
+  }, true);
+  document.addEventListener("loadedmetadata", (event) => {
+    if (event.target.closest && event.target.closest("#player video")) seekPending();
+  }, true);
+  window.__qwen3vlSeekPending = () => requestAnimationFrame(() => requestAnimationFrame(seekPending));  // same video
 
   // The player's note. Only the browser knows what it can play: Chromium plays H.264, VP9 and AV1 in MP4,
   // MOV and MKV, but not AVI or MPEG-TS files, MPEG-4 Part 2, or HEVC without a hardware decoder. When the
