@@ -348,6 +348,8 @@ def test_a_time_range_and_the_chapter_timeline_that_seeks(page, served, tmp_path
     # Another page reads the same range from the feature cache (no frame decoded while summarising): the
     # cards still get their thumbnails, decoded by seeking to those frames alone.
     page.reload()
+    page.locator("#status").get_by_text("from the library").wait_for()  # the reload brings the summary back
+    page.locator("#player button[aria-label='Clear']").click()
     page.locator("#player input[type=file]").set_input_files(str(video))
     page.wait_for_function("document.querySelector('#plan').innerText.includes('10 frames at')")
     page.locator("#range-from input, #range-from textarea").first.fill("0:02")
