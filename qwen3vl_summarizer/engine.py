@@ -234,7 +234,12 @@ class Engine:
             mm_token_type_ids=inputs["mm_token_type_ids"],
             **{grid_key: grid},
         )  # [3, 1, n], starting at 0
-        with self.lock, _torch_threads(threads), attention.batched_vision_attention(self.model):
+        with (
+            self.lock,
+            _torch_threads(threads),
+            attention.batched_vision_attention(self.model),
+            attention.linear_patch_embed(self.model),
+        ):
             out = (inner.get_video_features if kind == "video" else inner.get_image_features)(
                 inputs[pixel_key].to(self.device), grid.to(self.device), return_dict=True
             )

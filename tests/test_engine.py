@@ -675,6 +675,30 @@ def test_vision_groups_attended_in_one_call_equal_one_call_each(engine, frames, 
     )
 
 
+def test_patch_embedding_as_one_matrix_product_equals_the_conv3d(engine, frames, monkeypatch):
+    visual = engine.model.model.visual
+    conv = visual.patch_embed
+    calls = []
+    conv3d = type(conv.proj).forward
+
+    def counting(self, x):
+        calls.append(x.shape)
+        return conv3d(self, x)
+
+    monkeypatch.setattr(type(conv.proj), "forward", counting)
+    linear = engine.encode_frames(frames)
+    assert not calls, "the video's patches were embedded by one matrix product, not the Conv3d"
+    assert visual.patch_embed is conv, "and the model's own module is back afterwards"
+    with monkeypatch.context() as m:
+        m.setattr(attention, "linear_patch_embed", lambda model: contextlib.nullcontext())
+        reference = engine.encode_frames(frames)
+    assert calls, "the reference went through the Conv3d"
+    assert torch.equal(linear.ids, reference.ids) and torch.equal(linear.positions, reference.positions)
+    torch.testing.assert_close(linear.embeds, reference.embeds, rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(linear.deepstack, reference.deepstack, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
 def test_uint8_patches_normalised_here_equal_the_processor(engine, frames):
     from transformers.video_utils import VideoMetadata
 
