@@ -92,6 +92,7 @@ class Engine:
         self.eos_token_ids.add(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
         self._template = ChatTemplate.from_processor(processor)
         self.lock = threading.Lock()  # one forward pass at a time on this model
+        self._pixels: torch.Tensor | None = None  # float32 patches of a vision batch, reused (encode_frames)
         # Keys and values come out of the layers in the activations' dtype, which follows the embeddings
         # (model.dtype can name a quantized checkpoint's float8 weights instead).
         self.unquantized_kv_dtype = str(model.get_input_embeddings().weight.dtype).removeprefix("torch.")
@@ -206,9 +207,22 @@ class Engine:
             return_tensors="pt",
         )
         del video
-        if normalize_here:
-            inputs["pixel_values_videos"] = _normalize_patches(inputs["pixel_values_videos"], vp)
-        return self._encode_media(inputs, "video", threads=_vision_threads(self.device))
+        return self._encode_media(
+            inputs, "video", threads=_vision_threads(self.device), normalize=vp if normalize_here else None
+        )
+
+    def release_scratch(self) -> None:
+        """Free the vision batches' float32 buffer (a video's frames are all encoded)."""
+        with self.lock:
+            self._pixels = None
+
+    def _pixels_buffer(self, patches: torch.Tensor) -> torch.Tensor:
+        """A float32 tensor shaped as ``patches`` in the buffer kept from the last vision batch (callers hold
+        the lock). A fresh one per batch (88 MB for 32 groups at 448x256) pays its page faults every time:
+        35 ms of the 90 ms a batch's preprocessing took on the 2-core CPU, against 5 ms to fill a kept one."""
+        if self._pixels is None or self._pixels.numel() < patches.numel():
+            self._pixels = torch.empty(patches.numel(), dtype=torch.float32)
+        return self._pixels[: patches.numel()].view(patches.shape)
 
     def encode_image(self, image: np.ndarray) -> _Rows:
         """Token ids, positions and vision features of one image (the processor picks its size)."""
@@ -216,8 +230,11 @@ class Engine:
         return self._encode_media(inputs, "image")
 
     @torch.inference_mode()
-    def _encode_media(self, inputs: Any, kind: str, threads: int | None = None) -> _Rows:
-        """``threads``: CPU threads for the vision tower (None: as set)."""
+    def _encode_media(
+        self, inputs: Any, kind: str, threads: int | None = None, normalize: Any = None
+    ) -> _Rows:
+        """``threads``: CPU threads for the vision tower (None: as set). ``normalize``: the video processor
+        whose rescaling and normalisation the uint8 patches still need (:func:`_normalize_patches`)."""
         ids = inputs["input_ids"][0]  # [n]
         grid_key, pixel_key = (
             ("video_grid_thw", "pixel_values_videos")
@@ -240,8 +257,12 @@ class Engine:
             attention.batched_vision_attention(self.model),
             attention.linear_patch_embed(self.model),
         ):
+            pixels = inputs[pixel_key]
+            if normalize is not None:
+                buffer = self._pixels_buffer(pixels) if self.device.type == "cpu" else None
+                pixels = _normalize_patches(pixels, normalize, out=buffer)
             out = (inner.get_video_features if kind == "video" else inner.get_image_features)(
-                inputs[pixel_key].to(self.device), grid.to(self.device), return_dict=True
+                pixels.to(self.device), grid.to(self.device), return_dict=True
             )
         embeds = torch.cat(out.pooler_output)  # [m, D]
         deepstack = [torch.cat(f) for f in out.deepstack_features]  # layers x [m, D]
@@ -594,6 +615,7 @@ class VideoSession:
             self._features_unstored = True  # written once the first token is out: not in its wait
         self._media_done = True
         self._media_len = len(self.ids)
+        engine.release_scratch()
         return computed
 
     def _load_features(self) -> bool:
@@ -818,13 +840,14 @@ def _logits_processors(g: GenerationOptions) -> Any:
     return procs
 
 
-def _normalize_patches(patches: torch.Tensor, vp: Any) -> torch.Tensor:
+def _normalize_patches(patches: torch.Tensor, vp: Any, out: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 patches [N, C*T*P*P] (channel outermost, as the processor's patchify lays them out) as the
     processor's float32 pixels: ``(x - mean / rescale) / (std / rescale)`` per channel, its fused rescale
-    and normalisation, the same operations in the same order, so the values are identical."""
+    and normalisation, the same operations in the same order, so the values are identical. Written into
+    ``out`` (float32, shaped as ``patches``) when given, else into a new tensor."""
     mean = torch.as_tensor(vp.image_mean, dtype=torch.float32).reshape(-1) * (1.0 / vp.rescale_factor)
     std = torch.as_tensor(vp.image_std, dtype=torch.float32).reshape(-1) * (1.0 / vp.rescale_factor)
-    pixels = patches.to(torch.float32)
+    pixels = patches.to(torch.float32) if out is None else out.copy_(patches)
     pixels.view(len(pixels), len(mean), -1).sub_(mean[:, None]).div_(std[:, None])  # [N, C, T*P*P]
     return pixels
 

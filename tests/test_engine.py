@@ -718,6 +718,20 @@ def test_uint8_patches_normalised_here_equal_the_processor(engine, frames):
     assert torch.equal(pixels, reference["pixel_values_videos"]), "the same values, bit for bit"
 
 
+def test_vision_batches_fill_one_kept_pixel_buffer_freed_with_the_video(engine, frames):
+    """The float32 patches of each vision batch go into the buffer the batch before used (a fresh one per
+    batch pays its page faults each time); the features stay the same, and a session frees it once its
+    video is read."""
+    first = engine.encode_frames(frames)
+    buffer = engine._pixels
+    assert buffer is not None and buffer.dtype == torch.float32
+    again = engine.encode_frames(frames[:2])  # a smaller batch: a view of the same buffer
+    assert engine._pixels is buffer, "the second batch reused the first one's buffer"
+    torch.testing.assert_close(again.embeds, first.embeds[: len(again.embeds)], rtol=1e-5, atol=1e-5)
+    run(session(engine, frames), PROMPT)
+    assert engine._pixels is None, "freed once the video was read"
+
+
 def test_vision_takes_half_the_threads_only_while_the_video_decodes(engine, tmp_path, monkeypatch):
     from qwen3vl_summarizer import video
 
