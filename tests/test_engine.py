@@ -699,23 +699,26 @@ def test_patch_embedding_as_one_matrix_product_equals_the_conv3d(engine, frames,
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
 
 
-def test_uint8_patches_normalised_here_equal_the_processor(engine, frames):
+@pytest.mark.parametrize("count", [len(TIMES), len(TIMES) - 1])  # an odd count pads the last group
+def test_frames_patchified_here_equal_the_processor(engine, frames, count):
+    """Engine._video_inputs (the processor's text, the pixels patchified here into the kept buffer) gives
+    what the processor gives, bit for bit."""
     from transformers.video_utils import VideoMetadata
 
+    video = np.stack([f.image for f in frames[:count]])
     meta = VideoMetadata(
-        total_num_frames=len(frames), fps=1000.0, frames_indices=[round(f.t * 1000) for f in frames]
+        total_num_frames=count, fps=1000.0, frames_indices=[round(f.t * 1000) for f in frames[:count]]
     )
-    kwargs = dict(
-        text=[engine.processor.video_token], videos=[np.stack([f.image for f in frames])],
-        video_metadata=[meta], do_sample_frames=False, do_resize=False, cap_pixels_per_frame=False,
-        return_tensors="pt",
+    reference = engine.processor(
+        text=[engine.processor.video_token], videos=[video], video_metadata=[meta], do_sample_frames=False,
+        do_resize=False, cap_pixels_per_frame=False, return_tensors="pt",
     )  # fmt: skip
-    reference = engine.processor(**kwargs)
-    raw = engine.processor(**kwargs, do_rescale=False, do_normalize=False)
-    assert raw["pixel_values_videos"].dtype == torch.uint8
-    assert torch.equal(raw["input_ids"], reference["input_ids"])
-    pixels = engine_module._normalize_patches(raw["pixel_values_videos"], engine.processor.video_processor)
-    assert torch.equal(pixels, reference["pixel_values_videos"]), "the same values, bit for bit"
+    assert engine._patchify_here(video)
+    with engine.lock:
+        mine = engine._video_inputs(video, meta)
+    for key in ("input_ids", "mm_token_type_ids", "video_grid_thw"):
+        assert torch.equal(torch.as_tensor(mine[key]), torch.as_tensor(reference[key])), key
+    assert torch.equal(mine["pixel_values_videos"], reference["pixel_values_videos"]), "bit for bit"
 
 
 def test_vision_batches_fill_one_kept_pixel_buffer_freed_with_the_video(engine, frames):
