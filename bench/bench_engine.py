@@ -10,7 +10,9 @@ peak memory, at real 1 fps lengths.
 Each length runs in its own process so that its peak memory is its own. ``--plain`` adds, for each
 length, the plain transformers path (``processor(...)`` + ``model.generate`` on the frames decoded
 beforehand) in a process of its own right after the engine's, and a ``compare`` line with the ratios
-engine/plain of time to first token and peak RSS, measured in the same run. Two ways into the engine are
+engine/plain of time to first token and peak RSS, measured in the same run; each run also carries
+``others_cores``, the CPU time the rest of the machine spent meanwhile (a shared machine: compare the
+rounds where it stayed near 0). Two ways into the engine are
 timed (``--paths``): its API (``open_job`` + ``ask``) and the command line as a person runs it
 (``qwen3vl-summarize summarize VIDEO`` with the shipped defaults, the feature cache off, speech ``auto``),
 in process, the model loaded before the clock starts as for the other paths. The tiny model comes in two
