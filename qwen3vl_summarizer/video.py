@@ -70,6 +70,9 @@ CHUNK_S = 10.0  # auto: video seconds per chunk decoded by one worker (cut at th
 CUT_MARGIN_S = 0.5  # a chunk starts at the first target this far after its keyframe (> any reorder delay)
 MAX_WORKERS = 4  # auto: decoding threads at most (each holds a decoder's reference frames)
 BUFFER_BYTES = 32 << 20  # auto: decoded frames a worker may hold for the reader, bytes (a chunk at 1 fps)
+# auto: decoded frames held ahead of the reader in all, bytes: enough for a few of the engine's vision batches
+# (64 s of video each), so the decoders keep a core busy while the reader encodes; at least 2 chunks a worker
+READ_AHEAD_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -466,17 +469,20 @@ def _parallel(out: FrameStream, chunks: list[range], workers: int) -> Iterator[F
 
     A worker whose chunk is ahead of the reader keeps decoding until its buffer is full, so with a fast
     reader no worker waits for another as long as a chunk's frames fit in the buffer. With a slow reader
-    (prefill on a CPU) no more than ``2 * workers`` chunks are begun and not yet read: the frames held
-    ahead stay bounded whatever the video's length (without this bound they piled up, 0.93 GB of frames
-    at 45 minutes).
+    (vision and prefill on a CPU) no more chunks are begun and not yet read than hold ``READ_AHEAD_BYTES``
+    of frames (at least ``2 * workers``): the frames held ahead stay bounded whatever the video's length
+    (without a bound they piled up, 0.93 GB of frames at 45 minutes), and the decoders still run on while
+    the reader encodes a batch (with 40 s ahead they sat idle through most of each 64-second vision batch).
     """
     stop = threading.Event()
     width, height = out.size
-    held = max(2, BUFFER_BYTES // (width * height * 3))
+    frame_bytes = width * height * 3
+    held = max(2, BUFFER_BYTES // frame_bytes)
     queues = [queue.Queue(maxsize=held) for _ in chunks]
     todo = iter(range(len(chunks)))
     lock = threading.Lock()
-    ahead = threading.Semaphore(2 * workers)  # chunks begun and not yet read to their end
+    chunk_bytes = min(held, max(len(c) for c in chunks)) * frame_bytes  # what a begun chunk holds at most
+    ahead = threading.Semaphore(max(2 * workers, READ_AHEAD_BYTES // chunk_bytes))  # begun, not yet read
     threads = max(1, _free_cores() // workers)  # decoder threads per worker
 
     def put(q: queue.Queue, item: Frame | _ChunkEnd) -> bool:

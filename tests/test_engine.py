@@ -675,23 +675,64 @@ def test_vision_groups_attended_in_one_call_equal_one_call_each(engine, frames, 
     )
 
 
-def test_uint8_patches_normalised_here_equal_the_processor(engine, frames):
+def test_patch_embedding_as_one_matrix_product_equals_the_conv3d(engine, frames, monkeypatch):
+    visual = engine.model.model.visual
+    conv = visual.patch_embed
+    calls = []
+    conv3d = type(conv.proj).forward
+
+    def counting(self, x):
+        calls.append(x.shape)
+        return conv3d(self, x)
+
+    monkeypatch.setattr(type(conv.proj), "forward", counting)
+    linear = engine.encode_frames(frames)
+    assert not calls, "the video's patches were embedded by one matrix product, not the Conv3d"
+    assert visual.patch_embed is conv, "and the model's own module is back afterwards"
+    with monkeypatch.context() as m:
+        m.setattr(attention, "linear_patch_embed", lambda model: contextlib.nullcontext())
+        reference = engine.encode_frames(frames)
+    assert calls, "the reference went through the Conv3d"
+    assert torch.equal(linear.ids, reference.ids) and torch.equal(linear.positions, reference.positions)
+    torch.testing.assert_close(linear.embeds, reference.embeds, rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(linear.deepstack, reference.deepstack, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("count", [len(TIMES), len(TIMES) - 1])  # an odd count pads the last group
+def test_frames_patchified_here_equal_the_processor(engine, frames, count):
+    """Engine._video_inputs (the processor's text, the pixels patchified here into the kept buffer) gives
+    what the processor gives, bit for bit."""
     from transformers.video_utils import VideoMetadata
 
+    video = np.stack([f.image for f in frames[:count]])
     meta = VideoMetadata(
-        total_num_frames=len(frames), fps=1000.0, frames_indices=[round(f.t * 1000) for f in frames]
+        total_num_frames=count, fps=1000.0, frames_indices=[round(f.t * 1000) for f in frames[:count]]
     )
-    kwargs = dict(
-        text=[engine.processor.video_token], videos=[np.stack([f.image for f in frames])],
-        video_metadata=[meta], do_sample_frames=False, do_resize=False, cap_pixels_per_frame=False,
-        return_tensors="pt",
+    reference = engine.processor(
+        text=[engine.processor.video_token], videos=[video], video_metadata=[meta], do_sample_frames=False,
+        do_resize=False, cap_pixels_per_frame=False, return_tensors="pt",
     )  # fmt: skip
-    reference = engine.processor(**kwargs)
-    raw = engine.processor(**kwargs, do_rescale=False, do_normalize=False)
-    assert raw["pixel_values_videos"].dtype == torch.uint8
-    assert torch.equal(raw["input_ids"], reference["input_ids"])
-    pixels = engine_module._normalize_patches(raw["pixel_values_videos"], engine.processor.video_processor)
-    assert torch.equal(pixels, reference["pixel_values_videos"]), "the same values, bit for bit"
+    assert engine._patchify_here(video)
+    with engine.lock:
+        mine = engine._video_inputs(video, meta)
+    for key in ("input_ids", "mm_token_type_ids", "video_grid_thw"):
+        assert torch.equal(torch.as_tensor(mine[key]), torch.as_tensor(reference[key])), key
+    assert torch.equal(mine["pixel_values_videos"], reference["pixel_values_videos"]), "bit for bit"
+
+
+def test_vision_batches_fill_one_kept_pixel_buffer_freed_with_the_video(engine, frames):
+    """The float32 patches of each vision batch go into the buffer the batch before used (a fresh one per
+    batch pays its page faults each time); the features stay the same, and a session frees it once its
+    video is read."""
+    first = engine.encode_frames(frames)
+    buffer = engine._pixels
+    assert buffer is not None and buffer.dtype == torch.float32
+    again = engine.encode_frames(frames[:2])  # a smaller batch: a view of the same buffer
+    assert engine._pixels is buffer, "the second batch reused the first one's buffer"
+    torch.testing.assert_close(again.embeds, first.embeds[: len(again.embeds)], rtol=1e-5, atol=1e-5)
+    run(session(engine, frames), PROMPT)
+    assert engine._pixels is None, "freed once the video was read"
 
 
 def test_vision_takes_half_the_threads_only_while_the_video_decodes(engine, tmp_path, monkeypatch):

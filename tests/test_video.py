@@ -526,9 +526,13 @@ def test_parallel_chunks_with_open_gops(folder, small_chunks, ext):
         assert times[read_index(f.image)] == pytest.approx(f.t, abs=1e-3), f
 
 
-def test_parallel_read_ahead_is_bounded_for_a_slow_reader(folder, small_chunks, monkeypatch):
+@pytest.mark.parametrize("ahead_frames", [0, 20])
+def test_parallel_read_ahead_is_bounded_for_a_slow_reader(folder, small_chunks, monkeypatch, ahead_frames):
+    """The workers begin chunks ahead of a reader that dawdles only up to READ_AHEAD_BYTES of frames, and
+    never fewer than two chunks a worker (0: that floor; 20 frames: the byte bound, above the floor)."""
     path = folder / "par_ahead.mp4"
     write_video(path, [i / 10 for i in range(100)], options={"g": "5"}, size=(64, 48))
+    monkeypatch.setattr(video, "READ_AHEAD_BYTES", ahead_frames * 64 * 48 * 3)
     begun = []
     sampler = video._Sampler
     workers = 3
@@ -560,7 +564,8 @@ def test_parallel_read_ahead_is_bounded_for_a_slow_reader(folder, small_chunks, 
     # no worker is ever turned away: the wait times out.)
     assert all_refused.wait(timeout=30), f"the workers never met the read-ahead bound: {len(begun)} begun"
     assert len(small_chunks) == 1 and len(small_chunks[0]) > 10
-    assert len(begun) == 2 * 3  # twice the workers: chunks begun ahead, not all of them
+    longest = max(len(chunk) for chunk in small_chunks[0])  # frames a begun chunk holds at most
+    assert len(begun) == max(2 * 3, ahead_frames // longest)  # chunks begun ahead, not all of them
     rest = list(frames)
     assert len(begun) == len(small_chunks[0]) and 1 + len(rest) == 20
 
