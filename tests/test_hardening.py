@@ -153,7 +153,11 @@ def test_markdown_from_the_model_or_a_person_cannot_carry_html() -> None:
 
 def test_idle_sessions_are_forgotten_and_their_tokens_with_them() -> None:
     store = JobStore(budget_bytes=2**30)
-    job = type("Job", (), {"plan": type("Plan", (), {"kv_cache_bytes": 1})(), "released": False})()
+    job = type(
+        "Job",
+        (),
+        {"plan": type("Plan", (), {"kv_cache_bytes": 1})(), "released": False, "holds_kv_cache": True},
+    )()
     store.put("a", job)
     token = store.token_for("a")
     assert store.key_for(token) == "a" and store.token_for("a") == token
