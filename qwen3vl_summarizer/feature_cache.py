@@ -569,6 +569,17 @@ class FeatureCache:
             return
         self._evict(keep=name)
 
+    def remove_texts(self, prefix: str) -> int:
+        """Remove the texts in :data:`TRANSCRIPTS_DIR` whose names start with ``prefix``; how many."""
+        removed = 0
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.root / TRANSCRIPTS_DIR) as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix) and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(entry.path)
+                        removed += 1
+        return removed
+
     def _sweep(self) -> None:
         """Remove what crashed processes left: trash, and temp entries untouched for STALE_TMP_SECONDS."""
         trash = self.root / TRASH_DIR

@@ -45,7 +45,7 @@ from .plan import (
 )
 from .speech import SpeechSegment, Transcript
 from .summarize import VideoJob, _Part, feature_cache, open_video
-from .transcripts import PendingTranscript, start_transcript
+from .transcripts import PendingTranscript, TranscriptCache, start_transcript
 from .video import Frame, FrameStream, VideoInfo, probe, sample
 
 log = logging.getLogger(__name__)
@@ -491,7 +491,7 @@ def _answers_of(stored: StoredRun, count: int, tokens: list[list[int]] | None) -
 
 def delete_video(library: Library, video_id: int, options: Options) -> None:
     """Delete one of ``library``'s videos: its rows (runs, answers, transcript, thumbnails), the feature
-    cache entries of its runs, and the app's copy of its upload (a file named on the command line is the
+    cache entries of its runs, its transcripts in the cache, and the app's copy of its upload (a file named on the command line is the
     person's own: never deleted). Entries and copies another video still names are kept. Raises
     LibraryNotFoundError."""
     _remove_leftovers(library.delete(video_id), options)
@@ -505,15 +505,21 @@ def delete_everything(library: Library, options: Options) -> int:
 
 
 def _remove_leftovers(leftovers: Leftovers, options: Options) -> None:
-    """Remove the feature cache entries and upload copies deleted videos left (:class:`Leftovers`); an
-    upload whose content changed since is not the copy recorded and stays. Failures are logged."""
-    if leftovers.feature_keys:
+    """Remove the feature cache entries, cached transcripts and upload copies deleted videos left
+    (:class:`Leftovers`); an upload whose content changed since is not the copy recorded and stays.
+    Failures are logged."""
+    if leftovers.feature_keys or leftovers.contents:
         cache = FeatureCache(Path(options.cache.dir).expanduser(), max(1, int(options.cache.max_gb * 2**30)))
         for key in leftovers.feature_keys:
             try:
                 cache.remove(key)
             except (OSError, ValueError) as e:
                 log.warning("could not remove the cached features %s: %s", key, first_line(e))
+        for content in leftovers.contents:  # what was said in it, cached under any speech settings
+            try:
+                TranscriptCache(cache).forget(content)
+            except OSError as e:
+                log.warning("could not remove the cached transcripts of a deleted video: %s", first_line(e))
     for path, fingerprint in leftovers.uploads.items():
         try:
             if file_fingerprint(path) == fingerprint:

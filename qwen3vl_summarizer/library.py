@@ -1041,6 +1041,8 @@ class Library:
         """Delete the videos ``ids`` inside a write transaction; what they leave outside the database."""
         keys: set[str] = set()
         uploads: dict[str, str] = {}  # path -> the content it held
+        contents = {r[0] for video_id in ids for r in db.execute(
+            "SELECT fingerprint FROM videos WHERE id = ?", (video_id,))}  # fmt: skip
         for video_id in ids:
             keys.update(r[0] for r in db.execute(
                 "SELECT p.feature_key FROM parts p JOIN runs r ON r.id = p.run_id "
@@ -1057,7 +1059,9 @@ class Library:
         keys = {k for k in keys if db.execute(needed, (k,)).fetchone() is None}
         named = "SELECT 1 FROM runs WHERE source_path = ? LIMIT 1"
         uploads = {p: f for p, f in uploads.items() if db.execute(named, (p,)).fetchone() is None}
-        return Leftovers(len(ids), sorted(keys), uploads)
+        kept = "SELECT 1 FROM videos WHERE fingerprint = ? LIMIT 1"
+        contents = {c for c in contents if db.execute(kept, (c,)).fetchone() is None}
+        return Leftovers(len(ids), sorted(keys), uploads, sorted(contents))
 
     # -- read-only helpers for the page
 
@@ -1226,6 +1230,7 @@ class Leftovers:
     videos: int  # how many videos were deleted
     feature_keys: list[str]  # feature cache entries of their runs
     uploads: dict[str, str]  # the app's copies of their uploads: path -> the content it held (fingerprint)
+    contents: list[str] = field(default_factory=list)  # fingerprints no video has now: their transcripts go
 
 
 def conversation_of(job: Any) -> tuple[dict[str, Any], list[StoredPart]]:

@@ -52,8 +52,10 @@ class TranscriptCache:
         subtitle_file: str | os.PathLike | None = None,
         span: tuple[float, float] | None = None,
     ) -> str:
-        """The key of ``path`` transcribed as ``speech`` says (only ``span`` seconds of it, when given)."""
-        parts = [file_fingerprint(path), speech.mode, speech.model, speech.language, speech.device]
+        """The key of ``path`` transcribed as ``speech`` says (only ``span`` seconds of it, when given).
+        It starts with :func:`video_prefix` of the file's content, so deleting a video finds its entries."""
+        fingerprint = file_fingerprint(path)
+        parts = [fingerprint, speech.mode, speech.model, speech.language, speech.device]
         if span is not None:
             parts.append(f"span {span[0]:.3f} {span[1]:.3f}")
         if subtitle_file is not None:
@@ -61,7 +63,13 @@ class TranscriptCache:
         elif speech.mode in ("auto", "subtitles"):
             sidecar = find_sidecar(path)  # a subtitle file added next to the video later must count
             parts.append(file_fingerprint(sidecar) if sidecar is not None else "")
-        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+        digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+        return f"{video_prefix(fingerprint)}-{digest}"
+
+    def forget(self, fingerprint: str) -> int:
+        """Remove every cached transcript of the content ``fingerprint`` (any speech settings, any span);
+        how many were removed."""
+        return self.features.remove_texts(f"{video_prefix(fingerprint)}-")
 
     def load(self, key: str) -> Transcript | None:
         text = self.features.load_text(f"{key}.json")
@@ -77,6 +85,11 @@ class TranscriptCache:
         """Keep ``transcript`` ("none" is not kept: a speech model may come later)."""
         if transcript is not None:
             self.features.store_text(f"{key}.json", json.dumps(transcript.to_dict()))
+
+
+def video_prefix(fingerprint: str) -> str:
+    """The start of the cache names of a video's transcripts: a digest of its content fingerprint."""
+    return hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
 
 
 class _Slot:

@@ -18,6 +18,7 @@ from qwen3vl_summarizer.jobs import delete_everything, delete_video, open_job, r
 from qwen3vl_summarizer.library import Library
 from qwen3vl_summarizer.loading import load_engine
 from qwen3vl_summarizer.options import ModelOptions, load_options
+from qwen3vl_summarizer.transcripts import video_prefix
 from tests.videos import write_video
 
 PROMPT = "Summarize the video."
@@ -222,9 +223,15 @@ def test_delete_video_removes_the_cached_features_and_the_uploaded_copy_not_a_us
     keys = [mine_job.parts[0].feature_key, copy_job.parts[0].feature_key]
     assert all(cache.contains(k) for k in keys)
 
+    transcripts = tmp_path / "features" / "transcripts"
+    said = {v: f"{video_prefix(file_fingerprint(v))}-" for v in (mine, copy)}
+    assert all(any(f.name.startswith(said[v]) for f in transcripts.iterdir()) for v in (mine, copy))
+
     delete_video(lib, copy_id, opts)
     assert not copy.exists() and not cache.contains(keys[1]), "the app's copy and its features"
     assert cache.contains(keys[0]) and mine.exists()
+    left = [f.name for f in transcripts.iterdir()]
+    assert [n for n in left if n.startswith(said[mine])] and not [n for n in left if n.startswith(said[copy])]
     with pytest.raises(library.LibraryNotFoundError):
         lib.video(copy_id)
 
@@ -250,9 +257,13 @@ def test_features_another_owner_still_uses_are_kept(engine, tmp_path):
     _, bob_id = recorded(engine, bob, video, opts, [])
     cache = FeatureCache(tmp_path / "features", 2**30)
     assert delete_everything(alice, opts) == 1
+    transcripts = tmp_path / "features" / "transcripts"
+    said = f"{video_prefix(file_fingerprint(video))}-"
     assert cache.contains(job.parts[0].feature_key), "bob's run of the same content needs them"
+    assert [f for f in transcripts.iterdir() if f.name.startswith(said)], "and its transcript"
     delete_video(bob, bob_id, opts)
     assert not cache.contains(job.parts[0].feature_key)
+    assert not [f for f in transcripts.iterdir() if f.name.startswith(said)]
 
 
 def test_the_cli_deletes_the_cached_features_of_a_video_but_not_its_file(
