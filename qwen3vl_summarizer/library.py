@@ -872,8 +872,15 @@ class Library:
         """The passages of this owner's videos that hold every word of ``query``, best first (BM25)."""
         return self._search(match_expression(query), query, limit, kinds)
 
-    def retrieve(self, question: str, limit: int = ASK_PASSAGES, kinds: Iterable[str] = KINDS) -> list[Hit]:
-        """The passages that best answer ``question`` (any of its words, BM25), best first."""
+    def retrieve(
+        self,
+        question: str,
+        limit: int = ASK_PASSAGES,
+        kinds: Iterable[str] = KINDS,
+        videos: Iterable[int] | None = None,
+    ) -> list[Hit]:
+        """The passages that best answer ``question`` (any of its words, BM25), best first; only of the
+        videos ``videos`` (ids) when given."""
         expression = any_term_expression(question)
         if expression is None:
             return []
@@ -882,7 +889,7 @@ class Library:
         rare = [t for t, n in zip(terms, counts, strict=True) if n <= COMMON_PASSAGES]
         expression = " OR ".join(rare) if rare else expression  # all common: newest first, below
         marked = " ".join(t.strip('"*') for t in (rare or terms))
-        return self._search(expression, marked, limit, kinds)
+        return self._search(expression, marked, limit, kinds, videos)
 
     def ask(
         self, engine: Any, question: str, options: Any, limit: int = ASK_PASSAGES
@@ -899,11 +906,20 @@ class Library:
         session = VideoSession(engine, None, context=options.context, generation=options.generation)
         return hits, session.ask(ask_prompt(question, hits))
 
-    def _search(self, expression: str | None, query: str, limit: int, kinds: Iterable[str]) -> list[Hit]:
+    def _search(
+        self,
+        expression: str | None,
+        query: str,
+        limit: int,
+        kinds: Iterable[str],
+        videos: Iterable[int] | None = None,
+    ) -> list[Hit]:
         kinds = tuple(kinds)
-        if expression is None or not kinds:
+        ids = None if videos is None else tuple(int(v) for v in videos)
+        if expression is None or not kinds or ids == ():
             return []
         marks = ", ".join("?" * len(kinds))
+        only = "" if ids is None else f"AND p.video_id IN ({', '.join('?' * len(ids))})"
         # An AND of terms matches at most as many passages as its rarest term holds; OR (retrieve) left
         # its common terms out unless all were. Either way, when every term is common, newest first.
         common = min(self._passage_counts(expression)) > COMMON_PASSAGES
@@ -914,10 +930,10 @@ class Library:
             FROM passages_fts f
             JOIN passages p ON p.id = f.rowid
             JOIN videos v ON v.id = p.video_id
-            WHERE passages_fts MATCH ? AND v.owner = ? AND p.kind IN ({marks})
+            WHERE passages_fts MATCH ? AND v.owner = ? AND p.kind IN ({marks}) {only}
             ORDER BY {order} LIMIT ?
             """,
-            (expression, self.owner, *kinds, limit),
+            (expression, self.owner, *kinds, *(ids or ()), limit),
         )
         hits = []
         for r in rows:

@@ -112,3 +112,21 @@ def test_asking_the_ticked_videos_retrieves_only_theirs(tmp_path) -> None:
         assert {
             h.video_name for h in library_tab._retrieve(library, "gradient checkpointing?", [ids[1]])
         } == {"b.mp4"}
+
+
+def test_a_ticked_video_gets_its_passages_however_far_down_it_ranks(tmp_path) -> None:
+    """Retrieval filters by the ticked videos in the query itself, not among the best passages of all:
+    many better passages elsewhere do not crowd a ticked video out."""
+    with Library(tmp_path / "library.db") as library:
+        many = library.add_video("many.mp4", "many.mp4", duration=600.0)
+        run = library.start_run(many, "summarize", {})
+        lines = [(i, i + 1.0, "checkpointing checkpointing checkpointing") for i in range(200)]
+        library.write_transcript(run, lines)
+        one = library.add_video("one.mp4", "one.mp4", duration=60.0)
+        run = library.start_run(one, "summarize", {})
+        library.write_transcript(
+            run, [(5.0, 8.0, "a long line that mentions checkpointing once, among much else")]
+        )
+        assert {h.video_name for h in library.retrieve("checkpointing?")} == {"many.mp4"}
+        hits = library_tab._retrieve(library, "checkpointing?", [one])
+        assert [(h.video_name, h.start) for h in hits] == [("one.mp4", 5.0)]

@@ -28,7 +28,6 @@ from qwen3vl_summarizer import jobs
 from qwen3vl_summarizer.errors import SummarizerError
 from qwen3vl_summarizer.export import FORMATS, Chapter, parse_chapters, write_all
 from qwen3vl_summarizer.library import (
-    ASK_PASSAGES,
     DEFAULT_PAGE,
     MARK,
     Hit,
@@ -49,7 +48,6 @@ from .render import no_raw_html, note_html, plan_line, render_timeline, shown, v
 OPEN_ANCHOR = "#open="  # a link that opens a library video: #open=ID or #open=ID&t=SECONDS
 PAGE_SIZE = DEFAULT_PAGE  # videos per page of the tab
 SEARCH_HITS = 30  # hits listed for a search
-TICKED_POOL = ASK_PASSAGES * 10  # passages retrieved before keeping the ticked videos' best ASK_PASSAGES
 # [video name @ 01:02] or [video name @ 1:02:03], as ask_prompt asks the model to cite
 CITATION = re.compile(r"\[([^\[\]\n]+?) @ (\d{1,2}(?::\d{2}){1,2})\]")
 _MARKED = re.compile(re.escape(html.escape(MARK[0])) + r"(.+?)" + re.escape(html.escape(MARK[1])))
@@ -482,9 +480,7 @@ def ask_library(state: h.AppState, question: str, ticked: list | None, model_id:
 def _retrieve(library: Library, question: str, ticked: list | None) -> list[Hit]:
     """The passages for ``question``: of every video, or of the ticked ones."""
     ids = {int(v) for v in ticked or []}
-    if not ids:
-        return library.retrieve(question)
-    return [hit for hit in library.retrieve(question, TICKED_POOL) if hit.video_id in ids][:ASK_PASSAGES]
+    return library.retrieve(question, videos=ids or None)
 
 
 # ----------------------------------------------------------------------------------------------------
