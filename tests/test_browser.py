@@ -489,6 +489,10 @@ def test_the_phone_layout(browser, served, tmp_path: Path) -> None:
     page.set_default_timeout(TIMEOUT_MS)
     try:
         page.goto(served.url)
+        # Gradio adds page.css after the first paint: measure once its rule for the row applies.
+        page.wait_for_function(
+            "(row => row && getComputedStyle(row).flexWrap === 'nowrap')(document.querySelector('#model-row'))"
+        )
         menu = page.locator("#model-row .block").first.bounding_box()
         button = page.locator("#load-model").bounding_box()
         assert button["height"] < 80 and button["x"] > menu["x"] + menu["width"] - 1, (menu, button)
