@@ -72,10 +72,13 @@ class Served:
         return client.submit(*args, api_name="/summarize")
 
 
-def serve(model_dir: Path):
+def serve(model_dir: Path, library: Path | None = None, **server):
     """Start the app on a free port; yields a :class:`Served`, closes the app after. Gradio's own errors
-    carry their message (``show_error``), so that a test tells Gradio's refusal from a crash."""
-    options = tiny_options(model_dir)
+    carry their message (``show_error``), so that a test tells Gradio's refusal from a crash. ``library``:
+    a library file of its own (else the run's shared one); ``server``: ``[server]`` settings."""
+    options = tiny_options(model_dir, **server)
+    if library is not None:
+        options = options.replace(library={"path": str(library)})
     state = app.AppState(options)
     demo = app.build_demo(options, state)
     app.launch(demo, options, prevent_thread_lock=True, quiet=True, show_error=True)

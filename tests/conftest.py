@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's: Playwright's own browser download fails here
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Keep the tests' vision-feature cache and library out of the user's home: one fresh folder each
@@ -58,3 +61,17 @@ def scripted(monkeypatch: pytest.MonkeyPatch):
     script = Script()
     script.install(monkeypatch)
     return script
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium driven by Playwright, one per test module (skipped where either is missing)."""
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

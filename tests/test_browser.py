@@ -9,7 +9,6 @@ rendering and the page's seek JavaScript; it does not pretend the model wrote th
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -20,21 +19,8 @@ from tests.videos import write_video
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 TIMEOUT_MS = 120_000  # the first summary loads the model (cold imports take ~15 s on 2 cores)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, shot
+from tests.apps import serve
+from tests.test_browser import ARTIFACTS, TIMEOUT_MS, shot
 from tests.videos import write_video
 
 pytestmark = pytest.mark.browser
@@ -39,17 +40,6 @@ SUMMARY = """## Chapters
 ANSWER = "At [00:09] the speaker asks to water the plants."
 
 
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def page(browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -58,25 +48,9 @@ def page(browser):
     page.close()
 
 
-def serve_app(model_dir: Path, library: Path, **server):
-    """The app on the tiny model with its own library file (this module deletes everything in it)."""
-    import app
-    from tests.apps import Served, tiny_options
-
-    options = tiny_options(model_dir, **server).replace(library={"path": str(library)})
-    state = app.AppState(options)
-    demo = app.build_demo(options, state)
-    app.launch(demo, options, prevent_thread_lock=True, quiet=True, show_error=True)
-    try:
-        yield Served(f"http://127.0.0.1:{options.server.port}/", state, options)
-    finally:
-        demo.close()
-        state.close()
-
-
 @pytest.fixture(scope="module")
 def served(tiny_model_dir: Path, tmp_path_factory):
-    yield from serve_app(tiny_model_dir, tmp_path_factory.mktemp("library-page") / "library.db")
+    yield from serve(tiny_model_dir, tmp_path_factory.mktemp("library-page") / "library.db")
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +298,7 @@ def test_delete_one_and_delete_everything(page, served, tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def served_with_logins(tiny_model_dir: Path, tmp_path_factory):
-    yield from serve_app(
+    yield from serve(
         tiny_model_dir,
         tmp_path_factory.mktemp("library-logins") / "library.db",
         auth="alice:a-pass,bob:b-pass",
