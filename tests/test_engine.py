@@ -602,6 +602,14 @@ def test_last_layer_for_the_last_token_keeps_the_cache_exact(engine, frames, mon
         torch.testing.assert_close(mine.values, theirs.values, rtol=1e-5, atol=1e-5)
 
 
+def assert_same_features(mine, reference) -> None:
+    """Encoded media equal: the same ids and positions, embeddings and DeepStack features within 1e-5."""
+    assert torch.equal(mine.ids, reference.ids) and torch.equal(mine.positions, reference.positions)
+    torch.testing.assert_close(mine.embeds, reference.embeds, rtol=1e-5, atol=1e-5)
+    for layer, theirs in zip(mine.deepstack, reference.deepstack, strict=True):
+        torch.testing.assert_close(layer, theirs, rtol=1e-5, atol=1e-5)
+
+
 def test_last_layer_for_the_last_token_where_deepstack_reaches_it(tmp_path_factory, frames, monkeypatch):
     """A 2-layer text model whose both layers take DeepStack features (issue 18's other shape): the last
     layer still computes only the last token, and the answer, its logits and the cache are exact."""
@@ -666,10 +674,7 @@ def test_vision_groups_attended_in_one_call_equal_one_call_each(engine, frames, 
         m.setattr(attention, "batched_vision_attention", lambda model: contextlib.nullcontext())
         reference = engine.encode_frames(frames)
     assert per_group, "the reference went through transformers' attention"
-    assert torch.equal(batched.ids, reference.ids) and torch.equal(batched.positions, reference.positions)
-    torch.testing.assert_close(batched.embeds, reference.embeds, rtol=1e-5, atol=1e-5)
-    for mine, theirs in zip(batched.deepstack, reference.deepstack, strict=True):
-        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    assert_same_features(batched, reference)
     assert all(
         type(b.attn) is modeling_qwen3_vl.Qwen3VLVisionAttention for b in engine.model.model.visual.blocks
     )
@@ -693,10 +698,7 @@ def test_patch_embedding_as_one_matrix_product_equals_the_conv3d(engine, frames,
         m.setattr(attention, "linear_patch_embed", lambda model: contextlib.nullcontext())
         reference = engine.encode_frames(frames)
     assert calls, "the reference went through the Conv3d"
-    assert torch.equal(linear.ids, reference.ids) and torch.equal(linear.positions, reference.positions)
-    torch.testing.assert_close(linear.embeds, reference.embeds, rtol=1e-5, atol=1e-5)
-    for mine, theirs in zip(linear.deepstack, reference.deepstack, strict=True):
-        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    assert_same_features(linear, reference)
 
 
 @pytest.mark.parametrize("count", [len(TIMES), len(TIMES) - 1])  # an odd count pads the last group
