@@ -1057,9 +1057,11 @@ class Library:
         """Delete the videos ``ids`` inside a write transaction; what they leave outside the database."""
         keys: set[str] = set()
         uploads: dict[str, str] = {}  # path -> the content it held
-        contents = {r[0] for video_id in ids for r in db.execute(
-            "SELECT fingerprint FROM videos WHERE id = ?", (video_id,))}  # fmt: skip
+        contents: set[str] = set()  # the videos' content fingerprints
         for video_id in ids:
+            contents.update(
+                r[0] for r in db.execute("SELECT fingerprint FROM videos WHERE id = ?", (video_id,))
+            )
             keys.update(r[0] for r in db.execute(
                 "SELECT p.feature_key FROM parts p JOIN runs r ON r.id = p.run_id "
                 "WHERE r.video_id = ? AND p.feature_key IS NOT NULL", (video_id,)))  # fmt: skip
