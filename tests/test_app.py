@@ -15,6 +15,7 @@ from PIL import Image
 
 import app
 from qwen3vl_summarizer.export import FORMATS, get_writer
+from qwen3vl_summarizer.feature_cache import FeatureCache
 from qwen3vl_summarizer.library import Library
 from qwen3vl_summarizer.video import probe
 from tests.apps import PROMPT, Served, tiny_options
@@ -51,6 +52,8 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 
 
 def test_summary_streams_then_follow_ups_reuse_the_cached_video(served: Served, media) -> None:
+    # The first summary reads the video: no features of it left on disk by a test that ran before.
+    FeatureCache(Path(served.options.cache.dir), 2**30).clear()
     client = served.client()
     outputs = list(served.summarize(client, media.short))
     texts = [o[0] for o in outputs if o[0]]
